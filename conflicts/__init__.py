@@ -1,0 +1,1 @@
+"""Deterministic conflict detection and resolution (pure, no I/O)."""

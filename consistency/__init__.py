@@ -1,0 +1,1 @@
+"""Consistency classes and their machinery (pure parts: clocks, causal buffer, routing)."""

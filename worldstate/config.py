@@ -1,0 +1,138 @@
+"""`Config`: every setting in one frozen value, readable from ``WORLDSTATE_*`` variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from regions import DEFAULT_BOUNDS, REGION_SIZE, WorldBounds
+from worldstate.errors import ValidationError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Settings of one world connection. Every field can come from the environment as
+    ``WORLDSTATE_<FIELD>`` (upper case), e.g. ``WORLDSTATE_CACHE_TTL=60``.
+
+    Times are seconds; sizes are metres or counts as named.
+    """
+
+    store_url: str = "sqlite+aiosqlite:///world.db"
+    """SQLAlchemy URL of the durable store (CockroachDB, PostgreSQL or SQLite)."""
+    cache_url: str = "memory://"
+    """``redis://host:port/db`` or ``memory://`` (in-process LRU)."""
+    bus_url: str = "memory://"
+    """``mqtt://host:port`` or ``memory://[name]`` (in-process bus shared by name)."""
+    server_id: str = "gs-1"
+    namespace: str = "ws"
+    """Prefix of every Redis key and MQTT topic: worlds with different namespaces never mix."""
+
+    region_size: float = REGION_SIZE
+    world_bounds: WorldBounds = DEFAULT_BOUNDS
+
+    cache_ttl: float = 300.0
+    cache_max_entries: int = 4096
+    """Capacity of the in-process LRU cache (regions)."""
+    cache_breaker_failures: int = 3
+    """Consecutive Redis failures that open the circuit breaker (cache bypassed)."""
+    cache_breaker_reset: float = 5.0
+    """Seconds the breaker stays open before one trial request."""
+    cache_timeout: float = 0.25
+    """Per-request Redis timeout before the cache is treated as failed."""
+
+    lease_ttl: float = 10.0
+    lease_renew_interval: float = 3.0
+    heartbeat_interval: float = 1.0
+    partition_timeout: float = 10.0
+    tick_rate: float = 20.0
+    """Eventual-batch ticks per second."""
+    snapshot_interval: float = 5.0
+    """Seconds between snapshots of owned regions' eventual state to cache/store."""
+    group_commit_window: float = 0.002
+    """Seconds the strong pipeline gathers ops before committing them as one batch."""
+    region_queue_size: int = 10_000
+    """Bound of each owned region's strong-op queue; a full queue rejects new ops."""
+    forward_timeout: float = 2.0
+
+    history_versions: int = 10
+    """Versions of each region kept for corruption recovery (>= 1)."""
+    max_objects_per_region: int = 100_000
+    max_snapshot_bytes: int = 64 * 1024 * 1024
+    max_object_data_bytes: int = 64 * 1024
+    max_id_length: int = 200
+    max_query_regions: int = 4096
+    query_staleness: float = 1.0
+    """A query re-reads (from cache) regions it has held for longer than this."""
+
+    txn_max_attempts: int = 12
+    txn_backoff_base: float = 0.005
+    txn_backoff_max: float = 0.5
+    pool_size: int = 10
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.type in ("float", "int") and (
+                isinstance(v, bool) or not isinstance(v, (int, float))
+            ):
+                raise ValidationError(f"Config.{f.name} must be a number, got {v!r}")
+            if f.type == "float" and (not math.isfinite(v) or v <= 0):
+                raise ValidationError(f"Config.{f.name} must be finite and > 0, got {v!r}")
+            if f.type == "int" and (not isinstance(v, int) or v < 1):
+                raise ValidationError(f"Config.{f.name} must be an int >= 1, got {v!r}")
+            if f.type == "str" and (not isinstance(v, str) or not v):
+                raise ValidationError(f"Config.{f.name} must be a non-empty string")
+        if not isinstance(self.world_bounds, WorldBounds):
+            raise ValidationError("Config.world_bounds must be a regions.WorldBounds")
+        if self.lease_renew_interval >= self.lease_ttl:
+            raise ValidationError(
+                f"Config.lease_renew_interval ({self.lease_renew_interval}) must be shorter "
+                f"than lease_ttl ({self.lease_ttl})"
+            )
+        from worldstate.ids import check_id  # local: ids imports errors only
+
+        check_id(self.server_id, "server_id", self.max_id_length)
+        check_id(self.namespace, "namespace", self.max_id_length)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Build from ``WORLDSTATE_*`` variables; keyword ``overrides`` win over them.
+
+        ``WORLDSTATE_WORLD_BOUNDS`` is six comma-separated numbers ``lox,loy,loz,hix,hiy,hiz``.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"WORLDSTATE_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _parse(f, raw)
+        values.update(overrides)
+        return cls(**values)
+
+
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    name = f"WORLDSTATE_{f.name.upper()}"
+    try:
+        if f.type == "float":
+            return float(raw)
+        if f.type == "int":
+            return int(raw)
+        if f.type == "WorldBounds":
+            nums = [float(x) for x in raw.split(",")]
+            if len(nums) != 6:
+                raise ValueError("need 6 numbers")
+            return WorldBounds(tuple(nums[:3]), tuple(nums[3:]))  # type: ignore[arg-type]
+    except ValueError as e:
+        raise ValidationError(f"{name}={raw!r} is not valid for {f.type}: {e}") from None
+    return raw
+
+

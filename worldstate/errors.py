@@ -1,0 +1,105 @@
+"""The worldstate error tree. Every error says what was wrong and what to do, and carries
+its facts as attributes (and survives pickling, for process pools and logs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WorldStateError(Exception):
+    """Base of every error worldstate raises on purpose."""
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[WorldStateError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
+
+class ValidationError(WorldStateError, ValueError):
+    """An input was refused at the boundary; nothing was changed."""
+
+
+class VersionConflict(WorldStateError):
+    """``store_region`` expected one version and found another: reload, reapply, retry."""
+
+    def __init__(self, key: Any, expected: int | None, actual: int) -> None:
+        self.key, self.expected, self.actual = key, expected, actual
+        want = "absent (version 0)" if expected == 0 else f"version {expected}"
+        super().__init__(
+            f"region {key}: expected {want} but the store holds version {actual}; "
+            "load the region again, reapply your change and retry"
+        )
+
+
+class Fenced(WorldStateError):
+    """The caller's lease epoch is stale: another owner took the region over."""
+
+    def __init__(self, key: Any, epoch: int, current: int, owner: str | None = None) -> None:
+        self.key, self.epoch, self.current, self.owner = key, epoch, current, owner
+        by = f" (now held by {owner!r})" if owner else ""
+        super().__init__(
+            f"region {key}: write carries epoch {epoch} but the lease is at epoch "
+            f"{current}{by}; this server is no longer authoritative — drop local state and "
+            "reacquire or hand the region off"
+        )
+
+
+class RegionOwned(WorldStateError):
+    """Another live server holds the region's lease."""
+
+    def __init__(self, key: Any, owner: str, epoch: int, expires_at: float) -> None:
+        self.key, self.owner, self.epoch, self.expires_at = key, owner, epoch, expires_at
+        super().__init__(
+            f"region {key} is held by {owner!r} (epoch {epoch}) until {expires_at:.3f}; "
+            "ask the mesh coordinator for a hand-off or wait for the lease to expire"
+        )
+
+
+class NotAuthoritative(WorldStateError):
+    """This server may not perform strong writes now (minority partition, or no lease)."""
+
+    def __init__(self, message: str, *, key: Any = None) -> None:
+        self.key = key
+        super().__init__(message)
+
+
+class StoreUnavailable(WorldStateError):
+    """The durable store could not be reached, or retries were exhausted."""
+
+    def __init__(self, message: str, *, attempts: int = 0) -> None:
+        self.attempts = attempts
+        super().__init__(message)
+
+
+class CorruptRegion(WorldStateError):
+    """A region's stored state failed its checksum and no valid version is left in history."""
+
+    def __init__(self, key: Any, versions_checked: list[int]) -> None:
+        self.key, self.versions_checked = key, versions_checked
+        super().__init__(
+            f"region {key}: the current row and all {len(versions_checked)} kept versions "
+            f"{versions_checked} fail their checksums; restore it from a backup or store a "
+            "fresh snapshot with store_region(..., expected_version=None)"
+        )
+
+
+class WorldClosed(WorldStateError):
+    """The world was closed (or lost its bus); open a new one with `worldstate.connect`."""
+
+
+__all__ = [
+    "CorruptRegion",
+    "Fenced",
+    "NotAuthoritative",
+    "RegionOwned",
+    "StoreUnavailable",
+    "ValidationError",
+    "VersionConflict",
+    "WorldClosed",
+    "WorldStateError",
+]
