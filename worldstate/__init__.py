@@ -2,6 +2,7 @@
 
 from worldstate.config import Config
 from worldstate.errors import (
+    BusUnavailable,
     CorruptRegion,
     Fenced,
     NotAuthoritative,
@@ -14,6 +15,7 @@ from worldstate.errors import (
 )
 
 __all__ = [
+    "BusUnavailable",
     "Config",
     "CorruptRegion",
     "Fenced",

@@ -88,11 +88,16 @@ class CorruptRegion(WorldStateError):
         )
 
 
+class BusUnavailable(WorldStateError):
+    """The message bus could not be reached in time (a QoS-1 publish or a forwarded op)."""
+
+
 class WorldClosed(WorldStateError):
     """The world was closed (or lost its bus); open a new one with `worldstate.connect`."""
 
 
 __all__ = [
+    "BusUnavailable",
     "CorruptRegion",
     "Fenced",
     "NotAuthoritative",
