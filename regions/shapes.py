@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,13 +31,8 @@ def as_vec3(value: object, name: str = "point") -> Vec3:
         raise GeometryError(f"{name} must have 3 coordinates, got {len(value)}")
     out = []
     for c in value:
-        if isinstance(c, bool) or not isinstance(c, (int, float)):
-            try:
-                c = float(c)  # numpy scalars
-            except (TypeError, ValueError):
-                raise GeometryError(
-                    f"{name} coordinates must be numbers, got {type(c).__name__}"
-                ) from None
+        if isinstance(c, bool) or not isinstance(c, numbers.Real):
+            raise GeometryError(f"{name} coordinates must be numbers, got {type(c).__name__}")
         f = float(c)
         if not math.isfinite(f):
             raise GeometryError(f"{name} has a non-finite coordinate: {value!r}")

@@ -13,17 +13,24 @@ from worldstate.errors import (
     WorldClosed,
     WorldStateError,
 )
+from worldstate.objects import Lease, RegionSnapshot, WorldObject
+from worldstate.world import World, connect
 
 __all__ = [
     "BusUnavailable",
     "Config",
     "CorruptRegion",
     "Fenced",
+    "Lease",
     "NotAuthoritative",
     "RegionOwned",
+    "RegionSnapshot",
     "StoreUnavailable",
     "ValidationError",
     "VersionConflict",
+    "World",
     "WorldClosed",
+    "WorldObject",
     "WorldStateError",
+    "connect",
 ]

@@ -31,6 +31,8 @@ class Config:
     namespace: str = "ws"
     """Prefix of every Redis key and MQTT topic: worlds with different namespaces never mix."""
 
+    extra_object_kinds: tuple[str, ...] = ()
+    """Object kinds a game adds to the built-in ones (structure, resource, item, ...)."""
     region_size: float = REGION_SIZE
     world_bounds: WorldBounds = DEFAULT_BOUNDS
 
@@ -86,6 +88,10 @@ class Config:
                 raise ValidationError(f"Config.{f.name} must be an int >= 1, got {v!r}")
             if f.type == "str" and (not isinstance(v, str) or not v):
                 raise ValidationError(f"Config.{f.name} must be a non-empty string")
+        if not isinstance(self.extra_object_kinds, tuple) or not all(
+            isinstance(k, str) and k for k in self.extra_object_kinds
+        ):
+            raise ValidationError("Config.extra_object_kinds must be a tuple of non-empty str")
         if not isinstance(self.world_bounds, WorldBounds):
             raise ValidationError("Config.world_bounds must be a regions.WorldBounds")
         if self.lease_renew_interval >= self.lease_ttl:
@@ -131,6 +137,8 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
             if len(nums) != 6:
                 raise ValueError("need 6 numbers")
             return WorldBounds(tuple(nums[:3]), tuple(nums[3:]))  # type: ignore[arg-type]
+        if f.type == "tuple[str, ...]":
+            return tuple(x.strip() for x in raw.split(",") if x.strip())
     except ValueError as e:
         raise ValidationError(f"{name}={raw!r} is not valid for {f.type}: {e}") from None
     return raw

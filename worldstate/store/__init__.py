@@ -1,0 +1,279 @@
+"""The durable store: one adapter over CockroachDB, PostgreSQL and SQLite (SQLAlchemy 2
+async Core), every transaction SERIALIZABLE and retried (see `worldstate.store.retry`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import desc, func, select
+from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from regions import RegionKey
+from worldstate.errors import StoreUnavailable, WorldStateError
+from worldstate.objects import Lease
+from worldstate.store import leases as lease_ops
+from worldstate.store import region_state, schema
+from worldstate.store.engine import dialect_of, make_engine, parse_store_url
+from worldstate.store.region_state import LoadResult, StoredRow, WriteRequest
+from worldstate.store.retry import RetryPolicy, RetryStats, transact
+
+log = logging.getLogger("worldstate.store")
+
+T = TypeVar("T")
+
+__all__ = ["LoadResult", "RegionSummary", "Store"]
+
+
+@dataclass(frozen=True, slots=True)
+class RegionSummary:
+    key: RegionKey
+    version: int
+    object_count: int
+    stored_at: float
+    stored_by: str
+    size: int
+    owner: str | None
+    epoch: int
+    lease_expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    version: int
+    epoch: int
+    object_count: int
+    stored_at: float
+    stored_by: str
+    valid: bool
+
+
+class Store:
+    """Region state, history, leases and incidents in one SQL database."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        policy: RetryPolicy | None = None,
+        pool_size: int = 10,
+        read_only: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = parse_store_url(url)
+        self.dialect = dialect_of(self.url)
+        self.engine = make_engine(url, pool_size=pool_size, read_only=read_only)
+        self.policy = policy or RetryPolicy()
+        self.stats = RetryStats()
+        self.clock = clock
+        self.read_only = read_only
+
+    def describe(self) -> str:
+        return self.url.render_as_string(hide_password=True)
+
+    async def run(self, body: Callable[[AsyncConnection], Awaitable[T]], what: str) -> T:
+        """Run ``body`` in a SERIALIZABLE transaction with retries."""
+        try:
+            return await transact(
+                self.engine, body, policy=self.policy, what=what, stats=self.stats
+            )
+        except WorldStateError:
+            raise
+        except DBAPIError as e:
+            raise StoreUnavailable(
+                f"{what}: the store at {self.describe()} failed: {str(e.orig).splitlines()[0]}"
+            ) from e
+        except OSError as e:
+            raise StoreUnavailable(
+                f"{what}: cannot reach the store at {self.describe()}: {e}"
+            ) from e
+
+    async def open(self) -> None:
+        """Create the schema if missing (idempotent; safe with many servers starting)."""
+        if self.read_only:
+            await self.run(lambda c: c.execute(select(1)), "connect")
+            return
+        for attempt in range(5):
+            try:
+                stored = await self.run(schema.create_schema, "create schema")
+                break
+            except (IntegrityError, ProgrammingError) as e:  # concurrent CREATE TABLE
+                if attempt == 4:
+                    raise StoreUnavailable(f"create schema failed: {e.orig}") from e
+        if stored > schema.SCHEMA_VERSION:
+            raise StoreUnavailable(
+                f"the store's schema version {stored} is newer than this worldstate's "
+                f"({schema.SCHEMA_VERSION}); upgrade worldstate"
+            )
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- regions ---------------------------------------------------------------------------
+
+    async def load_region(self, key: RegionKey, *, repair: bool = True) -> LoadResult:
+        now = self.clock()
+
+        async def body(conn: AsyncConnection) -> LoadResult | StoredRow:
+            return await region_state.load(conn, key, now)
+
+        got = await self.run(body, f"load region {key}")
+        if isinstance(got, LoadResult):
+            return got
+        fix_it = repair and not self.read_only
+
+        async def fix(conn: AsyncConnection) -> LoadResult:
+            return await region_state.recover(conn, key, now, repair=fix_it)
+
+        result = await self.run(fix, f"recover region {key}")
+        if not fix_it:
+            log.warning(
+                "region %s: current row fails its checksum; serving history version %s "
+                "(read-only: not repaired)", key, result.recovered_from,
+            )
+        return result
+
+    async def store_region(
+        self,
+        key: RegionKey,
+        payload: bytes,
+        object_count: int,
+        *,
+        expected_version: int | None,
+        epoch: int,
+        writer: str,
+        history_versions: int,
+    ) -> int:
+        req = WriteRequest(
+            key,
+            payload,
+            object_count,
+            expected_version,
+            epoch,
+            writer,
+            str(uuid.uuid4()),
+            history_versions,
+        )
+        now = self.clock()
+
+        async def body(conn: AsyncConnection) -> int:
+            return await region_state.store(conn, req, now)
+
+        return await self.run(body, f"store region {key}")
+
+    async def history(self, key: RegionKey) -> list[HistoryEntry]:
+        async def body(conn: AsyncConnection) -> list[HistoryEntry]:
+            h = schema.region_history
+            rows = (
+                await conn.execute(
+                    select(h).where(h.c.region_key == key.morton).order_by(desc(h.c.version))
+                )
+            ).all()
+            out = []
+            for r in rows:
+                row = StoredRow(
+                    key,
+                    r.version,
+                    r.epoch,
+                    bytes(r.payload),
+                    bytes(r.checksum),
+                    r.stored_at,
+                    r.stored_by,
+                )
+                out.append(
+                    HistoryEntry(
+                        r.version, r.epoch, r.object_count, r.stored_at, r.stored_by, row.valid()
+                    )
+                )
+            return out
+
+        return await self.run(body, f"history of region {key}")
+
+    async def regions(self, *, limit: int = 1000, after: int = -1) -> list[RegionSummary]:
+        """Stored regions in Morton order (``after`` a Morton code, for paging)."""
+        now = self.clock()
+
+        async def body(conn: AsyncConnection) -> list[RegionSummary]:
+            r, le = schema.regions, schema.leases
+            q = (
+                select(
+                    r.c.region_key,
+                    r.c.version,
+                    r.c.object_count,
+                    r.c.stored_at,
+                    r.c.stored_by,
+                    func.length(r.c.payload).label("size"),
+                    le.c.owner,
+                    le.c.epoch,
+                    le.c.expires_at,
+                )
+                .select_from(r.outerjoin(le, le.c.region_key == r.c.region_key))
+                .where(r.c.region_key > after)
+                .order_by(r.c.region_key)
+                .limit(limit)
+            )
+            out = []
+            for row in (await conn.execute(q)).all():
+                live = row.expires_at is not None and row.expires_at > now
+                out.append(
+                    RegionSummary(
+                        RegionKey.from_morton(row.region_key),
+                        row.version,
+                        row.object_count,
+                        row.stored_at,
+                        row.stored_by,
+                        int(row.size or 0),
+                        row.owner if live else None,
+                        int(row.epoch or 0),
+                        row.expires_at,
+                    )
+                )
+            return out
+
+        return await self.run(body, "list regions")
+
+    async def incidents(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        async def body(conn: AsyncConnection) -> list[dict[str, Any]]:
+            i = schema.incidents
+            rows = (await conn.execute(select(i).order_by(desc(i.c.at)).limit(limit))).all()
+            return [
+                {
+                    "region": str(RegionKey.from_morton(r.region_key)),
+                    "kind": r.kind,
+                    "detail": r.detail,
+                    "at": r.at,
+                }
+                for r in rows
+            ]
+
+        return await self.run(body, "list incidents")
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def acquire(self, key: RegionKey, owner: str, ttl: float) -> Lease:
+        now = self.clock()
+        return await self.run(
+            lambda c: lease_ops.acquire(c, key, owner, ttl, now), f"acquire region {key}"
+        )
+
+    async def renew(self, key: RegionKey, owner: str, epoch: int, ttl: float) -> Lease:
+        now = self.clock()
+        return await self.run(
+            lambda c: lease_ops.renew(c, key, owner, epoch, ttl, now), f"renew lease {key}"
+        )
+
+    async def release(self, key: RegionKey, owner: str, epoch: int) -> bool:
+        return await self.run(
+            lambda c: lease_ops.release(c, key, owner, epoch), f"release region {key}"
+        )
+
+    async def lease(self, key: RegionKey) -> Lease | None:
+        return await self.run(lambda c: lease_ops.get(c, key), f"read lease {key}")
+
+    async def leases(self, *, owner: str | None = None) -> list[Lease]:
+        return await self.run(lambda c: lease_ops.all_leases(c, owner=owner), "list leases")
