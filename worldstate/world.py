@@ -41,10 +41,13 @@ log = logging.getLogger("worldstate")
 
 
 @dataclass
-class _ViewEntry:
+class _RegionView:
+    """A region as this server last saw it, with its own R-tree (bulk-loaded)."""
+
     version: int
     loaded_at: float
-    ids: tuple[str, ...]
+    index: SpatialIndex[int]
+    objects: tuple[WorldObject, ...]
 
 
 class World:
@@ -76,9 +79,7 @@ class World:
             breaker_reset=config.cache_breaker_reset,
         )
         self._leases: dict[RegionKey, Lease] = {}
-        self._index: SpatialIndex[tuple[int, str]] = SpatialIndex()
-        self._objects: dict[tuple[int, str], WorldObject] = {}
-        self._view: dict[RegionKey, _ViewEntry] = {}
+        self._view: dict[RegionKey, _RegionView] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._opened = False
@@ -295,20 +296,19 @@ class World:
     # -- spatial queries -------------------------------------------------------------------
 
     def _index_region(self, snap: RegionSnapshot) -> None:
-        m = snap.key.morton
+        """Remember the region for queries. A new version replaces the region's R-tree
+        with a bulk-loaded one (far cheaper than per-object deletes); the same version
+        only refreshes the time it was seen."""
         old = self._view.get(snap.key)
-        if old is not None and old.version > snap.version:
+        now = self.clock()
+        if old is not None and old.version >= snap.version:
+            if old.version == snap.version:
+                old.loaded_at = now
             return  # never go back to an older version
-        if old is not None:
-            for oid in old.ids:
-                self._index.delete((m, oid))
-                self._objects.pop((m, oid), None)
-        for o in snap.objects:
-            self._index.insert((m, o.id), o.bbox)
-            self._objects[(m, o.id)] = o
-        self._view[snap.key] = _ViewEntry(
-            snap.version, self.clock(), tuple(o.id for o in snap.objects)
-        )
+        index: SpatialIndex[int] = SpatialIndex()
+        if snap.objects:
+            index.bulk_load(range(len(snap.objects)), [o.bbox for o in snap.objects])
+        self._view[snap.key] = _RegionView(snap.version, now, index, snap.objects)
 
     async def query(
         self, shape: Shape | tuple[Any, Any], kinds: Iterable[str] | None = None
@@ -316,7 +316,7 @@ class World:
         """Objects whose boxes meet ``shape`` (a `Box`, a `Sphere` or a ``(lo, hi)`` pair),
         optionally only of some ``kinds``; answered by the R-tree over the regions it
         touches, each read (from cache when possible) if not seen within
-        ``Config.query_staleness`` seconds. Sorted by (region, id)."""
+        ``Config.query_staleness`` seconds. Ordered by region (Morton), then as stored."""
         self._check_open()
         q: Box | Sphere = geometry(as_shape, shape)
         kind_set = None if kinds is None else {check_kind(k, self.kinds) for k in kinds}
@@ -336,9 +336,12 @@ class World:
                 await self.load_region(k, consistent=False)
 
         await asyncio.gather(*(refresh(k) for k in stale))
-        wanted = {k.morton for k in keys}
-        hits = sorted(h for h in self._index.intersection(q) if h[0] in wanted)
-        out = [self._objects[h] for h in hits]
+        out: list[WorldObject] = []
+        for k in keys:
+            view = self._view.get(k)
+            if view is None or not view.objects:
+                continue
+            out.extend(view.objects[i] for i in sorted(view.index.intersection(q)))
         if kind_set is not None:
             out = [o for o in out if o.kind in kind_set]
         return out
@@ -350,7 +353,7 @@ class World:
             "server_id": self.server_id,
             "leases": len(self.leases()),
             "regions_in_view": len(self._view),
-            "objects_in_view": len(self._objects),
+            "objects_in_view": sum(len(v.objects) for v in self._view.values()),
             "cache": self.cache.stats.as_dict(),
             "store": {
                 "transactions": self.store.stats.transactions,

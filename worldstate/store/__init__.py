@@ -3,9 +3,11 @@ async Core), every transaction SERIALIZABLE and retried (see `worldstate.store.r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -24,6 +26,10 @@ from worldstate.store.region_state import LoadResult, StoredRow, WriteRequest
 from worldstate.store.retry import RetryPolicy, RetryStats, transact
 
 log = logging.getLogger("worldstate.store")
+
+_SQLITE_WRITE_LOCKS: weakref.WeakValueDictionary[tuple[str, int], asyncio.Lock] = (
+    weakref.WeakValueDictionary()
+)
 
 T = TypeVar("T")
 
@@ -73,14 +79,34 @@ class Store:
         self.clock = clock
         self.read_only = read_only
 
+    def _write_lock(self) -> asyncio.Lock | None:
+        """SQLite only: one lock per database file and event loop, shared by every Store
+        of this process (several worlds on one file queue here, not in busy-sleeps)."""
+        if self.dialect != "sqlite":
+            return None
+        loop = asyncio.get_running_loop()
+        key = (str(self.url.database), id(loop))
+        lock = _SQLITE_WRITE_LOCKS.get(key)
+        if lock is None:
+            lock = _SQLITE_WRITE_LOCKS[key] = asyncio.Lock()
+        return lock
+
     def describe(self) -> str:
         return self.url.render_as_string(hide_password=True)
 
-    async def run(self, body: Callable[[AsyncConnection], Awaitable[T]], what: str) -> T:
-        """Run ``body`` in a SERIALIZABLE transaction with retries."""
+    async def run(
+        self, body: Callable[[AsyncConnection], Awaitable[T]], what: str, *, read: bool = False
+    ) -> T:
+        """Run ``body`` in a SERIALIZABLE transaction with retries (``read``: it only reads)."""
         try:
             return await transact(
-                self.engine, body, policy=self.policy, what=what, stats=self.stats
+                self.engine,
+                body,
+                policy=self.policy,
+                what=what,
+                stats=self.stats,
+                read=read,
+                write_lock=self._write_lock(),
             )
         except WorldStateError:
             raise
@@ -122,7 +148,7 @@ class Store:
         async def body(conn: AsyncConnection) -> LoadResult | StoredRow:
             return await region_state.load(conn, key, now)
 
-        got = await self.run(body, f"load region {key}")
+        got = await self.run(body, f"load region {key}", read=True)
         if isinstance(got, LoadResult):
             return got
         fix_it = repair and not self.read_only
@@ -134,7 +160,9 @@ class Store:
         if not fix_it:
             log.warning(
                 "region %s: current row fails its checksum; serving history version %s "
-                "(read-only: not repaired)", key, result.recovered_from,
+                "(read-only: not repaired)",
+                key,
+                result.recovered_from,
             )
         return result
 
@@ -192,7 +220,7 @@ class Store:
                 )
             return out
 
-        return await self.run(body, f"history of region {key}")
+        return await self.run(body, f"history of region {key}", read=True)
 
     async def regions(self, *, limit: int = 1000, after: int = -1) -> list[RegionSummary]:
         """Stored regions in Morton order (``after`` a Morton code, for paging)."""
@@ -235,7 +263,7 @@ class Store:
                 )
             return out
 
-        return await self.run(body, "list regions")
+        return await self.run(body, "list regions", read=True)
 
     async def incidents(self, *, limit: int = 100) -> list[dict[str, Any]]:
         async def body(conn: AsyncConnection) -> list[dict[str, Any]]:
@@ -251,7 +279,7 @@ class Store:
                 for r in rows
             ]
 
-        return await self.run(body, "list incidents")
+        return await self.run(body, "list incidents", read=True)
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -273,7 +301,9 @@ class Store:
         )
 
     async def lease(self, key: RegionKey) -> Lease | None:
-        return await self.run(lambda c: lease_ops.get(c, key), f"read lease {key}")
+        return await self.run(lambda c: lease_ops.get(c, key), f"read lease {key}", read=True)
 
     async def leases(self, *, owner: str | None = None) -> list[Lease]:
-        return await self.run(lambda c: lease_ops.all_leases(c, owner=owner), "list leases")
+        return await self.run(
+            lambda c: lease_ops.all_leases(c, owner=owner), "list leases", read=True
+        )

@@ -5,7 +5,8 @@
 - ``sqlite+aiosqlite:///file.db`` — the embedded default. pysqlite's own transaction
   handling is switched off and every transaction starts with ``BEGIN IMMEDIATE`` (the
   documented SQLAlchemy recipe), so concurrent writers queue on the file lock instead of
-  failing to upgrade a read lock; WAL journal, ``synchronous=FULL`` so an acknowledged
+  failing to upgrade a read lock (read-only transactions begin DEFERRED); WAL journal,
+  ``synchronous=FULL`` so an acknowledged
   write survives a power cut.
 """
 
@@ -20,6 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from worldstate.errors import ValidationError
+
+READ_OPTION = "worldstate_read"
+"""Execution option marking a read-only transaction: on SQLite it begins DEFERRED, so WAL
+readers never wait for the write lock."""
 
 SUPPORTED = ("cockroachdb+psycopg", "postgresql+psycopg", "sqlite+aiosqlite")
 
@@ -85,6 +90,7 @@ def _sqlite_engine(u: URL, *, read_only: bool) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        reader = read_only or conn.get_execution_options().get(READ_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if reader else "BEGIN IMMEDIATE")
 
     return engine

@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from worldstate.errors import StoreUnavailable
+from worldstate.store.engine import READ_OPTION
 
 log = logging.getLogger("worldstate.store")
 
@@ -94,15 +95,23 @@ async def transact(
     what: str,
     stats: RetryStats | None = None,
     on_retry: Callable[[int, str], None] | None = None,
+    read: bool = False,
+    write_lock: asyncio.Lock | None = None,
 ) -> T:
-    """Run ``body`` in a transaction, retrying it as described in the module docstring."""
+    """Run ``body`` in a transaction, retrying it as described in the module docstring.
+
+    ``read`` marks a read-only body (SQLite then begins DEFERRED). ``write_lock``, when
+    given, is held around each write attempt (SQLite: writers in one process queue on it
+    rather than in SQLite's sleeping busy handler)."""
     last: BaseException | None = None
     for attempt in range(policy.attempts):
         if stats is not None:
             stats.transactions += 1
         try:
-            async with engine.begin() as conn:
-                return await body(conn)
+            if write_lock is not None and not read:
+                async with write_lock:
+                    return await _attempt(engine, body, read)
+            return await _attempt(engine, body, read)
         except (DBAPIError, RetryTransaction, OSError) as e:
             reason = "connection" if isinstance(e, OSError) else retry_reason(e)
             if reason is None:
@@ -122,3 +131,13 @@ async def transact(
         "overloaded or unreachable — retry later",
         attempts=policy.attempts,
     ) from last
+
+
+async def _attempt(
+    engine: AsyncEngine, body: Callable[[AsyncConnection], Awaitable[T]], read: bool
+) -> T:
+    async with engine.connect() as conn:
+        if read:
+            conn = await conn.execution_options(**{READ_OPTION: True})
+        async with conn.begin():
+            return await body(conn)

@@ -1,0 +1,494 @@
+"""The MQTT adapter: a `Bus` over an MQTT 5 broker (Mosquitto) with `aiomqtt`.
+
+One background task (``worldstate-bus-mqtt[<client_id>]``) owns the connection: it connects,
+subscribes every registered pattern, then hands each incoming message to the handlers. When
+the connection breaks it marks the bus disconnected (``on_lost`` fires), waits a capped,
+jittered, exponentially growing delay, and connects again with a fresh `aiomqtt.Client`
+(a client is bound to the event loop that made it, and a new one starts from a clean state).
+
+Why MQTT 5: a broker sends one copy of a message per matching subscription when a client's
+patterns overlap (Mosquitto does), and MQTT 3.1.1 gives no way to tell the copies apart. With
+MQTT 5 every pattern is subscribed with its own *subscription identifier*, each copy says
+which pattern it is for, and every handler gets each message exactly once.
+
+Publishing:
+
+- QoS 0 (eventual traffic) never waits for a connection: while disconnected the message is
+  dropped and counted (``stats.dropped_outgoing``). While connected it waits until the message
+  is written to the socket, at most ``qos0_timeout``; if the socket stays stalled that long
+  the message is counted as dropped (it may still go out if the socket drains).
+- QoS 1 (causal traffic, forwarded ops) waits up to ``publish_timeout`` for a connection and
+  the broker's PUBACK, retrying on the next connection if the current one breaks first, then
+  raises `BusUnavailable`. At-least-once: a retry can duplicate a message, and a retry can
+  overtake messages published after it.
+
+Limits to know about (Mosquitto defaults; see ``deploy/mosquitto.conf``):
+``max_inflight_messages`` (20) and ``max_queued_messages`` (1000) per client, and
+``max_queued_bytes`` (unlimited), bound what the broker holds for a slow subscriber; past them
+it drops messages for that subscriber, QoS 0 first. A subscriber that cannot keep up loses
+eventual traffic rather than slowing its publishers. Raise the limits for bursty loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import secrets
+import ssl
+from collections.abc import Coroutine
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from worldstate.bus.base import (
+    DEFAULT_MAX_PAYLOAD,
+    DEFAULT_MAX_TOPIC_BYTES,
+    DEFAULT_PUBLISH_TIMEOUT,
+    Bus,
+    Message,
+    _Pattern,
+)
+from worldstate.errors import BusUnavailable, ValidationError
+
+logger = logging.getLogger("worldstate.bus.mqtt")
+_client_logger = logging.getLogger("worldstate.bus.mqtt.client")
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int, str | None, str | None, bool]:
+    """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...`` →
+    (host, port, username, password, tls). Raises `ValidationError`."""
+    if not isinstance(url, str):
+        raise ValidationError(f"bus URL must be a str, got {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValidationError(f"bad MQTT URL {url!r}: {exc}") from None
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValidationError(f"MQTT URL {url!r} must start with mqtt:// or mqtts://")
+    if not parts.hostname:
+        raise ValidationError(f"MQTT URL {url!r} has no host; write mqtt://host:1883")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValidationError(f"MQTT URL {url!r} must be just scheme://host[:port]")
+    tls = parts.scheme == "mqtts"
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return parts.hostname, port or (8883 if tls else 1883), user, password, tls
+
+
+class MqttBus(Bus):
+    """A `Bus` over an MQTT 5 broker.
+
+    Args (besides the `Bus` ones):
+        url: ``mqtt://[user[:password]@]host[:port]`` (default port 1883) or ``mqtts://``
+            (TLS, default port 8883, the system's trusted CAs unless ``tls_context`` says
+            otherwise).
+        connect_timeout: seconds `start` waits for the first connection (and each attempt
+            waits for the broker's CONNACK) before `BusUnavailable`.
+        keepalive: seconds of silence after which the client pings the broker; a connection
+            that stays silent ~1.5x that long is declared dead by both sides (the broker then
+            publishes the will).
+        reconnect_min, reconnect_max: the reconnection backoff starts near ``reconnect_min``
+            seconds and doubles up to ``reconnect_max`` (each delay jittered to 50-100 %).
+        qos0_timeout: how long a QoS 0 publish may wait for a stalled socket before it is
+            counted as dropped.
+        max_queued_incoming: messages received but not yet dispatched that the client holds
+            before dropping (``stats.dropped_incoming``). Handlers are quick, so this only
+            fills if the event loop is starved.
+        max_queued_outgoing: QoS 1 messages the client holds unacknowledged before publishes
+            wait (and, after ``publish_timeout``, fail).
+        max_inflight: QoS 1 messages in flight to the broker at once.
+        tls_context: the SSL context for ``mqtts://``.
+    """
+
+    def __init__(
+        self,
+        url: str = "mqtt://127.0.0.1:1883",
+        *,
+        client_id: str,
+        prefix: str,
+        will: Message | None = None,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        max_topic_bytes: int = DEFAULT_MAX_TOPIC_BYTES,
+        publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
+        connect_timeout: float = 10.0,
+        keepalive: int = 10,
+        reconnect_min: float = 0.1,
+        reconnect_max: float = 5.0,
+        qos0_timeout: float = 1.0,
+        max_queued_incoming: int = 100_000,
+        max_queued_outgoing: int = 10_000,
+        max_inflight: int = 20,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(
+            client_id=client_id,
+            prefix=prefix,
+            will=will,
+            max_payload=max_payload,
+            max_topic_bytes=max_topic_bytes,
+            publish_timeout=publish_timeout,
+        )
+        self._host, self._port, self._username, self._password, tls = parse_mqtt_url(url)
+        self._url = url
+        for name, value in (
+            ("connect_timeout", connect_timeout),
+            ("reconnect_min", reconnect_min),
+            ("reconnect_max", reconnect_max),
+            ("qos0_timeout", qos0_timeout),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValidationError(f"{name} must be > 0 seconds, got {value!r}")
+        if reconnect_max < reconnect_min:
+            raise ValidationError("reconnect_max must be >= reconnect_min")
+        for name, value in (
+            ("keepalive", keepalive),
+            ("max_queued_incoming", max_queued_incoming),
+            ("max_queued_outgoing", max_queued_outgoing),
+            ("max_inflight", max_inflight),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValidationError(f"{name} must be an int >= 1, got {value!r}")
+        self._connect_timeout = float(connect_timeout)
+        self._keepalive = keepalive
+        self._reconnect_min = float(reconnect_min)
+        self._reconnect_max = float(reconnect_max)
+        self._qos0_timeout = float(qos0_timeout)
+        self._max_queued_incoming = max_queued_incoming
+        self._max_queued_outgoing = max_queued_outgoing
+        self._max_inflight = max_inflight
+        self._tls_context = (tls_context or ssl.create_default_context()) if tls else None
+        self.mqtt_client_id = f"{self.client_id}-{secrets.token_hex(4)}"
+        """The id the broker sees: ``client_id`` plus a random suffix, because a broker
+        disconnects the older of two clients with the same id."""
+
+        self._task: asyncio.Task[None] | None = None
+        self._client: aiomqtt.Client | None = None
+        self._session_lost: asyncio.Future[None] | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._cleanup_tasks: set[asyncio.Task[None]] = set()
+        self._task_name = f"worldstate-bus-mqtt[{self.client_id}]"
+        self._last_error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._connection_loop(), name=self._task_name)
+        try:
+            await self._wait_for_connection(loop.time() + self._connect_timeout)
+        except BusUnavailable:
+            raise BusUnavailable(
+                f"could not connect to the MQTT broker at {self._url} within "
+                f"{self._connect_timeout} s{self._why_disconnected()}; is it running?"
+            ) from None
+
+    async def _close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # asyncio.wait, not await: close() must not swallow its own caller's cancellation.
+            await asyncio.wait([task])
+        while self._side_tasks:
+            for side in self._side_tasks:
+                side.cancel()
+            await asyncio.wait(list(self._side_tasks))
+        if self._cleanup_tasks:
+            # Connections whose connect we interrupted: let them finish and disconnect.
+            await asyncio.wait(list(self._cleanup_tasks), timeout=self._connect_timeout + 1)
+            for late in self._cleanup_tasks:
+                late.cancel()
+
+    def _why_disconnected(self) -> str:
+        return f" (last error: {self._last_error})" if self._last_error else ""
+
+    def _new_client(self) -> aiomqtt.Client:
+        will = None
+        if self._will is not None and self._wire_will is not None:
+            w = self._will
+            will = aiomqtt.Will(self._wire_will, w.payload, qos=w.qos, retain=w.retain)
+        bus = self
+
+        class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
+            """aiomqtt drops (and logs) a message when its queue is full; we count it too."""
+
+            def put_nowait(self, item: aiomqtt.Message) -> None:
+                try:
+                    super().put_nowait(item)
+                except asyncio.QueueFull:
+                    bus._dropped_incoming += 1
+                    raise
+
+        client = aiomqtt.Client(
+            self._host,
+            self._port,
+            username=self._username,
+            password=self._password,
+            logger=_client_logger,
+            identifier=self.mqtt_client_id,
+            queue_type=_CountingQueue,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=will,
+            timeout=self._connect_timeout,
+            keepalive=self._keepalive,
+            max_queued_incoming_messages=self._max_queued_incoming,
+            max_queued_outgoing_messages=self._max_queued_outgoing,
+            max_inflight_messages=self._max_inflight,
+            tls_context=self._tls_context,
+        )
+        # aiomqtt warns above 10 concurrent publishes; concurrent publishes are normal here.
+        client.pending_calls_threshold = 1_000_000
+        return client
+
+    async def _connection_loop(self) -> None:
+        attempt = 0
+        try:
+            while True:
+                client = self._new_client()
+                try:
+                    await self._connect(client)
+                except aiomqtt.MqttError as exc:
+                    self._last_error = exc
+                    logger.debug(
+                        "bus %r: connecting to %s failed: %s", self.client_id, self._url, exc
+                    )
+                else:
+                    attempt = 0
+                    try:
+                        await self._session(client)
+                    except aiomqtt.MqttError as exc:
+                        self._last_error = exc
+                        logger.warning(
+                            "bus %r: lost the connection to %s: %s", self.client_id, self._url, exc
+                        )
+                    finally:
+                        self._end_session()
+                        if not self._closed:
+                            self._set_disconnected(
+                                BusUnavailable(
+                                    f"bus {self.client_id!r} lost the connection to {self._url}"
+                                )
+                            )
+                        try:
+                            await client.__aexit__(None, None, None)  # DISCONNECT: no will
+                        except aiomqtt.MqttError as exc:
+                            logger.debug("bus %r: disconnect: %s", self.client_id, exc)
+                delay = min(self._reconnect_max, self._reconnect_min * 2**attempt)
+                attempt = min(attempt + 1, 32)
+                await asyncio.sleep(random.uniform(delay / 2, delay))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A bug, not a network problem: say so loudly and fail every waiter.
+            logger.exception("bus %r: the MQTT connection loop failed", self.client_id)
+            self._set_fatal(
+                BusUnavailable(f"bus {self.client_id!r}: connection loop failed: {exc!r}")
+            )
+
+    async def _connect(self, client: aiomqtt.Client) -> None:
+        """``client.__aenter__()``, but if we are cancelled while paho's blocking connect runs
+        in its executor thread, let it finish and then disconnect: abandoning it would leave a
+        live connection (and its keepalive task) behind."""
+        entering = asyncio.ensure_future(client.__aenter__())
+        try:
+            await asyncio.shield(entering)
+        except asyncio.CancelledError:
+            task = asyncio.get_running_loop().create_task(self._disconnect_late(entering, client))
+            self._cleanup_tasks.add(task)
+            task.add_done_callback(self._cleanup_tasks.discard)
+            raise
+
+    @staticmethod
+    async def _disconnect_late(
+        entering: asyncio.Future[aiomqtt.Client], client: aiomqtt.Client
+    ) -> None:
+        try:
+            await entering
+            await client.__aexit__(None, None, None)
+        except Exception as exc:
+            logger.debug("late disconnect after a cancelled connect: %s", exc)
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        """Subscribe every pattern, then dispatch messages until the connection breaks
+        (`aiomqtt.MqttError`) or we are cancelled."""
+        loop = asyncio.get_running_loop()
+        self._client = client
+        self._session_lost = loop.create_future()
+        # Read from the start: the reader is what notices a broken connection (a pending
+        # SUBACK would only time out), and retained messages follow the SUBACKs.
+        reader = loop.create_task(self._read(client), name=f"{self._task_name}-reader")
+        try:
+            subscribing = asyncio.gather(
+                *(self._send_subscribe(client, st) for st in list(self._patterns.values())),
+                return_exceptions=True,
+            )
+            try:
+                await asyncio.wait((reader, subscribing), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not subscribing.done():
+                    subscribing.cancel()
+            if reader.done():
+                await reader
+            for result in subscribing.result():
+                if isinstance(result, BaseException):
+                    raise result
+            self._set_connected()
+            await reader
+        finally:
+            if not reader.done():
+                reader.cancel()
+                await asyncio.wait([reader])
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            self._on_message(message)
+        raise aiomqtt.MqttError("the message iterator ended")
+
+    def _end_session(self) -> None:
+        self._client = None
+        lost, self._session_lost = self._session_lost, None
+        if lost is not None and not lost.done():
+            lost.set_result(None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    async def _send_subscribe(self, client: aiomqtt.Client, state: _Pattern) -> None:
+        props = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
+        props.SubscriptionIdentifier = state.sid
+        codes = await client.subscribe(
+            state.wire, options=SubscribeOptions(qos=1), properties=props
+        )
+        code = codes[0] if codes else None
+        if isinstance(code, ReasonCode) and code.is_failure:
+            logger.error(
+                "bus %r: the broker refused subscription %r: %s", self.client_id, state.wire, code
+            )
+            self._mark_active(
+                state, BusUnavailable(f"the broker refused the subscription {state.wire!r}: {code}")
+            )
+        else:
+            self._mark_active(state)
+
+    async def _subscribe_now(self, client: aiomqtt.Client, state: _Pattern) -> None:
+        try:
+            await self._send_subscribe(client, state)
+        except aiomqtt.MqttError as exc:
+            # The connection is breaking; the reconnection subscribes everything again.
+            logger.debug("bus %r: subscribe %r failed: %s", self.client_id, state.wire, exc)
+
+    async def _unsubscribe_now(self, client: aiomqtt.Client, wire: str) -> None:
+        try:
+            await client.unsubscribe(wire)
+        except aiomqtt.MqttError as exc:
+            logger.debug("bus %r: unsubscribe %r failed: %s", self.client_id, wire, exc)
+
+    def _pattern_added(self, state: _Pattern, new: bool) -> None:
+        # Subscribing an already subscribed pattern again makes the broker replay its
+        # retained messages, which the new handler should see too.
+        client = self._client
+        if client is not None:
+            self._spawn(self._subscribe_now(client, state))
+
+    def _pattern_removed(self, state: _Pattern) -> None:
+        client = self._client
+        if client is not None:
+            self._spawn(self._unsubscribe_now(client, state.wire))
+
+    def _on_message(self, m: aiomqtt.Message) -> None:
+        payload = m.payload
+        if not isinstance(payload, bytes):
+            self._dropped_incoming += 1
+            return
+        sids = getattr(m.properties, "SubscriptionIdentifier", None) if m.properties else None
+        patterns: list[_Pattern] | None = None
+        if sids:
+            patterns = [st for sid in sids if (st := self._by_sid.get(sid)) is not None]
+        self._dispatch(m.topic.value, payload, m.qos, m.retain, patterns)
+
+    # -- publishing -------------------------------------------------------------------------
+
+    async def _publish(self, wire: str, payload: bytes, qos: int, retain: bool) -> None:
+        if qos == 0:
+            client = self._client
+            if client is None or not self._connected:
+                self._dropped_outgoing += 1
+                return
+            try:
+                await client.publish(
+                    wire, payload, qos=0, retain=retain, timeout=self._qos0_timeout
+                )
+            except aiomqtt.MqttError:
+                self._dropped_outgoing += 1
+                return
+            self._published += 1
+            return
+        await self._publish_reliably(wire, payload, retain)
+
+    async def _publish_reliably(self, wire: str, payload: bytes, retain: bool) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._publish_timeout
+        failed_generation = 0
+        why = "no connection"
+        while True:
+            try:
+                generation = await self._wait_for_connection(deadline, after=failed_generation)
+            except BusUnavailable as exc:
+                raise BusUnavailable(
+                    f"QoS 1 publish to {wire!r} failed after {self._publish_timeout} s: {exc}"
+                ) from None
+            client, lost = self._client, self._session_lost
+            assert client is not None and lost is not None
+            sending = asyncio.ensure_future(
+                client.publish(wire, payload, qos=1, retain=retain, timeout=math.inf)
+            )
+            try:
+                done, _ = await asyncio.wait(
+                    (sending, lost),
+                    timeout=max(0.0, deadline - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                if not sending.done():
+                    sending.cancel()
+            if sending in done:
+                error = sending.exception()
+                if error is None:
+                    self._published += 1
+                    return
+                if not isinstance(error, aiomqtt.MqttError):
+                    raise error
+                why = str(error)
+                if getattr(error, "rc", None) == paho.MQTT_ERR_QUEUE_SIZE and not lost.done():
+                    # Too many unacknowledged messages: back off briefly on this connection.
+                    await asyncio.sleep(0.01)
+                    failed_generation = generation - 1
+                    continue
+                failed_generation = generation
+            elif lost in done:
+                why = "the connection broke before the broker acknowledged it"
+                failed_generation = generation
+            else:
+                raise BusUnavailable(
+                    f"QoS 1 publish to {wire!r}: no acknowledgement from the broker within "
+                    f"{self._publish_timeout} s ({why})"
+                )
+
+
+__all__ = ["MqttBus", "parse_mqtt_url"]

@@ -1,0 +1,1 @@
+"""The ``worldstate`` command: ``inspect`` (operators) and ``simulate`` (a demo mesh)."""

@@ -1,0 +1,53 @@
+"""Entry point of the ``worldstate`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from worldstate.cli import inspect_cmd, simulate_cmd
+from worldstate.errors import WorldStateError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="worldstate",
+        description="World-state backend for a mesh of game servers: operator and demo tools.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+    inspect_cmd.add_parser(sub)
+    simulate_cmd.add_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "inspect":
+            url = args.store or os.environ.get("WORLDSTATE_STORE_URL")
+            if not url:
+                print(
+                    "worldstate inspect: give --store URL or set WORLDSTATE_STORE_URL",
+                    file=sys.stderr,
+                )
+                return 2
+            return asyncio.run(inspect_cmd.run(args, url))
+        return asyncio.run(simulate_cmd.run(args))
+    except WorldStateError as e:
+        print(f"worldstate {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""An in-process demo mesh: several servers on one store populate and query a world.
+
+`worldstate simulate` runs it and prints the summary; tests run it small.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import tempfile
+import time
+import uuid
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from regions import RegionKey, Sphere
+from worldstate.config import Config
+from worldstate.errors import Fenced, RegionOwned, VersionConflict
+from worldstate.objects import WorldObject
+from worldstate.world import World, connect
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimulationSettings:
+    servers: int = 3
+    regions_per_server: int = 4
+    objects_per_region: int = 200
+    queries: int = 300
+    seed: int = 1
+    store_url: str | None = None
+    """Default: a fresh SQLite file in a temporary directory."""
+    cache_url: str = "memory://"
+
+
+@dataclass
+class SimulationReport:
+    settings: dict[str, Any]
+    store: str
+    servers: list[str]
+    regions: int = 0
+    objects_stored: int = 0
+    region_writes: int = 0
+    version_conflicts: int = 0
+    fenced_writes_refused: int = 0
+    ownership_refusals: int = 0
+    queries: int = 0
+    query_hits: int = 0
+    query_ms_p50: float = 0.0
+    query_ms_p99: float = 0.0
+    cache_hit_rate: float = 0.0
+    store_transactions: int = 0
+    store_retries: int = 0
+    handoffs: int = 0
+    elapsed_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def lines(self) -> list[str]:
+        return [
+            f"store            {self.store}",
+            f"servers          {len(self.servers)} ({', '.join(self.servers)})",
+            f"regions          {self.regions} owned and populated",
+            f"objects          {self.objects_stored} stored in {self.region_writes} region writes",
+            f"queries          {self.queries} box/sphere queries, {self.query_hits} objects found,"
+            f" p50 {self.query_ms_p50:.2f} ms, p99 {self.query_ms_p99:.2f} ms",
+            f"cache            hit rate {self.cache_hit_rate:.1%} (per-server caches)",
+            f"authority        {self.handoffs} hand-offs; {self.fenced_writes_refused} stale-epoch"
+            f" writes fenced; {self.ownership_refusals} writes to others' regions refused;"
+            f" {self.version_conflicts} version conflicts",
+            f"store            {self.store_transactions} transactions,"
+            f" {self.store_retries} retries",
+            f"elapsed          {self.elapsed_s:.2f} s",
+            *self.notes,
+        ]
+
+
+def _pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return 0.0
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+async def run_simulation(settings: SimulationSettings) -> SimulationReport:
+    rng = random.Random(settings.seed)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="worldstate-sim-") as tmp:
+        url = settings.store_url or f"sqlite+aiosqlite:///{Path(tmp) / 'world.db'}"
+        ids = [f"gs-{i + 1}" for i in range(settings.servers)]
+        report = SimulationReport(
+            settings=dataclasses.asdict(settings), store=url.split("://")[0], servers=ids
+        )
+        bus = f"memory://sim-{uuid.uuid4().hex[:8]}"
+        async with AsyncExitStack() as stack:
+            worlds: list[World] = []
+            for sid in ids:
+                cfg = Config(
+                    store_url=url,
+                    cache_url=settings.cache_url,
+                    bus_url=bus,
+                    server_id=sid,
+                    namespace=f"sim{uuid.uuid4().hex[:8]}"
+                    if settings.cache_url != "memory://"
+                    else "ws",
+                )
+                worlds.append(await stack.enter_async_context(connect(config=cfg)))
+            # 1. each server takes a block of regions and populates them
+            owned: dict[RegionKey, World] = {}
+            for i, w in enumerate(worlds):
+                for j in range(settings.regions_per_server):
+                    key = RegionKey(i * 4 + j % 4, j // 4, 0)
+                    await w.acquire_region(key)
+                    owned[key] = w
+            for key, w in owned.items():
+                snap = await w.load_region(key)
+                objs = _populate(key, settings.objects_per_region, rng)
+                await w.store_region(snap.with_objects(objs), expected_version=snap.version)
+                report.objects_stored += len(objs)
+                report.region_writes += 1
+            report.regions = len(owned)
+            # 2. every server queries the whole world (cross-server reads via the cache)
+            lat: list[float] = []
+            xmax = settings.servers * 4 * 2000.0
+            for _ in range(settings.queries):
+                w = rng.choice(worlds)
+                c = (rng.uniform(0, xmax), rng.uniform(0, 2000.0), rng.uniform(0, 60.0))
+                q0 = time.perf_counter()
+                if rng.random() < 0.5:
+                    found = await w.query(Sphere(c, rng.uniform(20, 300)))
+                else:
+                    r = rng.uniform(20, 300)
+                    found = await w.query(((c[0] - r, c[1] - r, 0.0), (c[0] + r, c[1] + r, 100.0)))
+                lat.append((time.perf_counter() - q0) * 1000)
+                report.queries += 1
+                report.query_hits += len(found)
+            report.query_ms_p50, report.query_ms_p99 = _pct(lat, 50), _pct(lat, 99)
+            # 3. authority: a hand-off, then the old owner's stale write is fenced
+            key, old = next(iter(owned.items()))
+            new = worlds[(worlds.index(old) + 1) % len(worlds)]
+            stale = await old.load_region(key)
+            try:
+                await new.store_region(stale, expected_version=stale.version)
+            except RegionOwned:
+                report.ownership_refusals += 1
+            if len(worlds) > 1:
+                await old.release_region(key)
+                await new.acquire_region(key)
+                report.handoffs += 1
+                try:
+                    await old.store_region(stale, expected_version=stale.version)
+                except Fenced:
+                    report.fenced_writes_refused += 1
+                fresh = await new.load_region(key)
+                try:
+                    await new.store_region(fresh, expected_version=fresh.version - 1)
+                except VersionConflict:
+                    report.version_conflicts += 1
+            hits = sum(w.cache.stats.hits for w in worlds)
+            misses = sum(w.cache.stats.misses for w in worlds)
+            report.cache_hit_rate = hits / (hits + misses) if hits + misses else 0.0
+            report.store_transactions = sum(w.store.stats.transactions for w in worlds)
+            report.store_retries = sum(w.store.stats.retries for w in worlds)
+    report.elapsed_s = time.perf_counter() - t0
+    return report
+
+
+KINDS = ("structure", "structure", "structure", "resource", "item")
+
+
+def _populate(key: RegionKey, n: int, rng: random.Random) -> list[WorldObject]:
+    lo, _ = key.bounds
+    out = []
+    for i in range(n):
+        kind = rng.choice(KINDS)
+        size = rng.uniform(2, 20) if kind == "structure" else rng.uniform(0.5, 2)
+        x = lo[0] + rng.uniform(0, 2000 - size)
+        y = lo[1] + rng.uniform(0, 2000 - size)
+        z = lo[2] + rng.uniform(0, 50)
+        data: dict[str, Any] = {"hp": rng.randint(1, 100)} if kind == "structure" else {}
+        if kind == "resource":
+            data = {"amount": rng.randint(10, 500)}
+        out.append(
+            WorldObject(
+                f"{kind}-{key.morton}-{i}", kind, (x, y, z), (x + size, y + size, z + size), data
+            )
+        )
+    return out
