@@ -128,3 +128,42 @@ def namespace() -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "services: needs PostgreSQL/Redis/Mosquitto")
+
+
+class Backend:
+    """A store URL with the cache that goes with it and a unique namespace."""
+
+    def __init__(self, name: str, store_url: str, cache_url: str, namespace: str) -> None:
+        self.name, self.store_url, self.cache_url, self.namespace = (
+            name,
+            store_url,
+            cache_url,
+            namespace,
+        )
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name})"
+
+
+@pytest.fixture(params=["sqlite", "postgresql+redis"])
+def backend(request: pytest.FixtureRequest, namespace: str) -> Backend:
+    """Embedded (SQLite + in-process cache) and production-like (PostgreSQL + Redis)."""
+    if request.param == "sqlite":
+        return Backend("sqlite", request.getfixturevalue("sqlite_url"), "memory://", namespace)
+    pg: str = request.getfixturevalue("pg_url")
+    request.getfixturevalue("redis_url")
+    # the Redis keys live under the namespace; clean them like redis_url does its prefix
+    request.addfinalizer(lambda: _drop_redis_prefix(f"{namespace}:"))
+    return Backend("postgresql+redis", pg, REDIS_URL, namespace)
+
+
+def _drop_redis_prefix(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

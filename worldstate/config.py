@@ -142,5 +142,3 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
     except ValueError as e:
         raise ValidationError(f"{name}={raw!r} is not valid for {f.type}: {e}") from None
     return raw
-
-

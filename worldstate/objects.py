@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -71,10 +71,12 @@ class RegionSnapshot:
     version: int
     owner: str | None
     epoch: int
-    objects: tuple[WorldObject, ...] = ()
+    objects: Sequence[WorldObject] = ()
+    """The region's objects: a tuple, or a lazily decoded sequence when read from the store
+    or cache (objects are built on first access)."""
     stored_at: float = 0.0
 
-    def with_objects(self, objects: tuple[WorldObject, ...] | list[WorldObject]) -> RegionSnapshot:
+    def with_objects(self, objects: Iterable[WorldObject]) -> RegionSnapshot:
         """A copy holding other objects (same key, version, owner and epoch)."""
         return RegionSnapshot(
             self.key, self.version, self.owner, self.epoch, tuple(objects), self.stored_at

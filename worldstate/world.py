@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -24,6 +24,7 @@ from regions import (
 from worldstate.cache import RegionCache, open_cache
 from worldstate.codec import (
     CodecError,
+    Columns,
     decode_cache_entry,
     decode_objects,
     encode_cache_entry,
@@ -47,7 +48,7 @@ class _RegionView:
     version: int
     loaded_at: float
     index: SpatialIndex[int]
-    objects: tuple[WorldObject, ...]
+    objects: Sequence[WorldObject]
 
 
 class World:
@@ -307,7 +308,9 @@ class World:
             return  # never go back to an older version
         index: SpatialIndex[int] = SpatialIndex()
         if snap.objects:
-            index.bulk_load(range(len(snap.objects)), [o.bbox for o in snap.objects])
+            objs = snap.objects
+            boxes = objs.boxes if isinstance(objs, Columns) else [o.bbox for o in objs]
+            index.bulk_load(range(len(objs)), boxes)
         self._view[snap.key] = _RegionView(snap.version, now, index, snap.objects)
 
     async def query(

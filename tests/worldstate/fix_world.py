@@ -8,6 +8,7 @@ from typing import Any
 
 import worldstate
 from regions import RegionKey
+from tests.fix_services import Backend
 from worldstate import Config
 from worldstate.objects import WorldObject
 
@@ -33,13 +34,17 @@ def make_config(store_url: str, **changes: Any) -> Config:
 
 @asynccontextmanager
 async def open_world(
-    store_url: str,
+    where: str | Backend,
     server_id: str = "gs-1",
     *,
     clock: Callable[[], float] | None = None,
     **changes: Any,
 ) -> AsyncIterator[worldstate.World]:
-    cfg = make_config(store_url, server_id=server_id, **changes)
+    if isinstance(where, Backend):
+        changes.setdefault("cache_url", where.cache_url)
+        changes.setdefault("namespace", where.namespace)
+        where = where.store_url
+    cfg = make_config(where, server_id=server_id, **changes)
     kwargs: dict[str, Any] = {"config": cfg}
     if clock is not None:
         kwargs["clock"] = clock

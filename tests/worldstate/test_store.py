@@ -1,5 +1,6 @@
 """Region state on the store: write modes, versions, concurrency, fencing, recovery,
-validation. Every test body runs against SQLite and PostgreSQL (``store_url``)."""
+validation. Every test body runs against SQLite + in-process cache and PostgreSQL + Redis
+(``backend``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy import select, update
 
 import worldstate
 from regions import RegionKey, Sphere, WorldBounds
+from tests.fix_services import Backend
 from worldstate import Fenced, RegionOwned, ValidationError, VersionConflict
 from worldstate.objects import WorldObject
 from worldstate.store import schema
@@ -21,14 +23,14 @@ from .fix_world import FakeClock, obj, open_world
 K = RegionKey(3, -2, 0)
 
 
-async def test_never_stored_region_is_empty_version_zero(store_url: str) -> None:
-    async with open_world(store_url) as w:
+async def test_never_stored_region_is_empty_version_zero(backend: Backend) -> None:
+    async with open_world(backend) as w:
         snap = await w.load_region(K)
         assert (snap.version, snap.objects, snap.owner, snap.epoch) == (0, (), None, 0)
 
 
-async def test_store_and_load_round_trip(store_url: str) -> None:
-    async with open_world(store_url) as w:
+async def test_store_and_load_round_trip(backend: Backend) -> None:
+    async with open_world(backend) as w:
         empty = await w.load_region(K)
         objs = (obj("a", K, 1.0), obj("b", K, 30.0, hp=12, tags=["x", "y"]))
         v1 = await w.store_region(empty.with_objects(objs), expected_version=0)
@@ -40,8 +42,8 @@ async def test_store_and_load_round_trip(store_url: str) -> None:
         assert got.objects[0].lo == objs[0].lo
 
 
-async def test_three_write_modes(store_url: str) -> None:
-    async with open_world(store_url) as w:
+async def test_three_write_modes(backend: Backend) -> None:
+    async with open_world(backend) as w:
         s0 = await w.load_region(K)
         assert await w.store_region(s0.with_objects([obj("a", K)]), expected_version=0) == 1
         with pytest.raises(VersionConflict) as e:  # if-absent on an existing region
@@ -55,8 +57,8 @@ async def test_three_write_modes(store_url: str) -> None:
         assert (final.version, [o.id for o in final.objects]) == (3, ["e"])
 
 
-async def test_concurrent_writers_exactly_one_wins(store_url: str) -> None:
-    async with open_world(store_url) as w:
+async def test_concurrent_writers_exactly_one_wins(backend: Backend) -> None:
+    async with open_world(backend) as w:
         base = await w.load_region(K)
         await w.store_region(base.with_objects([obj("seed", K)]), expected_version=0)
         snap = await w.load_region(K)
@@ -77,11 +79,11 @@ async def test_concurrent_writers_exactly_one_wins(store_url: str) -> None:
         assert [o.id for o in final.objects] == [f"w{winners[0]}"]
 
 
-async def test_fencing_after_takeover(store_url: str) -> None:
+async def test_fencing_after_takeover(backend: Backend) -> None:
     clock = FakeClock()
     async with (
-        open_world(store_url, "gs-a", clock=clock) as a,
-        open_world(store_url, "gs-b", clock=clock) as b,
+        open_world(backend, "gs-a", clock=clock) as a,
+        open_world(backend, "gs-b", clock=clock) as b,
     ):
         la = await a.acquire_region(K)
         assert (la.owner, la.epoch) == ("gs-a", 1)
@@ -107,8 +109,8 @@ async def test_fencing_after_takeover(store_url: str) -> None:
         assert await b.store_region(state.with_objects([obj("b1", K)]), expected_version=1) == 2
 
 
-async def test_release_bumps_epoch_for_next_owner(store_url: str) -> None:
-    async with open_world(store_url, "gs-a") as a, open_world(store_url, "gs-b") as b:
+async def test_release_bumps_epoch_for_next_owner(backend: Backend) -> None:
+    async with open_world(backend, "gs-a") as a, open_world(backend, "gs-b") as b:
         la = await a.acquire_region(K)
         again = await a.acquire_region(K)  # renewal by the live holder keeps the epoch
         assert again.epoch == la.epoch
@@ -118,9 +120,9 @@ async def test_release_bumps_epoch_for_next_owner(store_url: str) -> None:
         assert await a.release_region(K) is False
 
 
-async def test_lease_renewal_keeps_epoch_and_extends(store_url: str) -> None:
+async def test_lease_renewal_keeps_epoch_and_extends(backend: Backend) -> None:
     clock = FakeClock()
-    async with open_world(store_url, clock=clock) as w:
+    async with open_world(backend, clock=clock) as w:
         lease = await w.acquire_region(K)
         clock.advance(5.0)
         await w.renew_leases()
@@ -139,8 +141,8 @@ async def _corrupt(w: worldstate.World, table: Any, key: RegionKey, version: int
     await w.store.run(body, "corrupt")
 
 
-async def test_corrupt_current_row_recovered_from_its_history_copy(store_url: str) -> None:
-    async with open_world(store_url) as w:
+async def test_corrupt_current_row_recovered_from_its_history_copy(backend: Backend) -> None:
+    async with open_world(backend) as w:
         s = await w.load_region(K)
         for i in range(3):
             await w.store_region(s.with_objects([obj(f"v{i}", K)]), expected_version=i)
@@ -154,8 +156,8 @@ async def test_corrupt_current_row_recovered_from_its_history_copy(store_url: st
         assert again.version == 3 and w.recoveries == 1
 
 
-async def test_corrupt_current_and_copy_recovered_from_older_version(store_url: str) -> None:
-    async with open_world(store_url) as w:
+async def test_corrupt_current_and_copy_recovered_from_older_version(backend: Backend) -> None:
+    async with open_world(backend) as w:
         s = await w.load_region(K)
         for i in range(3):
             await w.store_region(s.with_objects([obj(f"v{i}", K)]), expected_version=i)
@@ -170,8 +172,8 @@ async def test_corrupt_current_and_copy_recovered_from_older_version(store_url: 
         assert "lost: versions 3..3" in incidents[0]["detail"]
 
 
-async def test_no_valid_version_left_is_a_clear_error(store_url: str) -> None:
-    async with open_world(store_url) as w:
+async def test_no_valid_version_left_is_a_clear_error(backend: Backend) -> None:
+    async with open_world(backend) as w:
         s = await w.load_region(K)
         for i in range(2):
             await w.store_region(s.with_objects([obj(f"v{i}", K)]), expected_version=i)
@@ -182,8 +184,8 @@ async def test_no_valid_version_left_is_a_clear_error(store_url: str) -> None:
         assert str(K) in str(e.value) and e.value.versions_checked == [2, 1]
 
 
-async def test_history_keeps_last_n_versions(store_url: str) -> None:
-    async with open_world(store_url, history_versions=3) as w:
+async def test_history_keeps_last_n_versions(backend: Backend) -> None:
+    async with open_world(backend, history_versions=3) as w:
         s = await w.load_region(K)
         for i in range(6):
             await w.store_region(s.with_objects([obj(f"v{i}", K)]), expected_version=i)
@@ -210,10 +212,10 @@ BAD_OBJECTS: list[tuple[str, Any]] = [
 
 @pytest.mark.parametrize("name,make", BAD_OBJECTS, ids=[b[0] for b in BAD_OBJECTS])
 async def test_bad_objects_refused_and_nothing_written(
-    store_url: str, name: str, make: Any
+    backend: Backend, name: str, make: Any
 ) -> None:
     k = RegionKey(0, 0, 0)
-    async with open_world(store_url) as w:
+    async with open_world(backend) as w:
         s = await w.load_region(k)
         await w.store_region(s.with_objects([obj("good", k)]), expected_version=0)
         s1 = await w.load_region(k)
@@ -223,9 +225,9 @@ async def test_bad_objects_refused_and_nothing_written(
         assert (after.version, [o.id for o in after.objects]) == (1, ["good"])
 
 
-async def test_out_of_world_bounds_and_oversized_refused(store_url: str) -> None:
+async def test_out_of_world_bounds_and_oversized_refused(backend: Backend) -> None:
     bounds = WorldBounds((0, 0, 0), (4000, 4000, 4000))
-    async with open_world(store_url, world_bounds=bounds, max_snapshot_bytes=2000) as w:
+    async with open_world(backend, world_bounds=bounds, max_snapshot_bytes=2000) as w:
         k = RegionKey(0, 0, 0)
         s = await w.load_region(k)
         with pytest.raises(ValidationError):
@@ -248,8 +250,8 @@ async def test_out_of_world_bounds_and_oversized_refused(store_url: str) -> None
 @pytest.mark.parametrize(
     "oid", ["it's", 'x"; DROP TABLE ws_regions; --', "Ünïcødé-ドラゴン-🐉", "a;b;c", "%s %(x)s ?"]
 )
-async def test_hostile_ids_are_stored_literally(store_url: str, oid: str) -> None:
-    async with open_world(store_url) as w:
+async def test_hostile_ids_are_stored_literally(backend: Backend, oid: str) -> None:
+    async with open_world(backend) as w:
         s = await w.load_region(K)
         await w.store_region(s.with_objects([obj(oid, K, note=oid)]), expected_version=0)
         got = await w.load_region(K)
@@ -257,8 +259,8 @@ async def test_hostile_ids_are_stored_literally(store_url: str, oid: str) -> Non
         assert got.objects[0].data["note"] == oid
 
 
-async def test_query_box_and_sphere_and_kinds(store_url: str) -> None:
-    async with open_world(store_url) as w:
+async def test_query_box_and_sphere_and_kinds(backend: Backend) -> None:
+    async with open_world(backend) as w:
         k0, k1 = RegionKey(0, 0, 0), RegionKey(1, 0, 0)
         s0, s1 = await w.load_region(k0), await w.load_region(k1)
         await w.store_region(
@@ -282,11 +284,11 @@ async def test_query_box_and_sphere_and_kinds(store_url: str) -> None:
             await w.query(((0, 0, 0), (50, 50, 50)), kinds=["dragon"])
 
 
-async def test_query_sees_other_servers_writes_after_staleness(store_url: str) -> None:
+async def test_query_sees_other_servers_writes_after_staleness(backend: Backend) -> None:
     clock = FakeClock()
     async with (
-        open_world(store_url, "gs-a", clock=clock) as a,
-        open_world(store_url, "gs-b", clock=clock) as b,
+        open_world(backend, "gs-a", clock=clock) as a,
+        open_world(backend, "gs-b", clock=clock) as b,
     ):
         assert await b.query(((0, 0, 0), (50, 50, 50))) == []
         s = await a.load_region(RegionKey(0, 0, 0))
@@ -295,8 +297,8 @@ async def test_query_sees_other_servers_writes_after_staleness(store_url: str) -
         assert [o.id for o in await b.query(((0, 0, 0), (50, 50, 50)))] == ["new"]
 
 
-async def test_schema_creation_is_idempotent_and_versioned(store_url: str) -> None:
-    async with open_world(store_url) as w:
+async def test_schema_creation_is_idempotent_and_versioned(backend: Backend) -> None:
+    async with open_world(backend) as w:
         await w.store.open()
 
         async def version(conn: Any) -> str:
@@ -309,3 +311,19 @@ async def test_schema_creation_is_idempotent_and_versioned(store_url: str) -> No
             )
 
         assert await w.store.run(version, "v") == str(schema.SCHEMA_VERSION)
+
+
+async def test_loads_keep_working_when_redis_dies(pg_url: str, private_redis: Any) -> None:
+    async with open_world(pg_url, cache_url=private_redis.url, cache_breaker_reset=60.0) as w:
+        s = await w.load_region(K)
+        await w.store_region(s.with_objects([obj("a", K)]), expected_version=0)
+        cached = await w.load_region(K, consistent=False)
+        assert w.cache.stats.hits == 1 and cached.version == 1
+        private_redis.kill()
+        for _ in range(5):
+            got = await w.load_region(K, consistent=False)
+            assert (got.version, [o.id for o in got.objects]) == (1, ["a"])
+        v = await w.store_region(got.with_objects([obj("b", K)]), expected_version=1)
+        assert v == 2
+        assert [o.id for o in (await w.load_region(K, consistent=False)).objects] == ["b"]
+        assert w.cache.stats.errors >= 1 and w.cache.stats.bypassed >= 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +68,7 @@ async def read_current(conn: AsyncConnection, key: RegionKey) -> StoredRow | Non
     return _row(key, r) if r is not None else None
 
 
-def _decode(row: StoredRow) -> tuple[WorldObject, ...] | None:
+def _decode(row: StoredRow) -> Sequence[WorldObject] | None:
     if not row.valid():
         return None
     try:
