@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,7 @@ DEFAULT_MAX_KEYS = 1_000_000
 
 
 def _check_size(size: float) -> float:
-    if isinstance(size, bool) or not isinstance(size, (int, float)):
+    if isinstance(size, bool) or not isinstance(size, numbers.Real):  # numpy scalars too
         raise GeometryError(f"region size must be a number, got {type(size).__name__}")
     size = float(size)
     if not math.isfinite(size) or size <= 0:
@@ -198,15 +200,25 @@ def region_of(x: float, y: float, z: float, size: float = REGION_SIZE) -> Region
 def region_indices(positions: npt.ArrayLike, size: float = REGION_SIZE) -> npt.NDArray[np.int64]:
     """``(N, 3)`` integer region indices of ``(N, 3)`` positions (validated)."""
     s = _check_size(size)
-    arr = np.asarray(positions, dtype=np.float64)
+    try:
+        arr = np.asarray(positions, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise GeometryError(f"positions must be an (N, 3) array of numbers ({e})") from None
     if arr.ndim != 2 or arr.shape[1] != 3:
         raise GeometryError(f"positions must have shape (N, 3), got {arr.shape}")
-    if not np.isfinite(arr).all():
-        bad = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-        raise GeometryError(f"positions[{bad}] = {arr[bad].tolist()} is not finite")
-    idx = np.floor(arr / s)
-    if arr.size and (idx.min() < morton.AXIS_MIN or idx.max() > morton.AXIS_MAX):
-        raise GeometryError("some positions lie outside the addressable key range")
+    idx = arr / s
+    np.floor(idx, out=idx)
+    # one pass each for min and max: NaN propagates and fails both tests, as does inf
+    if idx.size and not (idx.min() >= morton.AXIS_MIN and idx.max() <= morton.AXIS_MAX):
+        finite = np.isfinite(arr).all(axis=1)
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite)[0])
+            raise GeometryError(f"positions[{bad}] = {arr[bad].tolist()} is not finite")
+        outside = ((idx < morton.AXIS_MIN) | (idx > morton.AXIS_MAX)).any(axis=1)
+        bad = int(np.flatnonzero(outside)[0])
+        raise GeometryError(
+            f"positions[{bad}] = {arr[bad].tolist()} lies outside the addressable key range"
+        )
     return idx.astype(np.int64)
 
 
@@ -235,14 +247,53 @@ def keys_in_box(
     return sorted(keys, key=lambda k: k.morton)
 
 
+def _sphere_touches_region(sphere: Sphere, cube: Box) -> bool:
+    """Does the closed sphere share a point with the half-open cube ``[lo, hi)``?
+
+    Within reach (``d < r``) it always does. At exactly ``d == r`` the only point shared with
+    the closed cube is its nearest one, which the region owns unless it lies on an upper face.
+    Clear cases are settled in floats; near-ties (and tiny radii) exactly, in rationals."""
+    d2 = 0.0
+    for c, lo, hi in zip(sphere.center, cube.lo, cube.hi, strict=True):
+        d2 += (c - min(max(c, lo), hi)) ** 2
+    r2 = sphere.radius * sphere.radius
+    if r2 > 1e-290:  # no underflow: the float error is below 1e-14 relative
+        if d2 < r2 * (1 - 1e-12):
+            return True
+        if d2 > r2 * (1 + 1e-12):
+            return False
+    ed2 = Fraction(0)
+    on_upper_face = False
+    for c, lo, hi in zip(sphere.center, cube.lo, cube.hi, strict=True):
+        ec, elo, ehi = Fraction(c), Fraction(lo), Fraction(hi)
+        q = min(max(ec, elo), ehi)
+        ed2 += (ec - q) ** 2
+        on_upper_face = on_upper_face or q == ehi
+    er2 = Fraction(sphere.radius) ** 2
+    return ed2 < er2 or (ed2 == er2 and not on_upper_face)
+
+
+def _sphere_index_range(c: float, r: float, size: float) -> range:
+    lo = c - r
+    a = math.floor(lo / size)
+    # ``c - r`` may have rounded up onto a face, hiding the region just below it
+    if a * size >= lo and Fraction(c) - Fraction(r) < Fraction(a * size):
+        a -= 1
+    b = math.floor((c + r) / size)  # rounding up here only adds a region the test drops
+    return range(max(a, morton.AXIS_MIN), min(b, morton.AXIS_MAX) + 1)
+
+
 def keys_in_sphere(
     center: object, radius: float, size: float = REGION_SIZE, *, max_keys: int = DEFAULT_MAX_KEYS
 ) -> list[RegionKey]:
-    """Every region whose cube shares a point with the sphere, sorted by Morton code."""
+    """Every region holding at least one point of the (closed) sphere, sorted by Morton code.
+
+    A region owns the half-open cube ``[lo, hi)`` (as `region_of` assigns points), so a sphere
+    that only grazes a cube's upper face, edge or corner does not touch that region; one that
+    grazes its lower face does (same rule as `keys_in_box`)."""
     sphere = Sphere(as_vec3(center, "sphere center"), radius)
     s = _check_size(size)
-    bb = sphere.box
-    rx, ry, rz = (_index_range(bb.lo[i], bb.hi[i], s) for i in range(3))
+    rx, ry, rz = (_sphere_index_range(c, sphere.radius, s) for c in sphere.center)
     n = len(rx) * len(ry) * len(rz)
     if n > max_keys:
         raise GeometryError(f"sphere touches up to {n} regions, more than the limit {max_keys}")
@@ -251,7 +302,7 @@ def keys_in_sphere(
         for y in ry:
             for z in rz:
                 k = RegionKey(x, y, z)
-                if sphere.intersects_box(k.box(s)):
+                if _sphere_touches_region(sphere, k.box(s)):
                     out.append(k)
     return sorted(out, key=lambda k: k.morton)
 

@@ -86,19 +86,28 @@ def decode(code: int) -> tuple[int, int, int]:
     )
 
 
-def _spread_v(v: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-    v = v & np.uint64(_M[0])
-    v = (v | (v << np.uint64(32))) & np.uint64(_M[1])
-    v = (v | (v << np.uint64(16))) & np.uint64(_M[2])
-    v = (v | (v << np.uint64(8))) & np.uint64(_M[3])
-    v = (v | (v << np.uint64(4))) & np.uint64(_M[4])
-    v = (v | (v << np.uint64(2))) & np.uint64(_M[5])
-    return v
+# Spread tables for the batch encoder: two lookups in small tables (16 KiB + 8 KiB, pre-shifted
+# per axis) take half the array passes of five shift-or-mask rounds, and run ~2x faster.
+_LO_BITS = 11
+_SPREAD_LO = np.array([_spread(i) for i in range(1 << _LO_BITS)], dtype=np.uint64)
+_SPREAD_HI = np.array(
+    [_spread(i << _LO_BITS) for i in range(1 << (AXIS_BITS - _LO_BITS))], dtype=np.uint64
+)
+_TABLES = tuple((_SPREAD_LO << np.uint64(a), _SPREAD_HI << np.uint64(a)) for a in range(3))
 
 
 def encode_many(indices: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """Morton codes of an ``(N, 3)`` array of region indices (already range-checked)."""
-    u = (indices + AXIS_OFFSET).astype(np.uint64)
-    code = _spread_v(u[:, 0]) | (_spread_v(u[:, 1]) << np.uint64(1))
-    code |= _spread_v(u[:, 2]) << np.uint64(2)
-    return code.astype(np.int64)
+    n = len(indices)
+    code = np.zeros(n, dtype=np.uint64)
+    part = np.empty(n, dtype=np.uint64)
+    for axis, (lo_table, hi_table) in enumerate(_TABLES):
+        u = np.add(indices[:, axis], AXIS_OFFSET, dtype=np.intp)
+        hi = u >> _LO_BITS
+        hi &= (1 << (AXIS_BITS - _LO_BITS)) - 1  # masks like _spread: never an out-of-range take
+        u &= (1 << _LO_BITS) - 1
+        np.take(lo_table, u, out=part, mode="clip")  # in range: clip skips the bounds check
+        code |= part
+        np.take(hi_table, hi, out=part, mode="clip")
+        code |= part
+    return code.view(np.int64)

@@ -80,7 +80,7 @@ class Sphere:
     def __post_init__(self) -> None:
         c = as_vec3(self.center, "sphere center")
         r = self.radius
-        if isinstance(r, bool) or not isinstance(r, (int, float)):
+        if isinstance(r, bool) or not isinstance(r, numbers.Real):  # numpy scalars too
             raise GeometryError(f"sphere radius must be a number, got {type(r).__name__}")
         r = float(r)
         if not math.isfinite(r) or r < 0:

@@ -107,8 +107,8 @@ class SpatialIndex(Generic[K]):
         if h is None:
             return False
         stored = self._bbox_of[id]
-        if bbox is not None and check_bbox(bbox) != stored:
-            raise GeometryError(f"delete({id!r}): bbox {check_bbox(bbox)} differs from stored {stored}")
+        if bbox is not None and (given := check_bbox(bbox)) != stored:
+            raise GeometryError(f"delete({id!r}): bbox {given} differs from stored {stored}")
         self._tree.delete(h, stored)
         del self._handle_of[id], self._id_of[h], self._bbox_of[id]
         return True

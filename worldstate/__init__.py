@@ -1,11 +1,20 @@
-"""worldstate: the world-state backend under a mesh of game servers."""
+"""worldstate: the world-state backend under a mesh of game servers.
 
+async with worldstate.connect("sqlite+aiosqlite:///world.db", server_id="gs-1") as world:
+    await world.acquire_region((0, 0, 0))
+    result = await world.submit(PlaceStructure(structure_id="wall-1", lo=(0, 0, 0),
+                                               hi=(4, 1, 3)))
+"""
+
+from consistency import ConsistencyClass, Registry
+from regions import Box, RegionKey, Sphere
 from worldstate.config import Config
 from worldstate.errors import (
     BusUnavailable,
     CorruptRegion,
     Fenced,
     NotAuthoritative,
+    Overloaded,
     RegionOwned,
     StoreUnavailable,
     ValidationError,
@@ -14,18 +23,80 @@ from worldstate.errors import (
     WorldStateError,
 )
 from worldstate.objects import Lease, RegionSnapshot, WorldObject
+from worldstate.operations import (
+    BUILTIN_OPERATIONS,
+    ChangeInventory,
+    ClaimResource,
+    CosmeticEffect,
+    EmitEvent,
+    ModifyTerrain,
+    MoveCreature,
+    Operation,
+    PickUpItem,
+    PlaceStructure,
+    SetAutomation,
+    SetPowerGrid,
+    TransferCreature,
+    TransferItems,
+)
+from worldstate.resources import ResourceNode
+from worldstate.results import Accepted, Committed, Rejected, Result
+from worldstate.updates import CausalDelivery, EntityBatch, RegionChanged, StateChange, Update
 from worldstate.world import World, connect
 
+_DEFAULT_ROUTING = Registry({t: t.default_consistency for t in BUILTIN_OPERATIONS})
+
+
+def consistency_of(op_or_type: object) -> ConsistencyClass:
+    """The default consistency class of an operation (instance or type). A world may route
+    game-defined types differently: see `World.register_operation` and
+    `World.consistency_of`."""
+    from consistency import ConsistencyInputError
+
+    try:
+        return _DEFAULT_ROUTING.of(op_or_type)
+    except ConsistencyInputError as e:
+        raise ValidationError(str(e)) from None
+
+
 __all__ = [
+    "Accepted",
+    "Box",
     "BusUnavailable",
+    "CausalDelivery",
+    "ChangeInventory",
+    "ClaimResource",
+    "Committed",
     "Config",
+    "ConsistencyClass",
     "CorruptRegion",
+    "CosmeticEffect",
+    "EmitEvent",
+    "EntityBatch",
     "Fenced",
     "Lease",
+    "ModifyTerrain",
+    "MoveCreature",
     "NotAuthoritative",
+    "Operation",
+    "Overloaded",
+    "PickUpItem",
+    "PlaceStructure",
+    "RegionChanged",
+    "RegionKey",
     "RegionOwned",
     "RegionSnapshot",
+    "Rejected",
+    "ResourceNode",
+    "Result",
+    "SetAutomation",
+    "SetPowerGrid",
+    "Sphere",
+    "StateChange",
     "StoreUnavailable",
+    "TransferCreature",
+    "TransferItems",
+    "Update",
     "ValidationError",
     "VersionConflict",
     "World",
@@ -33,4 +104,5 @@ __all__ = [
     "WorldObject",
     "WorldStateError",
     "connect",
+    "consistency_of",
 ]

@@ -88,6 +88,11 @@ class CorruptRegion(WorldStateError):
         )
 
 
+class Overloaded(WorldStateError):
+    """A bounded queue is full (a region's strong pipeline): the operation was not taken;
+    retry it later with the same op_id."""
+
+
 class BusUnavailable(WorldStateError):
     """The message bus could not be reached in time (a QoS-1 publish or a forwarded op)."""
 
@@ -101,6 +106,7 @@ __all__ = [
     "CorruptRegion",
     "Fenced",
     "NotAuthoritative",
+    "Overloaded",
     "RegionOwned",
     "StoreUnavailable",
     "ValidationError",

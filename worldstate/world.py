@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import orjson
+from sqlalchemy import select
+
+import conflicts as cf
+from consistency import ConsistencyClass, ConsistencyInputError, HybridClock, Registry
 from regions import (
     Box,
     RegionKey,
@@ -20,7 +27,9 @@ from regions import (
     as_region_key,
     as_shape,
     keys_of_shape,
+    region_of,
 )
+from worldstate.bus import Bus, Message, open_bus
 from worldstate.cache import RegionCache, open_cache
 from worldstate.codec import (
     CodecError,
@@ -34,8 +43,16 @@ from worldstate.config import Config
 from worldstate.errors import NotAuthoritative, StoreUnavailable, ValidationError, WorldClosed
 from worldstate.ids import check_id
 from worldstate.objects import Lease, RegionSnapshot, WorldObject
+from worldstate.operations import (
+    BUILTIN_OPERATIONS,
+    Operation,
+)
+from worldstate.resources import ResourceNode
+from worldstate.resources import check_op_limits as _check_op_limits
+from worldstate.results import Result
 from worldstate.store import Store
 from worldstate.store.retry import RetryPolicy
+from worldstate.updates import RegionChanged, Update, UpdateStream, interest_keys
 from worldstate.validation import check_kind, check_region_objects, geometry, kinds_of
 
 log = logging.getLogger("worldstate")
@@ -58,9 +75,27 @@ class World:
     client and the MQTT client are all bound to that loop).
     """
 
-    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        policy: cf.Policy = cf.DEFAULT_POLICY,
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.policy = policy
+        self.hlc = HybridClock(wall=clock)
+        self.registry = Registry({t: t.default_consistency for t in BUILTIN_OPERATIONS})
+        self.op_types: dict[str, type[Operation]] = {t.__name__: t for t in BUILTIN_OPERATIONS}
+        self.authoritative = True
+        """False while this server is on the losing side of a partition (no strong writes)."""
+        self.bus: Bus = open_bus(
+            config.bus_url,
+            client_id=config.server_id,
+            prefix=config.namespace,
+        )
+        self._streams: set[UpdateStream] = set()
         self.kinds = kinds_of(config.extra_object_kinds)
         self.store = Store(
             config.store_url,
@@ -84,6 +119,7 @@ class World:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._opened = False
+        self.dropped_messages = 0
         self.recoveries = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -96,11 +132,23 @@ class World:
         if self._opened:
             raise RuntimeError("World.open() called twice")
         self._opened = True
+        from worldstate.causal_path import CausalPath
+        from worldstate.eventual_path import EventualPath
+        from worldstate.strong_path import StrongPath
+
+        self.strong = StrongPath(self)
+        self.causal = CausalPath(self)
+        self.eventual = EventualPath(self)
         try:
             await self.store.open()
+            await self.bus.start()
+            self.bus.subscribe("notice/+", self._on_notice)
+            self.bus.on_lost(self._on_bus_lost)
+            await self.strong.start()
+            await self.causal.start()
+            await self.eventual.start()
         except BaseException:
-            await self.cache.close()
-            await self.store.close()
+            await self._shutdown()
             raise
         self._tasks.append(
             asyncio.create_task(self._renew_loop(), name=f"ws-renew-{self.server_id}")
@@ -112,6 +160,16 @@ class World:
         if self._closed:
             return
         self._closed = True
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        for stream in list(self._streams):
+            stream.fail(WorldClosed("the world was closed"))
+        for path in ("eventual", "causal", "strong"):
+            p = getattr(self, path, None)
+            if p is not None:
+                with contextlib.suppress(Exception):
+                    await p.close()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -121,6 +179,8 @@ class World:
             with contextlib.suppress(Exception):
                 await self.store.release(key, self.server_id, lease.epoch)
         self._leases.clear()
+        with contextlib.suppress(Exception):
+            await self.bus.close()
         await self.cache.close()
         await self.store.close()
 
@@ -155,6 +215,10 @@ class World:
         """Give the lease up at once (the next owner gets epoch + 1). False if not held."""
         self._check_open()
         k = self._key(key)
+        if k not in self._leases:
+            return False
+        await self.strong.drop_pipeline(k)
+        await self.eventual.flush_region(k)
         lease = self._leases.pop(k, None)
         if lease is None:
             return False
@@ -165,8 +229,22 @@ class World:
         now = self.clock()
         return {k: v for k, v in self._leases.items() if v.live(now)}
 
+    def holds(self, key: RegionKey) -> bool:
+        """True when this server holds a live lease on ``key`` and may write it."""
+        lease = self._leases.get(key)
+        return lease is not None and lease.live(self.clock()) and self.authoritative
+
+    def lost_lease(self, key: RegionKey, why: str) -> None:
+        if self._leases.pop(key, None) is not None:
+            log.warning("%s lost its lease on %s: %s", self.server_id, key, why)
+
     def lease_of(self, key: RegionKey) -> Lease:
         """This server's live lease on ``key``, or `NotAuthoritative`."""
+        if not self.authoritative:
+            raise NotAuthoritative(
+                f"{self.server_id} is on the minority side of a partition: no strong writes",
+                key=key,
+            )
         lease = self._leases.get(key)
         if lease is None or not lease.live(self.clock()):
             raise NotAuthoritative(
@@ -181,7 +259,10 @@ class World:
             await self.renew_leases()
 
     async def renew_leases(self) -> None:
-        """Renew every held lease once (the background task calls this periodically)."""
+        """Renew every held lease once (the background task calls this periodically). A
+        server in a minority partition renews nothing: its leases run out."""
+        if not self.authoritative:
+            return
         for key, lease in list(self._leases.items()):
             try:
                 self._leases[key] = await self.store.renew(
@@ -278,8 +359,7 @@ class World:
             )
         version = await self.store.store_region(
             k,
-            payload,
-            len(objects),
+            objects,
             expected_version=expected_version,
             epoch=snapshot.epoch,
             writer=self.server_id,
@@ -293,6 +373,213 @@ class World:
         )
         self._index_region(stored)
         return version
+
+    # -- operations ------------------------------------------------------------------------
+
+    def register_operation(self, cls: type[Operation], consistency: ConsistencyClass | str) -> None:
+        """Route a game-defined operation type (a subclass of a built-in operation, so the
+        world knows how to apply it) through ``consistency``."""
+        if not isinstance(cls, type) or not issubclass(cls, Operation):
+            raise ValidationError(f"{cls!r} is not an Operation subclass")
+        try:
+            self.registry.register(cls, consistency)
+        except ConsistencyInputError as e:
+            raise ValidationError(str(e)) from None
+        self.op_types[cls.__name__] = cls
+
+    def consistency_of(self, op_or_type: object) -> ConsistencyClass:
+        try:
+            return self.registry.of(op_or_type)
+        except ConsistencyInputError as e:
+            raise ValidationError(str(e)) from None
+
+    def region_key_of(self, op: Operation) -> RegionKey | None:
+        """The region an operation belongs to (None for non-spatial ones); the position is
+        checked against the world bounds."""
+        where = op.where()
+        if where is None:
+            return None
+        p = geometry(self.config.world_bounds.check_point, where, f"{op.op_type} position")
+        key: RegionKey = geometry(region_of, *p, self.config.region_size)
+        return key
+
+    def _prepare(self, op: object) -> tuple[Operation, ConsistencyClass, RegionKey | None]:
+        if not isinstance(op, Operation):
+            raise ValidationError(f"expected an Operation, got {type(op).__name__}")
+        cls = self.consistency_of(op)
+        key = self.region_key_of(op)
+        _check_op_limits(op, self.config)
+        stamped = dataclasses.replace(op, server_id=self.server_id, hlc=self.hlc.now())
+        return stamped, cls, key
+
+    async def submit(self, op: Operation) -> Result:
+        """Route one operation by its consistency class (see the module docs of
+        `worldstate.strong_path`, `causal_path` and `eventual_path`).
+
+        Strong: `Committed` only once durable, or `Rejected` with the rule that decided;
+        raises `NotAuthoritative` in a minority partition. Causal/eventual: `Accepted`.
+        Submitting an ``op_id`` again never applies it twice and returns the first outcome.
+        """
+        self._check_open()
+        stamped, cls, key = self._prepare(op)
+        result: Result
+        if cls is ConsistencyClass.STRONG:
+            if not self.authoritative:
+                raise NotAuthoritative(
+                    f"{self.server_id} is on the minority side of a partition: strong "
+                    "operations are refused until it rejoins"
+                )
+            result = await self.strong.submit(stamped, key)
+        elif cls is ConsistencyClass.CAUSAL:
+            result = await self.causal.submit(stamped, key)
+        else:
+            result = self.eventual.submit(stamped, key)
+        return result
+
+    async def submit_many(self, ops: Iterable[Operation]) -> list[Result]:
+        """Submit several operations concurrently; results in the same order. Every op is
+        validated before any is submitted (one bad op: `ValidationError`, nothing done)."""
+        self._check_open()
+        items = list(ops)
+        for o in items:
+            self._prepare(o)
+        return list(await asyncio.gather(*(self.submit(o) for o in items)))
+
+    async def get_inventory(self, inventory_id: str) -> dict[str, int]:
+        """The inventory's item counts (a strong read from the store); {} if empty."""
+        self._check_open()
+        inv = check_id(inventory_id, "inventory_id", self.config.max_id_length)
+        from worldstate.store import schema
+
+        t = schema.inventories
+
+        async def body(c: Any) -> dict[str, int]:
+            rows = await c.execute(
+                select(t.c.item, t.c["count"].label("n"))
+                .where(t.c.inventory_id == inv)
+                .order_by(t.c.item)
+            )
+            return {r.item: int(r.n) for r in rows if r.n}
+
+        return await self.store.run(body, f"read inventory {inv}", read=True)
+
+    async def put_resource(
+        self, resource_id: str, position: tuple[float, float, float], amount: float
+    ) -> ResourceNode:
+        """Create (or refill) a resource node with ``amount`` to claim (world generation)."""
+        self._check_open()
+        rid = check_id(resource_id, "resource_id", self.config.max_id_length)
+        p = geometry(self.config.world_bounds.check_point, position, "resource position")
+        if (
+            isinstance(amount, bool)
+            or not isinstance(amount, (int, float))
+            or not (math.isfinite(amount) and amount >= 0)
+        ):
+            raise ValidationError(f"resource amount must be finite and >= 0, got {amount!r}")
+        key = geometry(region_of, *p, self.config.region_size)
+        from worldstate.store import schema
+
+        t = schema.resources
+
+        async def body(c: Any) -> None:
+            ins = schema.insert_for(c.dialect.name, t).values(
+                resource_id=rid,
+                region_key=key.morton,
+                x=p[0],
+                y=p[1],
+                z=p[2],
+                capacity=float(amount),
+                remaining=float(amount),
+            )
+            await c.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["resource_id"],
+                    set_={
+                        "capacity": ins.excluded.capacity,
+                        "remaining": ins.excluded.remaining,
+                        "x": ins.excluded.x,
+                        "y": ins.excluded.y,
+                        "z": ins.excluded.z,
+                        "region_key": ins.excluded.region_key,
+                    },
+                )
+            )
+
+        await self.store.run(body, f"put resource {rid}")
+        return ResourceNode(rid, p, float(amount), float(amount))
+
+    async def get_resource(self, resource_id: str) -> ResourceNode | None:
+        """A resource node's capacity and what remains (a strong read), or None."""
+        self._check_open()
+        rid = check_id(resource_id, "resource_id", self.config.max_id_length)
+        from worldstate.store import schema
+
+        t = schema.resources
+
+        async def body(c: Any) -> ResourceNode | None:
+            r = (await c.execute(select(t).where(t.c.resource_id == rid))).first()
+            if r is None:
+                return None
+            return ResourceNode(rid, (r.x, r.y, r.z), float(r.capacity), float(r.remaining))
+
+        return await self.store.run(body, f"read resource {rid}", read=True)
+
+    def move_entities(self, ids: Any, positions: Any, velocities: Any = None) -> int:
+        """Vectorised eventual path: move many creatures at once (``ids`` int64 ``(N,)``,
+        ``positions`` float64 ``(N, 3)``). Applied locally now, broadcast with the next tick's
+        batch. Returns how many rows were applied."""
+        self._check_open()
+        applied: int = self.eventual.move_entities(ids, positions, velocities)
+        return applied
+
+    def updates(self, interest: object = None, *, capacity: int = 10_000) -> UpdateStream:
+        """What other servers change inside ``interest`` (region keys, a Box, a Sphere, a
+        ``(lo, hi)`` pair, or None for everything): eventual batches, eventual state
+        changes, causal events in causal order and strong-commit notices.
+
+        ``async for update in world.updates(box): ...`` — the iterator ends with
+        `WorldClosed` when the world closes or loses its bus, and with `Overloaded` when the
+        consumer falls ``capacity`` updates behind."""
+        self._check_open()
+        keys = interest_keys(
+            interest,
+            region_size=self.config.region_size,
+            max_keys=self.config.max_query_regions,
+        )
+        stream = UpdateStream(keys, capacity, self._streams.discard)
+        self._streams.add(stream)
+        return stream
+
+    def publish_update(self, region: RegionKey | None, update: Update) -> None:
+        """Hand an update to every stream interested in ``region`` (called by the paths)."""
+        for s in list(self._streams):
+            if s.wants(region):
+                s.put(update)
+
+    def mark_stale(self, key: RegionKey) -> None:
+        view = self._view.get(key)
+        if view is not None:
+            view.loaded_at = float("-inf")
+
+    def _on_notice(self, msg: Message) -> None:
+        try:
+            morton = int(msg.topic.rsplit("/", 1)[1])
+            key = RegionKey.from_morton(morton)
+            doc = orjson.loads(msg.payload)
+            version, sender = doc["v"], doc["s"]
+            if not (isinstance(version, int) and isinstance(sender, str)):
+                raise ValueError("bad notice")
+        except (ValueError, KeyError, TypeError, IndexError, orjson.JSONDecodeError):
+            self.dropped_messages += 1
+            return
+        if sender == self.server_id:
+            return
+        self.mark_stale(key)
+        self.publish_update(key, RegionChanged(key, version, sender))
+
+    def _on_bus_lost(self, err: Exception) -> None:
+        for stream in list(self._streams):
+            stream.fail(WorldClosed(f"the world's bus was lost: {err}"))
 
     # -- spatial queries -------------------------------------------------------------------
 

@@ -131,7 +131,9 @@ async def kit(bus_kind: BusKit) -> AsyncIterator[BusKit]:
         await bus_kind.close()
 
 
-async def subscribe(bus: Bus, pattern: str, handler: Callable[[Message], None] | None = None) -> Inbox:
+async def subscribe(
+    bus: Bus, pattern: str, handler: Callable[[Message], None] | None = None
+) -> Inbox:
     inbox = Inbox()
     sub = bus.subscribe(pattern, handler or inbox)
     await sub.wait_active(WAIT)
@@ -217,6 +219,7 @@ async def test_round_trip(kit: BusKit) -> None:
     await b.publish("chat/room1", b"hello")
     await inbox.wait_count(1)
     assert inbox.messages == [Message("chat/room1", b"hello", 0, False)]
+    await b.flush(WAIT)
     assert a.stats.received == 1
     assert b.stats.published == 1
     assert a.connected and b.connected
@@ -345,6 +348,17 @@ async def test_cancelled_subscription_gets_nothing_more(kit: BusKit) -> None:
     assert gone.payloads == [b"1"]
 
 
+async def test_oversized_incoming_messages_are_dropped_and_counted(kit: BusKit) -> None:
+    small = await kit.open("small", max_payload=10)
+    big = await kit.open("big")
+    inbox = await subscribe(small, "t")
+    await big.publish("t", b"x" * 11, qos=1)
+    await big.publish("t", b"y" * 10, qos=1)
+    await inbox.wait_count(1)
+    assert inbox.payloads == [b"y" * 10]
+    assert small.stats.dropped_incoming == 1
+
+
 BAD_PUBLISHES: list[tuple[object, object, dict[str, object], str]] = [
     # topic, payload, keywords, what the error says
     ("", b"x", {}, "must not be empty"),
@@ -374,7 +388,8 @@ async def test_bad_topics_and_payloads_are_refused(kit: BusKit) -> None:
     with pytest.raises(ValidationError, match="callable"):
         a.subscribe("t", "not a function")  # type: ignore[arg-type]
     await a.publish("t", b"x" * 1024)  # exactly the limit is fine
-    assert a.stats.published == 1
+    await a.flush(WAIT)
+    assert a.stats.published == 1 and a.stats.dropped_outgoing == 0
 
 
 @pytest.mark.parametrize(
@@ -442,7 +457,8 @@ async def test_subscribe_before_start_and_connected_listener(kit: BusKit) -> Non
 
 async def test_open_bus_chooses_by_scheme(mqtt_prefix: str) -> None:
     assert isinstance(open_bus("memory://", client_id="a", prefix="p"), MemoryBus)
-    assert isinstance(open_bus("memory://arena-2", client_id="a", prefix="p"), MemoryBus)
+    arena = open_bus("memory://arena-2/", client_id="a", prefix="p")
+    assert isinstance(arena, MemoryBus) and arena.hub is get_hub("arena-2")
     assert isinstance(open_bus("mqtt://broker:1883", client_id="a", prefix="p"), MqttBus)
     assert isinstance(open_bus("mqtts://broker", client_id="a", prefix="p"), MqttBus)
     for url in ["redis://x", "broker:1883", "mqtt://", "mqtt://h:99999", "mqtt://h/path", ""]:
@@ -507,3 +523,21 @@ async def test_mqtt_client_ids_are_unique_per_bus(mqtt_url: str, mqtt_prefix: st
         await b.publish("t", b"x", qos=1)
         await inbox.wait_payload(b"x")
         assert a.connected and b.connected and a.stats.reconnects == 0
+
+
+async def test_mqtt_qos0_overflow_drops_instead_of_blocking(
+    mqtt_url: str, mqtt_prefix: str
+) -> None:
+    async with (
+        MqttBus(mqtt_url, client_id="rx", prefix=mqtt_prefix) as rx,
+        MqttBus(mqtt_url, client_id="tx", prefix=mqtt_prefix, max_pending_qos0=3) as tx,
+    ):
+        inbox = await subscribe(rx, "t")
+        for i in range(5):  # nothing is written before we yield: the last two overflow
+            await tx.publish("t", str(i).encode())
+        assert tx.stats.dropped_outgoing == 2
+        await tx.flush(WAIT)
+        assert tx.stats.published == 3
+        await inbox.wait_count(3)
+        assert await barrier(rx, inbox, "t") == inbox.messages[:3]
+        assert inbox.payloads[:3] == [b"0", b"1", b"2"]

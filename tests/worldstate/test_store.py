@@ -169,7 +169,7 @@ async def test_corrupt_current_and_copy_recovered_from_older_version(backend: Ba
         with pytest.raises(VersionConflict):
             await w.store_region(s.with_objects([obj("late", K)]), expected_version=3)
         incidents = await w.store.incidents()
-        assert "lost: versions 3..3" in incidents[0]["detail"]
+        assert "lost: snapshot versions 3..3" in incidents[0]["detail"]
 
 
 async def test_no_valid_version_left_is_a_clear_error(backend: Backend) -> None:

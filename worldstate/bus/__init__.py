@@ -53,7 +53,7 @@ def open_bus(
         raise ValidationError(f"bus URL must be a str, got {type(url).__name__}")
     scheme = urlsplit(url).scheme.lower() if "://" in url else ""
     if scheme == "memory":
-        name = url.split("://", 1)[1]
+        name = url.split("://", 1)[1].strip("/")
         return MemoryBus(
             name,
             client_id=client_id,

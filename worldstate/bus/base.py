@@ -361,6 +361,11 @@ class Bus(ABC):
         self._pattern_added(state, new)
         return sub
 
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait (at most ``timeout`` seconds) until the QoS 0 messages published so far
+        have left this process: written to the broker's socket, or dropped and counted."""
+        await self._flush(timeout)
+
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until connected. Raises `BusUnavailable` on timeout (or if the bus can never
         connect again), `WorldClosed` if the bus is or gets closed."""
@@ -392,6 +397,9 @@ class Bus(ABC):
     @abstractmethod
     async def _publish(self, wire: str, payload: bytes, qos: int, retain: bool) -> None:
         """Publish a validated message; the bus is not closed. Counts into the stats."""
+
+    async def _flush(self, timeout: float | None) -> None:  # noqa: B027 - optional hook
+        """Wait for QoS 0 messages still being written (none by default)."""
 
     @abstractmethod
     def _pattern_added(self, state: _Pattern, new: bool) -> None:

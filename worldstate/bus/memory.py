@@ -171,6 +171,10 @@ class _Link:
         if self.pending:
             self.timer = loop.call_at(self.pending[0][0], self._flush)
 
+    @property
+    def idle(self) -> bool:
+        return self.held is None and not self.pending
+
     def close(self) -> None:
         for timer in (self.timer, self.held_timer):
             if timer is not None:
@@ -284,15 +288,26 @@ class Hub:
     ) -> None:
         """Set the faults applied to each delivery from now on (see `Faults`) and reseed the
         random generator with ``seed``. ``set_faults()`` turns them all off."""
+        try:
+            lo, hi = (float(x) for x in delay)
+        except (TypeError, ValueError):
+            raise ValidationError(
+                f"delay must be a (lo, hi) pair of seconds, got {delay!r}"
+            ) from None
         self._faults = Faults(
             drop=drop,
             duplicate=duplicate,
             reorder=reorder,
-            delay=(float(delay[0]), float(delay[1])),
+            delay=(lo, hi),
             reorder_window=reorder_window,
             seed=seed,
         )
         self._rng = random.Random(seed)
+        if not self._faults.any:
+            # Links still holding or delaying messages keep carrying traffic (so nothing
+            # overtakes them); idle ones go, and delivery takes the direct path again.
+            for key in [k for k, link in self._links.items() if link.idle]:
+                del self._links[key]
 
     def kill(self, client_id: str) -> None:
         """Simulate the crash of ``client_id``: its bus loses the connection for good
@@ -377,7 +392,7 @@ class Hub:
                 self._partitioned += 1
                 continue
             delivery = _Delivery(wire, payload, qos, False, patterns)
-            if not faults.any:
+            if not faults.any and not self._links:
                 self._enqueue(receiver, delivery)
                 continue
             rng = self._rng

@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from regions import RegionKey
 from worldstate.errors import StoreUnavailable, WorldStateError
-from worldstate.objects import Lease
+from worldstate.objects import Lease, WorldObject
 from worldstate.store import leases as lease_ops
 from worldstate.store import region_state, schema
 from worldstate.store.engine import dialect_of, make_engine, parse_store_url
@@ -169,8 +169,7 @@ class Store:
     async def store_region(
         self,
         key: RegionKey,
-        payload: bytes,
-        object_count: int,
+        objects: Sequence[WorldObject],
         *,
         expected_version: int | None,
         epoch: int,
@@ -179,8 +178,7 @@ class Store:
     ) -> int:
         req = WriteRequest(
             key,
-            payload,
-            object_count,
+            objects,
             expected_version,
             epoch,
             writer,
@@ -206,6 +204,7 @@ class Store:
             for r in rows:
                 row = StoredRow(
                     key,
+                    r.version,
                     r.version,
                     r.epoch,
                     bytes(r.payload),
@@ -280,6 +279,32 @@ class Store:
             ]
 
         return await self.run(body, "list incidents", read=True)
+
+    async def conflicts(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Recent conflict decisions of the strong pipeline, newest first."""
+        import orjson
+
+        async def body(conn: AsyncConnection) -> list[dict[str, Any]]:
+            t = schema.conflicts
+            rows = (await conn.execute(select(t).order_by(desc(t.c.at)).limit(limit))).all()
+            return [
+                {
+                    "region": str(RegionKey.from_morton(r.region_key))
+                    if r.region_key is not None
+                    else None,
+                    "conflict_type": r.conflict_type,
+                    "rule": r.rule,
+                    "subject": r.subject,
+                    "winners": orjson.loads(r.winners),
+                    "losers": orjson.loads(r.losers),
+                    "reason": r.reason,
+                    "server_id": r.server_id,
+                    "at": r.at,
+                }
+                for r in rows
+            ]
+
+        return await self.run(body, "list conflicts", read=True)
 
     # -- leases ----------------------------------------------------------------------------
 

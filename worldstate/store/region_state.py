@@ -1,7 +1,10 @@
-"""Versioned region state: load with checksum verification and recovery, and the three
-write modes of `store_region` (unconditional, if-absent, if-version-matches), fenced.
+"""Versioned region state: load with checksum verification and recovery, the three write
+modes of ``store_region`` (unconditional, if-absent, if-version-matches), fenced, and the
+version bump of strong commits. Runs inside a transaction given by the caller.
 
-Runs inside a transaction given by the caller (see `worldstate.store.Store`).
+A region's state is its snapshot blob (``ws_regions.payload``, checksummed, the last N
+kept in ``ws_region_history``) plus the objects strong operations placed (``ws_objects``
+rows). ``version`` counts every change to either.
 """
 
 from __future__ import annotations
@@ -12,24 +15,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import orjson
 from sqlalchemy import delete, desc, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from regions import RegionKey
-from worldstate.codec import CodecError, checksum, decode_objects
+from worldstate.codec import CodecError, Columns, checksum, decode_columns, encode_objects
 from worldstate.errors import CorruptRegion, Fenced, RegionOwned, VersionConflict
 from worldstate.objects import RegionSnapshot, WorldObject
 from worldstate.store import schema as s
 
 log = logging.getLogger("worldstate.store")
 
+EMPTY_PAYLOAD = encode_objects([])
+
 
 @dataclass(frozen=True, slots=True)
 class StoredRow:
-    """A region row as read: payload still encoded."""
+    """A region row (or history row) as read: payload still encoded."""
 
     key: RegionKey
     version: int
+    payload_version: int
     epoch: int
     payload: bytes
     checksum: bytes
@@ -37,7 +45,7 @@ class StoredRow:
     stored_by: str
 
     def valid(self) -> bool:
-        return checksum(self.key.morton, self.version, self.payload) == self.checksum
+        return checksum(self.key.morton, self.payload_version, self.payload) == self.checksum
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +54,22 @@ class LoadResult:
 
     snapshot: RegionSnapshot
     payload: bytes
+    """The encoded objects (snapshot and rows together), ready for the cache."""
     recovered_from: int | None = None
     """When the current row was corrupt: the history version the state came from."""
 
 
-def _row(key: RegionKey, r: Any) -> StoredRow:
+def _row(key: RegionKey, r: Any, *, history: bool = False) -> StoredRow:
+    pv = r.version if history else r.payload_version
     return StoredRow(
-        key, r.version, r.epoch, bytes(r.payload), bytes(r.checksum), r.stored_at, r.stored_by
+        key,
+        r.version,
+        pv,
+        r.epoch,
+        bytes(r.payload),
+        bytes(r.checksum),
+        r.stored_at,
+        r.stored_by,
     )
 
 
@@ -68,11 +85,11 @@ async def read_current(conn: AsyncConnection, key: RegionKey) -> StoredRow | Non
     return _row(key, r) if r is not None else None
 
 
-def _decode(row: StoredRow) -> Sequence[WorldObject] | None:
+def _decode(row: StoredRow) -> Columns | None:
     if not row.valid():
         return None
     try:
-        return decode_objects(row.payload)
+        return decode_columns(row.payload)
     except CodecError:
         return None
 
@@ -83,6 +100,67 @@ def owner_of(lease: Any, now: float) -> tuple[str | None, int]:
     return (lease.owner if lease.expires_at > now else None), int(lease.epoch)
 
 
+async def object_rows(conn: AsyncConnection, key: RegionKey) -> Columns | None:
+    """The region's strong-placed objects as columns (None when there are none)."""
+    o = s.objects
+    rows = (
+        await conn.execute(
+            select(
+                o.c.object_id,
+                o.c.kind,
+                o.c.lox,
+                o.c.loy,
+                o.c.loz,
+                o.c.hix,
+                o.c.hiy,
+                o.c.hiz,
+                o.c.data,
+            )
+            .where(o.c.region_key == key.morton)
+            .order_by(o.c.object_id)
+        )
+    ).all()
+    if not rows:
+        return None
+    boxes = np.array([r[2:8] for r in rows], dtype=np.float64).reshape(len(rows), 6)
+    return Columns(
+        [r.object_id for r in rows],
+        [r.kind for r in rows],
+        boxes,
+        [orjson.loads(r.data) or 0 for r in rows],
+    )
+
+
+def _combine(blob: Columns, rows: Columns | None) -> Columns:
+    if rows is None:
+        return blob
+    return Columns(
+        blob.ids + rows.ids,
+        blob.kinds + rows.kinds,
+        np.concatenate([blob.boxes, rows.boxes]),
+        blob.data + rows.data,
+    )
+
+
+def _result(
+    key: RegionKey,
+    version: int,
+    owner: str | None,
+    epoch: int,
+    blob: Columns,
+    rows: Columns | None,
+    payload: bytes,
+    stored_at: float,
+    recovered_from: int | None = None,
+) -> LoadResult:
+    objects = _combine(blob, rows)
+    if rows is not None:
+        payload = encode_objects(objects)
+    return LoadResult(
+        RegionSnapshot(key, version, owner, epoch, objects, stored_at), payload, recovered_from
+    )
+
+
 async def load(conn: AsyncConnection, key: RegionKey, now: float) -> LoadResult | StoredRow:
     """The region's current state, or the corrupt current row (the caller then runs
     `recover` in a write transaction). A region never stored is version 0, empty."""
@@ -91,30 +169,45 @@ async def load(conn: AsyncConnection, key: RegionKey, now: float) -> LoadResult 
     row = await read_current(conn, key)
     if row is None:
         return LoadResult(RegionSnapshot(key, 0, owner, epoch, ()), b"")
-    objects = _decode(row)
-    if objects is None:
+    blob = _decode(row)
+    if blob is None:
         return row
-    return LoadResult(
-        RegionSnapshot(key, row.version, owner, epoch, objects, row.stored_at), row.payload
+    rows = await object_rows(conn, key)
+    return _result(key, row.version, owner, epoch, blob, rows, row.payload, row.stored_at)
+
+
+async def _incident(
+    conn: AsyncConnection, key: RegionKey, kind: str, detail: str, now: float
+) -> None:
+    await conn.execute(
+        insert(s.incidents).values(
+            incident_id=str(uuid.uuid4()),
+            region_key=key.morton,
+            kind=kind,
+            detail=detail,
+            at=now,
+        )
     )
 
 
 async def recover(
     conn: AsyncConnection, key: RegionKey, now: float, *, repair: bool = True
 ) -> LoadResult:
-    """Repair a corrupt current row from the newest valid history version and record an
-    incident. An intact copy of the current version restores it as it was; an older one is
-    written as a new version (so writers holding the lost version get `VersionConflict`).
+    """Repair a corrupt snapshot from the newest valid history version and record an
+    incident. An intact copy of the current snapshot restores it as it was; an older one is
+    written as a new version (writers holding the lost version get `VersionConflict`).
     Raises `CorruptRegion` when no valid version is left. With ``repair=False`` (read-only
     connections: the operator CLI) nothing is written: the valid version is returned and the
-    caller reports it."""
+    caller reports it. Strong-placed objects (rows) are not affected by snapshot corruption.
+    """
     current = await read_current(conn, key)
     lease = await read_lease_row(conn, key)
     owner, epoch = owner_of(lease, now)
-    if current is not None and (objects := _decode(current)) is not None:
-        # repaired meanwhile by someone else
-        snap = RegionSnapshot(key, current.version, owner, epoch, objects, current.stored_at)
-        return LoadResult(snap, current.payload)
+    rows = await object_rows(conn, key)
+    if current is not None and (blob := _decode(current)) is not None:  # repaired meanwhile
+        return _result(
+            key, current.version, owner, epoch, blob, rows, current.payload, current.stored_at
+        )
     hist = (
         await conn.execute(
             select(s.region_history)
@@ -124,65 +217,58 @@ async def recover(
     ).all()
     checked: list[int] = []
     for h in hist:
-        row = _row(key, h)
+        row = _row(key, h, history=True)
         checked.append(row.version)
-        objects = _decode(row)
-        if objects is None:
+        blob = _decode(row)
+        if blob is None:
             continue
         cur_version = current.version if current is not None else row.version
-        new_version = cur_version if row.version == cur_version else cur_version + 1
-        payload = row.payload
+        cur_pv = current.payload_version if current is not None else row.version
+        intact = row.version == cur_pv
+        new_version = cur_version if intact else cur_version + 1
         if not repair:
-            snap = RegionSnapshot(key, row.version, owner, epoch, objects, row.stored_at)
-            return LoadResult(snap, payload, recovered_from=row.version)
+            return _result(
+                key,
+                cur_version,
+                owner,
+                epoch,
+                blob,
+                rows,
+                row.payload,
+                row.stored_at,
+                recovered_from=row.version,
+            )
+        pv = row.version if intact else new_version
         values = {
             "version": new_version,
+            "payload_version": pv,
             "epoch": row.epoch,
-            "object_count": len(objects),
-            "payload": payload,
-            "checksum": checksum(key.morton, new_version, payload),
+            "object_count": len(blob),
+            "payload": row.payload,
             "write_id": str(uuid.uuid4()),
             "stored_by": f"recovery:{row.stored_by}"[:200],
             "stored_at": now,
         }
+        values["checksum"] = checksum(key.morton, pv, row.payload)
         await conn.execute(
             update(s.regions).where(s.regions.c.region_key == key.morton).values(**values)
         )
-        if new_version != row.version:
-            await conn.execute(insert(s.region_history).values(region_key=key.morton, **values))
-        lost = (
-            "nothing"
-            if new_version == row.version
-            else f"versions {row.version + 1}..{cur_version}"
-        )
+        if not intact:
+            hv = {k: v for k, v in values.items() if k != "payload_version"}
+            await conn.execute(insert(s.region_history).values(region_key=key.morton, **hv))
+        lost = "nothing" if intact else f"snapshot versions {row.version + 1}..{cur_pv}"
         detail = (
-            f"current row (version {cur_version}) failed its checksum; restored from history "
-            f"version {row.version} as version {new_version}; lost: {lost}"
+            f"snapshot (version {cur_pv}) failed its checksum; restored from history version "
+            f"{row.version}; region now at version {new_version}; lost: {lost}"
         )
-        await conn.execute(
-            insert(s.incidents).values(
-                incident_id=str(uuid.uuid4()),
-                region_key=key.morton,
-                kind="recovered",
-                detail=detail,
-                at=now,
-            )
-        )
+        await _incident(conn, key, "recovered", detail, now)
         log.warning("region %s: %s", key, detail)
-        snap = RegionSnapshot(key, new_version, owner, epoch, objects, now)
-        return LoadResult(snap, payload, recovered_from=row.version)
-    detail = f"current row and history versions {checked} all fail their checksums"
-    if not repair:
-        raise CorruptRegion(key, checked)
-    await conn.execute(
-        insert(s.incidents).values(
-            incident_id=str(uuid.uuid4()),
-            region_key=key.morton,
-            kind="unrecoverable",
-            detail=detail,
-            at=now,
+        return _result(
+            key, new_version, owner, epoch, blob, rows, row.payload, now, recovered_from=row.version
         )
-    )
+    detail = f"snapshot and history versions {checked} all fail their checksums"
+    if repair:
+        await _incident(conn, key, "unrecoverable", detail, now)
     log.error("region %s: %s", key, detail)
     raise CorruptRegion(key, checked)
 
@@ -190,8 +276,7 @@ async def recover(
 @dataclass(frozen=True, slots=True)
 class WriteRequest:
     key: RegionKey
-    payload: bytes
-    object_count: int
+    objects: Sequence[WorldObject]
     expected_version: int | None
     epoch: int
     writer: str
@@ -199,8 +284,35 @@ class WriteRequest:
     history_versions: int
 
 
+async def check_fence(
+    conn: AsyncConnection, key: RegionKey, epoch: int, writer: str, now: float
+) -> None:
+    """Refuse a write under a stale epoch (`Fenced`) or into another live owner's region
+    (`RegionOwned`)."""
+    lease = await read_lease_row(conn, key, lock=True)
+    current_epoch = int(lease.epoch) if lease is not None else 0
+    if epoch != current_epoch:
+        raise Fenced(key, epoch, current_epoch, lease.owner if lease is not None else None)
+    if lease is not None and lease.expires_at > now and lease.owner != writer:
+        raise RegionOwned(key, lease.owner, int(lease.epoch), float(lease.expires_at))
+
+
+async def _lock_version(conn: AsyncConnection, key: RegionKey) -> int | None:
+    cur = (
+        await conn.execute(
+            select(s.regions.c.version)
+            .where(s.regions.c.region_key == key.morton)
+            .with_for_update()
+        )
+    ).first()
+    return int(cur.version) if cur is not None else None
+
+
 async def store(conn: AsyncConnection, req: WriteRequest, now: float) -> int:
-    """Write a new version of the region (see module doc); returns the new version."""
+    """Write a new version of the region (see module doc); returns the new version.
+
+    The snapshot replaces the region's whole state: strong-placed objects it leaves out are
+    deleted, those it includes are updated, and everything else goes to the blob."""
     key = req.key
     prior = (
         await conn.execute(
@@ -212,38 +324,59 @@ async def store(conn: AsyncConnection, req: WriteRequest, now: float) -> int:
     ).first()
     if prior is not None:  # an earlier attempt committed; its acknowledgement was lost
         return int(prior.version)
-    lease = await read_lease_row(conn, key, lock=True)
-    current_epoch = int(lease.epoch) if lease is not None else 0
-    if req.epoch != current_epoch:
-        raise Fenced(key, req.epoch, current_epoch, lease.owner if lease is not None else None)
-    if lease is not None and lease.expires_at > now and lease.owner != req.writer:
-        raise RegionOwned(key, lease.owner, int(lease.epoch), float(lease.expires_at))
-    cur = (
-        await conn.execute(
-            select(s.regions.c.version)
-            .where(s.regions.c.region_key == key.morton)
-            .with_for_update()
-        )
-    ).first()
-    current = int(cur.version) if cur is not None else 0
+    await check_fence(conn, key, req.epoch, req.writer, now)
+    cur = await _lock_version(conn, key)
+    current = cur if cur is not None else 0
     if req.expected_version is not None and req.expected_version != current:
         raise VersionConflict(key, req.expected_version, current)
     new = current + 1
+    o = s.objects
+    row_ids = {
+        r.object_id
+        for r in (await conn.execute(select(o.c.object_id).where(o.c.region_key == key.morton)))
+    }
+    kept = [x for x in req.objects if x.id in row_ids]
+    blob = [x for x in req.objects if x.id not in row_ids]
+    gone = row_ids - {x.id for x in kept}
+    if gone:
+        await conn.execute(
+            delete(o).where(o.c.region_key == key.morton, o.c.object_id.in_(sorted(gone)))
+        )
+    for x in kept:
+        await conn.execute(
+            update(o)
+            .where(o.c.object_id == x.id)
+            .values(
+                kind=x.kind,
+                lox=x.lo[0],
+                loy=x.lo[1],
+                loz=x.lo[2],
+                hix=x.hi[0],
+                hiy=x.hi[1],
+                hiz=x.hi[2],
+                data=orjson.dumps(dict(x.data)).decode(),
+            )
+        )
+    payload = encode_objects(blob)
     values = {
         "version": new,
         "epoch": req.epoch,
-        "object_count": req.object_count,
-        "payload": req.payload,
-        "checksum": checksum(key.morton, new, req.payload),
+        "object_count": len(req.objects),
+        "payload": payload,
+        "checksum": checksum(key.morton, new, payload),
         "write_id": req.write_id,
         "stored_by": req.writer,
         "stored_at": now,
     }
     if cur is None:
-        await conn.execute(insert(s.regions).values(region_key=key.morton, **values))
+        await conn.execute(
+            insert(s.regions).values(region_key=key.morton, payload_version=new, **values)
+        )
     else:
         await conn.execute(
-            update(s.regions).where(s.regions.c.region_key == key.morton).values(**values)
+            update(s.regions)
+            .where(s.regions.c.region_key == key.morton)
+            .values(payload_version=new, **values)
         )
     await conn.execute(insert(s.region_history).values(region_key=key.morton, **values))
     await conn.execute(
@@ -253,3 +386,42 @@ async def store(conn: AsyncConnection, req: WriteRequest, now: float) -> int:
         )
     )
     return new
+
+
+async def bump_version(
+    conn: AsyncConnection, key: RegionKey, *, epoch: int, writer: str, now: float
+) -> int:
+    """A strong commit changed the region: its version goes up (the blob is unchanged).
+    A region never stored gets its first row (an empty snapshot) at version 1."""
+    cur = await _lock_version(conn, key)
+    if cur is None:
+        values = {
+            "version": 1,
+            "epoch": epoch,
+            "object_count": 0,
+            "payload": EMPTY_PAYLOAD,
+            "checksum": checksum(key.morton, 1, EMPTY_PAYLOAD),
+            "write_id": str(uuid.uuid4()),
+            "stored_by": writer,
+            "stored_at": now,
+        }
+        ins = s.insert_for(conn.dialect.name, s.regions).values(
+            region_key=key.morton, payload_version=1, **values
+        )
+        res = await conn.execute(
+            ins.on_conflict_do_nothing(index_elements=["region_key"]).returning(
+                s.regions.c.region_key
+            )
+        )
+        if res.first() is None:
+            from worldstate.store.retry import RetryTransaction
+
+            raise RetryTransaction("region row created concurrently")
+        await conn.execute(insert(s.region_history).values(region_key=key.morton, **values))
+        return 1
+    await conn.execute(
+        update(s.regions)
+        .where(s.regions.c.region_key == key.morton)
+        .values(version=cur + 1, stored_at=now, stored_by=writer)
+    )
+    return cur + 1

@@ -34,12 +34,15 @@ meta = Table(
     Column("value", Text, nullable=False),
 )
 
-# Current state of each region: the newest version's full snapshot.
+# Current state of each region. ``version`` counts every change (snapshot writes and strong
+# commits); ``payload`` is the snapshot written at ``payload_version`` (what the checksum
+# covers). Strong-committed objects live in ws_objects, so a commit never rewrites the blob.
 regions = Table(
     "ws_regions",
     metadata,
     Column("region_key", BigInteger, primary_key=True, autoincrement=False),
     Column("version", BigInteger, nullable=False),
+    Column("payload_version", BigInteger, nullable=False),
     Column("epoch", BigInteger, nullable=False),
     Column("object_count", Integer, nullable=False),
     Column("payload", LargeBinary, nullable=False),
@@ -74,6 +77,118 @@ leases = Table(
     Column("epoch", BigInteger, nullable=False),
     Column("expires_at", Double, nullable=False),
     Column("acquired_at", Double, nullable=False),
+)
+
+# Objects placed by strong operations (structures), one row each; part of their region's
+# state (load_region returns snapshot objects plus these).
+objects = Table(
+    "ws_objects",
+    metadata,
+    Column("object_id", Text, primary_key=True),
+    Column("region_key", BigInteger, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("lox", Double, nullable=False),
+    Column("loy", Double, nullable=False),
+    Column("loz", Double, nullable=False),
+    Column("hix", Double, nullable=False),
+    Column("hiy", Double, nullable=False),
+    Column("hiz", Double, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("op_id", String(36), nullable=False),
+    Index("ws_objects_region", "region_key"),
+)
+
+# Resource nodes: remaining amount, claimed by ClaimResource.
+resources = Table(
+    "ws_resources",
+    metadata,
+    Column("resource_id", Text, primary_key=True),
+    Column("region_key", BigInteger, nullable=False),
+    Column("x", Double, nullable=False),
+    Column("y", Double, nullable=False),
+    Column("z", Double, nullable=False),
+    Column("capacity", Double, nullable=False),
+    Column("remaining", Double, nullable=False),
+)
+
+# Items picked up (one winner per item).
+items = Table(
+    "ws_items",
+    metadata,
+    Column("item_id", Text, primary_key=True),
+    Column("region_key", BigInteger, nullable=False),
+    Column("picked_by", Text, nullable=False),
+    Column("op_id", String(36), nullable=False),
+    Column("at", Double, nullable=False),
+)
+
+# Inventories: a count per (inventory, item), never below zero.
+inventories = Table(
+    "ws_inventories",
+    metadata,
+    Column("inventory_id", Text, primary_key=True),
+    Column("item", Text, primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
+
+# Terrain modifications: commutative density deltas, all kept (merged, never lost).
+terrain = Table(
+    "ws_terrain",
+    metadata,
+    Column("op_id", String(36), primary_key=True),
+    Column("region_key", BigInteger, nullable=False),
+    Column("cx", Double, nullable=False),
+    Column("cy", Double, nullable=False),
+    Column("cz", Double, nullable=False),
+    Column("radius", Double, nullable=False),
+    Column("delta", Double, nullable=False),
+    Column("hlc", BigInteger, nullable=False),
+    Index("ws_terrain_region", "region_key"),
+)
+
+# The first outcome of every operation: resubmitting an op_id returns it (idempotency).
+outcomes = Table(
+    "ws_outcomes",
+    metadata,
+    Column("op_id", String(36), primary_key=True),
+    Column("op_type", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("version", BigInteger, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("winner_op_id", String(36), nullable=True),
+    Column("server_id", Text, nullable=False),
+    Column("region_key", BigInteger, nullable=True),
+    Column("at", Double, nullable=False),
+)
+
+# Conflict decisions of the strong pipeline, for the operator.
+conflicts = Table(
+    "ws_conflicts",
+    metadata,
+    Column("decision_id", String(36), primary_key=True),
+    Column("region_key", BigInteger, nullable=True),
+    Column("conflict_type", String(32), nullable=False),
+    Column("rule", String(32), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("winners", Text, nullable=False),
+    Column("losers", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("server_id", Text, nullable=False),
+    Column("at", Double, nullable=False),
+    Index("ws_conflicts_at", "at"),
+)
+
+# Causal events: the durable per-region log (origin, seq) with vector clocks.
+events = Table(
+    "ws_events",
+    metadata,
+    Column("origin", Text, primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("region_key", BigInteger, nullable=False),
+    Column("op_id", String(36), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("at", Double, nullable=False),
+    Index("ws_events_region", "region_key"),
 )
 
 # What the store noticed and repaired (corruption) — read by the operator.

@@ -1,0 +1,79 @@
+"""Operations as bytes on the bus (strong ops forwarded to a region's owner), validated on
+the way in exactly as a local `submit` validates them."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from regions import RegionKey
+from worldstate.errors import ValidationError
+from worldstate.operations import Operation
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    if isinstance(v, RegionKey):
+        return {"__region__": [v.ix, v.iy, v.iz]}
+    if isinstance(v, Mapping):
+        return dict(v)
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+def op_to_dict(op: Operation) -> dict[str, Any]:
+    return {
+        "t": type(op).__name__,
+        "f": {f.name: _plain(getattr(op, f.name)) for f in dataclasses.fields(op)},
+    }
+
+
+def op_from_dict(doc: object, types: Mapping[str, type[Operation]]) -> Operation:
+    """Rebuild an operation of a registered type; anything malformed is `ValidationError`."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("t"), str):
+        raise ValidationError("operation record must be an object with a type name 't'")
+    cls = types.get(doc["t"])
+    if cls is None:
+        raise ValidationError(f"unknown operation type {doc['t']!r:.60}")
+    fields = doc.get("f")
+    if not isinstance(fields, dict):
+        raise ValidationError("operation record has no field object 'f'")
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = set(fields) - names
+    if unknown:
+        raise ValidationError(f"unknown fields for {cls.__name__}: {sorted(unknown)[:5]}")
+    kwargs: dict[str, Any] = {}
+    for k, v in fields.items():
+        if isinstance(v, dict) and set(v) == {"__region__"}:
+            r = v["__region__"]
+            if not (isinstance(r, list) and len(r) == 3 and all(type(x) is int for x in r)):
+                raise ValidationError("bad region key in operation record")
+            try:
+                v = RegionKey(*r)
+            except ValueError as e:
+                raise ValidationError(str(e)) from None
+        elif isinstance(v, list):
+            v = tuple(v)
+        kwargs[k] = v
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ValidationError(f"bad {cls.__name__} record: {e}") from None
+
+
+def encode_op(op: Operation) -> bytes:
+    return orjson.dumps(op_to_dict(op))
+
+
+def decode_op(payload: bytes, types: Mapping[str, type[Operation]]) -> Operation:
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as e:
+        raise ValidationError(f"operation record is not JSON: {e}") from None
+    return op_from_dict(doc, types)

@@ -1,0 +1,373 @@
+"""The strong commit: one SERIALIZABLE transaction per batch of a region's operations.
+
+In order: outcomes already recorded for these op ids are returned as they are (an op is
+never applied twice, whether resubmitted or retried after an ambiguous commit); the fencing
+epoch is checked; the committed state the batch could conflict with is read (overlapping
+structures across all regions, resource remainders, picked items); `conflicts.resolve`
+chooses the winners deterministically; winners are written, the region version goes up
+once, and every op's outcome and every conflict decision is recorded. If the transaction
+must be retried (40001), all of this runs again against fresh state.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+import conflicts as cf
+from regions import RegionKey
+from worldstate.errors import RegionOwned
+from worldstate.operations import (
+    ChangeInventory,
+    ClaimResource,
+    ModifyTerrain,
+    Operation,
+    PickUpItem,
+    PlaceStructure,
+    TransferItems,
+)
+from worldstate.store import schema as s
+from worldstate.store.region_state import bump_version, check_fence, read_lease_row
+
+
+@dataclass(frozen=True, slots=True)
+class OpOutcome:
+    op_id: str
+    committed: bool
+    version: int | None = None
+    reason: str | None = None
+    winner_op_id: str | None = None
+
+
+async def prior_outcomes(conn: AsyncConnection, op_ids: Sequence[str]) -> dict[str, OpOutcome]:
+    if not op_ids:
+        return {}
+    o = s.outcomes
+    rows = (await conn.execute(select(o).where(o.c.op_id.in_(list(op_ids))))).all()
+    return {
+        r.op_id: OpOutcome(r.op_id, r.status == "committed", r.version, r.reason, r.winner_op_id)
+        for r in rows
+    }
+
+
+def candidate(op: Operation) -> cf.Candidate:
+    oid, sid, hlc, pri = str(op.op_id), op.server_id, op.hlc, op.priority
+    if isinstance(op, PlaceStructure):
+        return cf.StructurePlacement(
+            op_id=oid,
+            server_id=sid,
+            hlc=hlc,
+            priority=pri,
+            structure_id=op.structure_id,
+            lo=op.lo,
+            hi=op.hi,
+        )
+    if isinstance(op, ClaimResource):
+        return cf.ResourceClaim(
+            op_id=oid,
+            server_id=sid,
+            hlc=hlc,
+            priority=pri,
+            resource_id=op.resource_id,
+            amount=op.amount,
+        )
+    if isinstance(op, PickUpItem):
+        return cf.ItemPickup(op_id=oid, server_id=sid, hlc=hlc, priority=pri, item_id=op.item_id)
+    if isinstance(op, ModifyTerrain):
+        return cf.TerrainEdit(
+            op_id=oid,
+            server_id=sid,
+            hlc=hlc,
+            priority=pri,
+            center=op.center,
+            radius=op.radius,
+            delta=op.delta,
+        )
+    raise TypeError(f"{type(op).__name__} is not a spatial strong operation")
+
+
+async def _committed_state(conn: AsyncConnection, ops: Sequence[Operation]) -> cf.CommittedState:
+    structures = [o for o in ops if isinstance(o, PlaceStructure)]
+    claims = [o for o in ops if isinstance(o, ClaimResource)]
+    pickups = [o for o in ops if isinstance(o, PickUpItem)]
+    existing: dict[str, tuple[float, ...]] = {}
+    if structures:
+        t = s.objects
+        lo = [min(o.lo[i] for o in structures) for i in range(3)]
+        hi = [max(o.hi[i] for o in structures) for i in range(3)]
+        cols = (t.c.object_id, t.c.lox, t.c.loy, t.c.loz, t.c.hix, t.c.hiy, t.c.hiz)
+        overlap = and_(
+            t.c.lox <= hi[0],
+            t.c.hix >= lo[0],
+            t.c.loy <= hi[1],
+            t.c.hiy >= lo[1],
+            t.c.loz <= hi[2],
+            t.c.hiz >= lo[2],
+        )
+        for r in (await conn.execute(select(*cols).where(overlap))).all():
+            existing[r[0]] = tuple(r[1:7])
+        ids = sorted({o.structure_id for o in structures} - existing.keys())
+        if ids:
+            for r in (await conn.execute(select(*cols).where(t.c.object_id.in_(ids)))).all():
+                existing[r[0]] = tuple(r[1:7])
+    remaining: dict[str, float] = {}
+    if claims:
+        r_t = s.resources
+        ids = sorted({o.resource_id for o in claims})
+        rows = await conn.execute(
+            select(r_t.c.resource_id, r_t.c.remaining).where(r_t.c.resource_id.in_(ids))
+        )
+        remaining = {r.resource_id: float(r.remaining) for r in rows}
+    picked: list[str] = []
+    if pickups:
+        i_t = s.items
+        ids = sorted({o.item_id for o in pickups})
+        picked = [
+            r.item_id
+            for r in await conn.execute(select(i_t.c.item_id).where(i_t.c.item_id.in_(ids)))
+        ]
+    return cf.CommittedState(structures=existing or None, resources=remaining, picked_items=picked)
+
+
+async def commit_region_batch(
+    conn: AsyncConnection,
+    key: RegionKey,
+    ops: Sequence[Operation],
+    *,
+    epoch: int | None,
+    writer: str,
+    policy: cf.Policy,
+    now: float,
+) -> list[OpOutcome]:
+    """Commit a batch of spatial strong ops of one region; outcomes in the order of ``ops``.
+
+    ``epoch``: the writer's lease epoch when it owns the region (fenced: `Fenced` or
+    `RegionOwned` abort the whole batch), or None when no server owns it (then a live lease
+    of another server aborts with `RegionOwned`: forward the ops to it)."""
+    ids = [str(o.op_id) for o in ops]
+    prior = await prior_outcomes(conn, ids)
+    fresh: list[Operation] = []
+    seen: set[str] = set()
+    for o in ops:  # the same op twice in one batch: the first counts
+        oid = str(o.op_id)
+        if oid not in prior and oid not in seen:
+            seen.add(oid)
+            fresh.append(o)
+    if not fresh:
+        return [prior[i] for i in ids]
+    if epoch is not None:
+        await check_fence(conn, key, epoch, writer, now)
+    else:
+        lease = await read_lease_row(conn, key)
+        if lease is not None and lease.expires_at > now and lease.owner != writer:
+            raise RegionOwned(key, lease.owner, int(lease.epoch), float(lease.expires_at))
+        epoch = int(lease.epoch) if lease is not None else 0
+    state = await _committed_state(conn, fresh)
+    resolution = cf.resolve([candidate(o) for o in fresh], policy=policy, committed=state)
+    winners = {c.op_id for c in resolution.winners}
+    won = [o for o in fresh if str(o.op_id) in winners]
+    version: int | None = None
+    if won:
+        await _apply(conn, key, won, now)
+        version = await bump_version(conn, key, epoch=epoch, writer=writer, now=now)
+    out: dict[str, OpOutcome] = dict(prior)
+    rows = []
+    for o in fresh:
+        oid = str(o.op_id)
+        if oid in winners:
+            res = OpOutcome(oid, True, version)
+        else:
+            d = resolution.decision_of(oid)
+            outcome = resolution.outcome_of(oid)
+            reason = d.reason if d is not None else f"lost ({outcome.rule})"
+            res = OpOutcome(oid, False, None, reason, outcome.winner_op_id)
+        out[oid] = res
+        rows.append(_outcome_row(o, res, key, now))
+    await conn.execute(insert(s.outcomes), rows)
+    decisions = [d for d in resolution.decisions if d.losers]
+    if decisions:
+        await conn.execute(
+            insert(s.conflicts),
+            [
+                {
+                    "decision_id": str(uuid.uuid4()),
+                    "region_key": key.morton,
+                    "conflict_type": d.conflict_type.value,
+                    "rule": d.rule.value,
+                    "subject": d.subject,
+                    "winners": orjson.dumps(list(d.winners)).decode(),
+                    "losers": orjson.dumps(list(d.losers)).decode(),
+                    "reason": d.reason,
+                    "server_id": writer,
+                    "at": now,
+                }
+                for d in decisions
+            ],
+        )
+    return [out[i] for i in ids]
+
+
+def _outcome_row(
+    op: Operation, res: OpOutcome, key: RegionKey | None, now: float
+) -> dict[str, object]:
+    return {
+        "op_id": res.op_id,
+        "op_type": op.op_type,
+        "status": "committed" if res.committed else "rejected",
+        "version": res.version,
+        "reason": res.reason,
+        "winner_op_id": res.winner_op_id,
+        "server_id": op.server_id,
+        "region_key": key.morton if key is not None else None,
+        "at": now,
+    }
+
+
+async def _apply(
+    conn: AsyncConnection, key: RegionKey, won: Sequence[Operation], now: float
+) -> None:
+    structures = [o for o in won if isinstance(o, PlaceStructure)]
+    if structures:
+        await conn.execute(
+            insert(s.objects),
+            [
+                {
+                    "object_id": o.structure_id,
+                    "region_key": key.morton,
+                    "kind": o.kind,
+                    "lox": o.lo[0],
+                    "loy": o.lo[1],
+                    "loz": o.lo[2],
+                    "hix": o.hi[0],
+                    "hiy": o.hi[1],
+                    "hiz": o.hi[2],
+                    "data": orjson.dumps(
+                        {**o.data, "owner": o.owner} if o.owner else dict(o.data)
+                    ).decode(),
+                    "op_id": str(o.op_id),
+                }
+                for o in structures
+            ],
+        )
+    claimed: dict[str, float] = {}
+    for o in won:
+        if isinstance(o, ClaimResource):
+            claimed[o.resource_id] = claimed.get(o.resource_id, 0.0) + o.amount
+    for rid in sorted(claimed):
+        r = s.resources
+        await conn.execute(
+            update(r).where(r.c.resource_id == rid).values(remaining=r.c.remaining - claimed[rid])
+        )
+    pickups = [o for o in won if isinstance(o, PickUpItem)]
+    if pickups:
+        await conn.execute(
+            insert(s.items),
+            [
+                {
+                    "item_id": o.item_id,
+                    "region_key": key.morton,
+                    "picked_by": o.picker,
+                    "op_id": str(o.op_id),
+                    "at": now,
+                }
+                for o in pickups
+            ],
+        )
+    terrain = [o for o in won if isinstance(o, ModifyTerrain)]
+    if terrain:
+        await conn.execute(
+            insert(s.terrain),
+            [
+                {
+                    "op_id": str(o.op_id),
+                    "region_key": key.morton,
+                    "cx": o.center[0],
+                    "cy": o.center[1],
+                    "cz": o.center[2],
+                    "radius": o.radius,
+                    "delta": o.delta,
+                    "hlc": o.hlc,
+                }
+                for o in terrain
+            ],
+        )
+
+
+async def commit_inventory_ops(
+    conn: AsyncConnection, ops: Sequence[ChangeInventory | TransferItems], *, now: float
+) -> list[OpOutcome]:
+    """Apply inventory ops in the given order, each all-or-nothing: an op that would take
+    any count below zero is rejected (the others still apply). Rows are locked in sorted
+    (inventory, item) order, so concurrent transactions never deadlock on each other."""
+    ids = [str(o.op_id) for o in ops]
+    prior = await prior_outcomes(conn, ids)
+    fresh: list[ChangeInventory | TransferItems] = []
+    seen: set[str] = set()
+    for o in ops:
+        oid = str(o.op_id)
+        if oid not in prior and oid not in seen:
+            seen.add(oid)
+            fresh.append(o)
+    if not fresh:
+        return [prior[i] for i in ids]
+    inv = s.inventories
+    keys = sorted({k for o in fresh for k in _inventory_keys(o)})
+    counts: dict[tuple[str, str], int] = dict.fromkeys(keys, 0)
+    for inv_id, item in keys:
+        r = (
+            await conn.execute(
+                select(inv.c["count"].label("n"))
+                .where(inv.c.inventory_id == inv_id, inv.c.item == item)
+                .with_for_update()
+            )
+        ).first()
+        if r is not None:
+            counts[(inv_id, item)] = int(r.n)
+    original = dict(counts)
+    out: dict[str, OpOutcome] = dict(prior)
+    rows = []
+    for o in fresh:
+        oid = str(o.op_id)
+        deltas = _inventory_deltas(o)
+        short = [(k, counts[k] + d) for k, d in deltas if counts[k] + d < 0]
+        if short:
+            (inv_id, item), after = short[0]
+            res = OpOutcome(
+                oid,
+                False,
+                None,
+                f"inventory {inv_id!r} holds {counts[(inv_id, item)]} of {item!r}; "
+                f"the change would leave {after}",
+            )
+        else:
+            for k, d in deltas:
+                counts[k] += d
+            res = OpOutcome(oid, True, 0)
+        out[oid] = res
+        rows.append(_outcome_row(o, res, None, now))
+    changed = [k for k in keys if counts[k] != original[k]]
+    if changed:
+        ins = s.insert_for(conn.dialect.name, inv)
+        stmt = ins.on_conflict_do_update(
+            index_elements=["inventory_id", "item"], set_={"count": ins.excluded.count}
+        )
+        await conn.execute(
+            stmt, [{"inventory_id": k[0], "item": k[1], "count": counts[k]} for k in changed]
+        )
+    await conn.execute(insert(s.outcomes), rows)
+    return [out[i] for i in ids]
+
+
+def _inventory_keys(o: ChangeInventory | TransferItems) -> list[tuple[str, str]]:
+    return [k for k, _ in _inventory_deltas(o)]
+
+
+def _inventory_deltas(o: ChangeInventory | TransferItems) -> list[tuple[tuple[str, str], int]]:
+    if isinstance(o, ChangeInventory):
+        return [((o.inventory_id, o.item), o.delta)]
+    return [((o.from_inventory, o.item), -o.quantity), ((o.to_inventory, o.item), o.quantity)]

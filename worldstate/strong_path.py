@@ -1,0 +1,378 @@
+"""The strong path: where each strong operation commits.
+
+- A region this server owns: its `RegionPipeline` (one asyncio task per owned region with a
+  bounded queue) gathers ops for ``Config.group_commit_window`` seconds, then commits them
+  as one fenced transaction; while one batch commits the next one gathers.
+- A region another live server owns: the op is forwarded to that owner over the bus
+  (request/response, ``Config.forward_timeout``; safe to repeat: idempotent by op_id).
+- A region nobody owns: the submitting server commits it in its own transaction.
+- Inventories (not spatial): committed directly, one transaction per op.
+
+Overflow policy: a full region queue refuses new ops at once with `Overloaded` (nothing is
+applied; resubmit the same op_id later) rather than buffering without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from regions import RegionKey
+from worldstate.bus import Message
+from worldstate.errors import (
+    BusUnavailable,
+    Fenced,
+    NotAuthoritative,
+    Overloaded,
+    RegionOwned,
+    StoreUnavailable,
+    ValidationError,
+    WorldClosed,
+    WorldStateError,
+)
+from worldstate.op_codec import decode_op, encode_op
+from worldstate.operations import ChangeInventory, Operation, TransferItems
+from worldstate.results import Committed, Rejected, Result
+from worldstate.store.strong_commit import OpOutcome, commit_inventory_ops, commit_region_batch
+
+if TYPE_CHECKING:
+    from worldstate.world import World
+
+log = logging.getLogger("worldstate.strong")
+
+MAX_BATCH = 512
+MAX_REQUEST_BYTES = 256 * 1024
+
+
+def to_result(out: OpOutcome) -> Result:
+    op_id = uuid.UUID(out.op_id)
+    if out.committed:
+        return Committed(op_id, out.version or 0)
+    winner = uuid.UUID(out.winner_op_id) if out.winner_op_id else None
+    return Rejected(op_id, out.reason or "rejected", winner)
+
+
+class RegionPipeline:
+    """The single writer of one owned region."""
+
+    def __init__(self, path: StrongPath, key: RegionKey) -> None:
+        self.path = path
+        self.key = key
+        self.queue: deque[tuple[Operation, asyncio.Future[Result]]] = deque()
+        self.wakeup = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.batches = 0
+        self.ops = 0
+        self.task = asyncio.create_task(self._run(), name=f"ws-region-{key}")
+
+    def submit(self, op: Operation) -> asyncio.Future[Result]:
+        cfg = self.path.world.config
+        if len(self.queue) >= cfg.region_queue_size:
+            raise Overloaded(
+                f"region {self.key}: {len(self.queue)} operations already queued "
+                f"(Config.region_queue_size); retry later with the same op_id"
+            )
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self.queue.append((op, fut))
+        self.idle.clear()
+        self.wakeup.set()
+        return fut
+
+    async def _run(self) -> None:
+        window = self.path.world.config.group_commit_window
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            if not self.queue:
+                continue
+            if window > 0:
+                await asyncio.sleep(window)
+            batch = [self.queue.popleft() for _ in range(min(MAX_BATCH, len(self.queue)))]
+            try:
+                await self._commit(batch)
+            except asyncio.CancelledError:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(WorldClosed("the world closed before the commit"))
+                raise
+            if self.queue:
+                self.wakeup.set()
+            else:
+                self.idle.set()
+
+    async def _commit(self, batch: list[tuple[Operation, asyncio.Future[Result]]]) -> None:
+        world = self.path.world
+        ops = [op for op, _ in batch]
+        try:
+            lease = world.lease_of(self.key)
+            outcomes = await world.store.run(
+                lambda c: commit_region_batch(
+                    c,
+                    self.key,
+                    ops,
+                    epoch=lease.epoch,
+                    writer=world.server_id,
+                    policy=world.policy,
+                    now=world.clock(),
+                ),
+                f"commit {len(ops)} ops in region {self.key}",
+            )
+        except (Fenced, RegionOwned) as e:
+            world.lost_lease(self.key, str(e))
+            err = NotAuthoritative(
+                f"{world.server_id} lost region {self.key} ({e}); the ops were not applied — "
+                "resubmit them (same op_ids)",
+                key=self.key,
+            )
+            self._fail(batch, err)
+            return
+        except WorldStateError as e:
+            self._fail(batch, e)
+            return
+        self.batches += 1
+        self.ops += len(ops)
+        for (_, fut), out in zip(batch, outcomes, strict=True):
+            if not fut.done():
+                fut.set_result(to_result(out))
+        versions = [o.version for o in outcomes if o.committed and o.version]
+        if versions:
+            await self.path.after_commit(self.key, max(versions))
+
+    @staticmethod
+    def _fail(batch: list[tuple[Operation, asyncio.Future[Result]]], err: Exception) -> None:
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_exception(err)
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        while self.queue:
+            _, fut = self.queue.popleft()
+            if not fut.done():
+                fut.set_exception(WorldClosed("the world closed before the commit"))
+
+
+class StrongPath:
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.pipelines: dict[RegionKey, RegionPipeline] = {}
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._owner_cache: dict[RegionKey, tuple[str | None, float]] = {}
+        self.forwarded = 0
+        self.served_forwards = 0
+        self.dropped_requests = 0
+        self.direct_commits = 0
+
+    async def start(self) -> None:
+        bus = self.world.bus
+        me = self.world.server_id
+        bus.subscribe(f"ops/{me}", self._on_request)
+        bus.subscribe(f"replies/{me}", self._on_reply)
+
+    async def close(self) -> None:
+        for p in list(self.pipelines.values()):
+            await p.close()
+        self.pipelines.clear()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(WorldClosed("the world closed while waiting for an owner"))
+
+    def pipeline(self, key: RegionKey) -> RegionPipeline:
+        p = self.pipelines.get(key)
+        if p is None:
+            p = self.pipelines[key] = RegionPipeline(self, key)
+        return p
+
+    async def drop_pipeline(self, key: RegionKey) -> None:
+        p = self.pipelines.pop(key, None)
+        if p is not None:
+            await p.idle.wait()  # queued ops commit while the lease is still held
+            await p.close()
+
+    # -- routing ---------------------------------------------------------------------------
+
+    async def submit(self, op: Operation, key: RegionKey | None) -> Result:
+        if key is None:
+            assert isinstance(op, (ChangeInventory, TransferItems))
+            return await self.commit_inventory([op])
+        world = self.world
+        for _attempt in range(3):
+            if world.holds(key):
+                return await self.pipeline(key).submit(op)
+            owner = await self._owner(key)
+            if owner is not None and owner != world.server_id:
+                try:
+                    return await self._forward(owner, op)
+                except _NotOwner:
+                    self._owner_cache.pop(key, None)
+                    continue
+            try:
+                return await self._commit_direct(key, op)
+            except RegionOwned as e:
+                self._owner_cache[key] = (e.owner, e.expires_at)
+                continue
+        raise NotAuthoritative(
+            f"region {key}: ownership kept moving while routing op {op.op_id}; retry it",
+            key=key,
+        )
+
+    async def commit_inventory(self, ops: list[ChangeInventory | TransferItems]) -> Result:
+        world = self.world
+        outs = await world.store.run(
+            lambda c: commit_inventory_ops(c, ops, now=world.clock()),
+            f"commit {ops[0].op_type} {ops[0].op_id}",
+        )
+        return to_result(outs[0])
+
+    async def _commit_direct(self, key: RegionKey, op: Operation) -> Result:
+        world = self.world
+        outs = await world.store.run(
+            lambda c: commit_region_batch(
+                c,
+                key,
+                [op],
+                epoch=None,
+                writer=world.server_id,
+                policy=world.policy,
+                now=world.clock(),
+            ),
+            f"commit {op.op_type} {op.op_id} in unowned region {key}",
+        )
+        self.direct_commits += 1
+        if outs[0].committed and outs[0].version:
+            await self.after_commit(key, outs[0].version)
+        return to_result(outs[0])
+
+    async def _owner(self, key: RegionKey) -> str | None:
+        now = self.world.clock()
+        hit = self._owner_cache.get(key)
+        if hit is not None and (
+            (hit[0] is None and hit[1] > time.monotonic()) or (hit[0] is not None and hit[1] > now)
+        ):
+            return hit[0]
+        lease = await self.world.store.lease(key)
+        if lease is not None and lease.live(now):
+            self._owner_cache[key] = (lease.owner, lease.expires_at)
+            return lease.owner
+        self._owner_cache[key] = (None, time.monotonic() + 0.25)
+        return None
+
+    async def after_commit(self, key: RegionKey, version: int) -> None:
+        """Tell caches and other servers the region changed."""
+        world = self.world
+        await world.cache.put(key.morton, version, b"")  # tombstone: older copies are refused
+        world.mark_stale(key)
+        with contextlib.suppress(WorldStateError):
+            await world.bus.publish(
+                f"notice/{key.morton}",
+                orjson.dumps({"v": version, "s": world.server_id}),
+                qos=0,
+            )
+
+    # -- forwarding ------------------------------------------------------------------------
+
+    async def _forward(self, owner: str, op: Operation) -> Result:
+        world = self.world
+        req = uuid.uuid4().hex
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[req] = fut
+        body = orjson.dumps(
+            {"r": req, "from": world.server_id, "op": orjson.Fragment(encode_op(op))}
+        )
+        try:
+            await world.bus.publish(f"ops/{owner}", body, qos=1)
+            async with asyncio.timeout(world.config.forward_timeout):
+                reply = await fut
+        except TimeoutError:
+            raise BusUnavailable(
+                f"owner {owner!r} did not answer op {op.op_id} within "
+                f"{world.config.forward_timeout}s; it may or may not have applied — resubmit "
+                "the same op_id"
+            ) from None
+        finally:
+            self._pending.pop(req, None)
+        self.forwarded += 1
+        kind = reply.get("k")
+        if kind == "committed":
+            return Committed(op.op_id, int(reply.get("v") or 0))
+        if kind == "rejected":
+            w = reply.get("w")
+            return Rejected(
+                op.op_id,
+                str(reply.get("reason", "rejected")),
+                uuid.UUID(w) if isinstance(w, str) else None,
+            )
+        if kind == "not-owner":
+            raise _NotOwner
+        raise NotAuthoritative(f"owner {owner!r} refused op {op.op_id}: {reply.get('error')}")
+
+    def _on_reply(self, msg: Message) -> None:
+        try:
+            doc = orjson.loads(msg.payload)
+            fut = self._pending.get(doc["r"]) if isinstance(doc, dict) else None
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            fut = None
+        if fut is None or fut.done() or not isinstance(doc, dict):
+            self.dropped_requests += 1
+            return
+        fut.set_result(doc)
+
+    def _on_request(self, msg: Message) -> None:
+        if len(msg.payload) > MAX_REQUEST_BYTES:
+            self.dropped_requests += 1
+            return
+        try:
+            doc = orjson.loads(msg.payload)
+            req, sender = doc["r"], doc["from"]
+            if not (isinstance(req, str) and len(req) == 32 and isinstance(sender, str)):
+                raise ValidationError("bad request header")
+            from worldstate.ids import check_id
+
+            check_id(sender, "sender")
+            op = decode_op(orjson.dumps(doc["op"]), self.world.op_types)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValidationError) as e:
+            self.dropped_requests += 1
+            log.debug("dropped a malformed forwarded op: %s", e)
+            return
+        asyncio.get_running_loop().create_task(self._serve(req, sender, op))
+
+    async def _serve(self, req: str, sender: str, op: Operation) -> None:
+        world = self.world
+        key = world.region_key_of(op)
+        reply: dict[str, Any]
+        if key is None or not world.holds(key):
+            reply = {"r": req, "k": "not-owner"}
+        else:
+            try:
+                res = await self.pipeline(key).submit(op)
+                self.served_forwards += 1
+                if isinstance(res, Committed):
+                    reply = {"r": req, "k": "committed", "v": res.version}
+                else:
+                    assert isinstance(res, Rejected)
+                    reply = {
+                        "r": req,
+                        "k": "rejected",
+                        "reason": res.reason,
+                        "w": str(res.winner_op_id) if res.winner_op_id else None,
+                    }
+            except NotAuthoritative:
+                reply = {"r": req, "k": "not-owner"}
+            except (WorldStateError, StoreUnavailable) as e:
+                reply = {"r": req, "k": "error", "error": str(e)[:500]}
+        with contextlib.suppress(WorldStateError):
+            await world.bus.publish(f"replies/{sender}", orjson.dumps(reply), qos=1)
+
+
+class _NotOwner(Exception):
+    pass
