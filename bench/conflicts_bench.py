@@ -158,7 +158,10 @@ def run(
     assert det_pairs.result == pairs, "detectors disagree on overlap pairs"
     load_after = os.getloadavg()
 
-    ratio = by_pairs.median / by_rtree.median
+    # wall time swings with other load on the machine; CPU time much less so. The ratio
+    # verdict takes the lower of the two, the time verdicts are given for both.
+    wall_ratio = by_pairs.median / by_rtree.median
+    cpu_ratio = statistics.median(by_pairs.cpu) / statistics.median(by_rtree.cpu)
     cpu_ms = statistics.median(by_rtree.cpu)
     return {
         "benchmark": "conflicts.resolve_structures",
@@ -188,13 +191,13 @@ def run(
         "resolve_pairwise": by_pairs.summary(),
         "detect_rtree": det_rtree.summary(),
         "detect_pairwise": det_pairs.summary(),
-        "ratio_resolve": ratio,
-        "ratio_resolve_cpu": statistics.median(by_pairs.cpu) / cpu_ms,
+        "ratio_resolve": wall_ratio,
+        "ratio_resolve_cpu": cpu_ratio,
         "ratio_detect": det_pairs.median / det_rtree.median,
         "targets": {
             "ratio_min": TARGET_RATIO,
             "batch_ms_max": TARGET_MS,
-            "ratio_met": ratio >= TARGET_RATIO,
+            "ratio_met": min(wall_ratio, cpu_ratio) >= TARGET_RATIO,
             "batch_ms_met_wall": by_rtree.median <= TARGET_MS,
             "batch_ms_met_cpu": cpu_ms <= TARGET_MS,
         },
@@ -228,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu = report["resolve_rtree"]["cpu_median_ms"]
     print(
         f"  ratio (resolve, wall medians) {report['ratio_resolve']:.1f}x, cpu "
-        f"{report['ratio_resolve_cpu']:.1f}x [target >= {TARGET_RATIO:.0f}x: "
+        f"{report['ratio_resolve_cpu']:.1f}x [target >= {TARGET_RATIO:.0f}x on both: "
         f"{'met' if t['ratio_met'] else 'MISSED'}]"
     )
     print(

@@ -5,6 +5,7 @@ Each record is a frozen, slotted dataclass with keyword-only fields. The common 
 (hybrid logical clock, ``(wall_ms << 16) | logical``, a non-negative int64) and ``priority``
 (int64; higher wins under `Strategy.PRIORITY`). Every field is validated in
 ``__post_init__``; a bad value raises `ConflictInputError`, so a record that exists is valid.
+Coordinates, radii and deltas are finite and within ``MAX_MAGNITUDE`` (1e12).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import ClassVar, TypeVar
 
 from conflicts._errors import ConflictInputError, geometry_as_input_errors
 from conflicts._kinds import ConflictType
-from conflicts._validate import INT64_MAX, check_id, check_int, check_real
+from conflicts._validate import INT64_MAX, check_id, check_int, check_magnitude, check_real
 from regions import Vec3, as_vec3
 
 BBox6 = tuple[float, float, float, float, float, float]
@@ -50,7 +51,10 @@ def _check_common(c: _CandidateBase) -> None:
 
 def _vec3(value: object, name: str) -> Vec3:
     with geometry_as_input_errors():
-        return as_vec3(value, name)
+        v = as_vec3(value, name)
+    for c in v:
+        check_magnitude(c, f"{name} coordinate")
+    return v
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,11 +106,12 @@ class TerrainEdit(_CandidateBase):
     def __post_init__(self) -> None:
         _check_common(self)
         object.__setattr__(self, "center", _vec3(self.center, "TerrainEdit.center"))
-        radius = check_real(self.radius, "TerrainEdit.radius")
+        radius = check_magnitude(check_real(self.radius, "TerrainEdit.radius"), "radius")
         if radius < 0:
             raise ConflictInputError(f"TerrainEdit.radius must be >= 0, got {radius}")
         object.__setattr__(self, "radius", radius)
-        object.__setattr__(self, "delta", check_real(self.delta, "TerrainEdit.delta"))
+        delta = check_magnitude(check_real(self.delta, "TerrainEdit.delta"), "delta")
+        object.__setattr__(self, "delta", delta)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -34,7 +34,7 @@ def detect_creature_disputes(claims: Iterable[CreatureClaim]) -> dict[str, tuple
 
 def resolve_creatures_checked(
     items: list[CreatureClaim], strategy: Strategy, state: CommittedState
-) -> Resolution:
+) -> Resolution[CreatureClaim]:
     """`resolve_creatures` on already-validated, de-duplicated input."""
     if strategy is Strategy.MERGE:
         raise ConflictInputError("creature claims cannot be merged; choose another strategy")
@@ -87,7 +87,7 @@ def resolve_creatures(
     *,
     strategy: Strategy | str = Strategy.TIMESTAMP,
     committed: CommittedState | None = None,
-) -> Resolution:
+) -> Resolution[CreatureClaim]:
     """Settle creature-ownership disputes.
 
     Per creature, the claim first in ``strategy``'s precedence order fixes the new owner;

@@ -34,7 +34,7 @@ def detect_pickup_races(pickups: Iterable[ItemPickup]) -> dict[str, tuple[str, .
 
 def resolve_pickups_checked(
     items: list[ItemPickup], strategy: Strategy, state: CommittedState
-) -> Resolution:
+) -> Resolution[ItemPickup]:
     """`resolve_pickups` on already-validated, de-duplicated input."""
     if strategy is Strategy.MERGE:
         raise ConflictInputError("item pickups cannot be merged; choose another strategy")
@@ -79,7 +79,7 @@ def resolve_pickups(
     *,
     strategy: Strategy | str = Strategy.TIMESTAMP,
     committed: CommittedState | None = None,
-) -> Resolution:
+) -> Resolution[ItemPickup]:
     """One winner per item: the pickup first in ``strategy``'s precedence order. Pickups of
     an item already in `CommittedState.picked_items` all lose with rule ``committed``."""
     items = unique_candidates(pickups, (ItemPickup,), "resolve_pickups")

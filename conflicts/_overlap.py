@@ -112,7 +112,9 @@ def sphere_bounds(centers: F64, radii: F64) -> tuple[F64, F64]:
     pair the exact test accepts (padding only adds candidates, which the test removes)."""
     pad = (np.abs(centers).max(axis=1) + radii) * 1e-9 + 1e-12
     r = (radii + pad)[:, None]
-    return centers - r, centers + r
+    big = np.finfo(np.float64).max  # a ball reaching past the float range is clipped to it
+    with np.errstate(over="ignore"):
+        return np.clip(centers - r, -big, big), np.clip(centers + r, -big, big)
 
 
 def tile_order(lo: F64, hi: F64, k: int) -> I64:
@@ -126,9 +128,15 @@ def tile_order(lo: F64, hi: F64, k: int) -> I64:
     runs = -(-n // k)
     slabs = max(1, int(np.ceil(np.sqrt(runs))))
     per_slab = k * -(-runs // slabs)
-    slab = np.empty(n, dtype=np.int64)
-    slab[np.argsort(centres[:, first], kind="stable")] = np.arange(n) // per_slab
-    order: I64 = np.lexsort((centres[:, second], slab)).astype(np.int64)
+    # sort each slab along the second axis in one row-wise argsort: the slabs are rows of a
+    # matrix of second-axis centres (the last row padded with +inf, which sorts last)
+    by_first = np.argsort(centres[:, first], kind="stable")
+    rows = -(-n // per_slab)
+    key = np.full(rows * per_slab, np.inf)
+    key[:n] = centres[by_first, second]
+    within = np.argsort(key.reshape(rows, per_slab), axis=1, kind="stable")
+    pos = (within + (np.arange(rows) * per_slab)[:, None]).reshape(-1)
+    order: I64 = by_first[pos[pos < n]].astype(np.int64)
     return order
 
 
@@ -198,10 +206,13 @@ def self_join(geom: Geometry, k: int = CLUSTER_SIZE) -> tuple[I64, I64]:
     if n < 2:
         return _EMPTY, _EMPTY
     runs = Runs(geom.lo, geom.hi, k)
-    index, row_of = _index_of(runs.lo, runs.hi)
-    ra, rb = _query(index, row_of, runs.lo, runs.hi)
-    keep = ra <= rb
-    ra, rb = ra[keep], rb[keep]
+    if runs.count == 1:  # the whole batch is one run: nothing to index
+        ra = rb = np.zeros(1, dtype=np.int64)
+    else:
+        index, row_of = _index_of(runs.lo, runs.hi)
+        ra, rb = _query(index, row_of, runs.lo, runs.hi)
+        keep = ra <= rb
+        ra, rb = ra[keep], rb[keep]
     ma, va = runs.members(ra)  # (P, k)
     mb, vb = runs.members(rb)
     # keep the members of each run that touch the other run's box (a member always touches

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any, Generic, TypeVar
 
 from conflicts._candidates import Candidate
 from conflicts._decisions import ConflictDecision, Outcome
@@ -14,6 +15,8 @@ from conflicts._policy import canonical_key
 
 _TYPE_ORDER = {t: i for i, t in enumerate(ConflictType)}
 
+CandT = TypeVar("CandT", bound=Candidate)
+
 
 def decision_order(d: ConflictDecision) -> tuple[int, str, tuple[str, ...], str]:
     """Decisions are listed by conflict type, then subject, then losers, then rule."""
@@ -21,7 +24,7 @@ def decision_order(d: ConflictDecision) -> tuple[int, str, tuple[str, ...], str]
 
 
 @dataclass(frozen=True, slots=True)
-class Resolution:
+class Resolution(Generic[CandT]):
     """The outcome of resolving a set of concurrent candidates.
 
     - ``winners``: admitted candidates in canonical order ``(hlc, server_id, op_id)``, the
@@ -32,14 +35,14 @@ class Resolution:
       record per lost contest, a MERGE record lists each group of overlapping terrain edits.
     - ``terrain``: the `TerrainMerge` of the winning terrain edits (None when there were
       none). Under MERGE every edit wins, so this is the combined density delta of all.
-    - ``resource_remaining``: for each resource node claimed in the batch, the amount left
-      after the winning claims (the committed amount for a node where nothing was won).
+    - ``resource_remaining``: for each resource node claimed in the batch and known to the
+      committed state, the amount left after the winning claims (``math.inf`` stays inf).
 
     `outcome_of` answers per op id. Equal inputs give equal resolutions, field for field.
     """
 
-    winners: tuple[Candidate, ...]
-    losers: tuple[Candidate, ...]
+    winners: tuple[CandT, ...]
+    losers: tuple[CandT, ...]
     decisions: tuple[ConflictDecision, ...]
     terrain: TerrainMerge | None = None
     resource_remaining: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
@@ -87,15 +90,15 @@ class Resolution:
 
 
 def make_resolution(
-    winners: Sequence[Candidate],
-    losers: Sequence[Candidate],
+    winners: Sequence[CandT],
+    losers: Sequence[CandT],
     decisions: Iterable[ConflictDecision],
     win_rules: Mapping[ConflictType, Rule],
     *,
     terrain: TerrainMerge | None = None,
     resource_remaining: Mapping[str, float] | None = None,
     presorted: bool = False,
-) -> Resolution:
+) -> Resolution[CandT]:
     """Assemble a `Resolution`, putting everything in canonical order (``presorted``: the
     winners are already in canonical order)."""
     return Resolution(
@@ -108,7 +111,7 @@ def make_resolution(
     )
 
 
-def combine_resolutions(parts: Sequence[Resolution]) -> Resolution:
+def combine_resolutions(parts: Sequence[Resolution[Any]]) -> Resolution[Candidate]:
     """One resolution from per-type resolutions of disjoint candidate sets."""
     terrain = [p.terrain for p in parts if p.terrain is not None]
     remaining: dict[str, float] = {}
@@ -116,9 +119,11 @@ def combine_resolutions(parts: Sequence[Resolution]) -> Resolution:
     for p in parts:
         remaining.update(p.resource_remaining)
         rules.update(p.win_rules)
+    winners: list[Candidate] = [c for p in parts for c in p.winners]
+    losers: list[Candidate] = [c for p in parts for c in p.losers]
     return make_resolution(
-        [c for p in parts for c in p.winners],
-        [c for p in parts for c in p.losers],
+        winners,
+        losers,
         [d for p in parts for d in p.decisions],
         rules,
         terrain=terrain[0] if len(terrain) == 1 else None,

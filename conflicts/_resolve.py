@@ -32,7 +32,7 @@ def resolve(
     policy: Policy = DEFAULT_POLICY,
     committed: CommittedState | None = None,
     method: str = "rtree",
-) -> Resolution:
+) -> Resolution[Candidate]:
     """Resolve a mixed batch of concurrent candidates, each type by its policy strategy.
 
     A pure function of the *set* of candidates (and of ``policy`` and ``committed``): any

@@ -62,7 +62,7 @@ def _amount(x: float | Fraction) -> str:
 
 def resolve_claims_checked(
     items: list[ResourceClaim], strategy: Strategy, state: CommittedState
-) -> Resolution:
+) -> Resolution[ResourceClaim]:
     """`resolve_claims` on already-validated, de-duplicated input."""
     if strategy is Strategy.MERGE:
         raise ConflictInputError("resource claims cannot be merged; choose another strategy")
@@ -137,7 +137,7 @@ def resolve_claims(
     *,
     strategy: Strategy | str = Strategy.TIMESTAMP,
     committed: CommittedState | None = None,
-) -> Resolution:
+) -> Resolution[ResourceClaim]:
     """Choose which resource claims of a concurrent batch are granted.
 
     Per node, claims are walked in ``strategy``'s precedence order and each is granted if

@@ -76,7 +76,10 @@ def decide_partition(
     seen = _server_set(view, "view")
     if self_id is not None and check_id(self_id, "self_id") not in seen:
         raise ConflictInputError(f"view must include this server ({self_id!r})")
-    heard = seen & members
+    return _decide(members, seen & members)
+
+
+def _decide(members: frozenset[str], heard: frozenset[str]) -> PartitionVerdict:
     n, h = len(members), len(heard)
     lowest = min(members)
     if 2 * h > n:
@@ -139,6 +142,6 @@ def surviving_side(
             f"sides must cover the membership exactly: missing {sorted(members - seen)}, "
             f"extra {sorted(seen - members)}"
         )
-    survivors = [p for p in parts if decide_partition(members, p).keeps_authority]
+    survivors = [p for p in parts if _decide(members, p).keeps_authority]
     assert len(survivors) <= 1, "two sides kept authority"  # impossible; see module doc
     return survivors[0] if survivors else None

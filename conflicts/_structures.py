@@ -106,7 +106,7 @@ def _reason(loser: StructurePlacement, winners: list[StructurePlacement], s: Str
 
 def resolve_structures_checked(
     items: list[StructurePlacement], strategy: Strategy, state: CommittedState, method: str
-) -> Resolution:
+) -> Resolution[StructurePlacement]:
     """`resolve_structures` on already-validated, de-duplicated input."""
     if strategy is Strategy.MERGE:
         raise ConflictInputError("structures cannot be merged; choose another strategy")
@@ -171,7 +171,7 @@ def resolve_structures(
     strategy: Strategy | str = Strategy.TIMESTAMP,
     committed: CommittedState | None = None,
     method: str = "rtree",
-) -> Resolution:
+) -> Resolution[StructurePlacement]:
     """Choose which placements of a concurrent batch are built.
 
     Placements conflict when their boxes share interior volume or they reuse a structure

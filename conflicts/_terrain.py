@@ -38,7 +38,7 @@ def describe_group(g: TerrainGroup) -> str:
 
 def resolve_terrain_checked(
     items: list[TerrainEdit], strategy: Strategy, method: str
-) -> Resolution:
+) -> Resolution[TerrainEdit]:
     """`resolve_terrain` on already-validated, de-duplicated input."""
     rule = Rule.of(strategy)
     if strategy is Strategy.MERGE:
@@ -99,7 +99,7 @@ def resolve_terrain(
     *,
     strategy: Strategy | str = Strategy.MERGE,
     method: str = "rtree",
-) -> Resolution:
+) -> Resolution[TerrainEdit]:
     """Resolve concurrent terrain edits.
 
     Under MERGE (the default) every edit wins, none is lost: the resolution's ``terrain`` is

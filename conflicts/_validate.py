@@ -11,6 +11,11 @@ from conflicts._errors import ConflictInputError
 MAX_ID_LENGTH = 256
 """Longest accepted id (op, server, structure, resource, item, creature), in characters."""
 
+MAX_MAGNITUDE = 1e12
+"""Largest accepted coordinate, radius or density delta magnitude (metres; the whole
+addressable world is about 2.1e9 m across). It keeps overlap and merge arithmetic (squares,
+sums) far from float overflow, so no result can be an artefact of infinity."""
+
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
@@ -21,6 +26,8 @@ def check_id(value: object, name: str) -> str:
     Printable excludes control characters (NUL among them), so ids compare the same way as
     Python strings and as numpy unicode arrays (which drop trailing NULs).
     """
+    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and value.isprintable():
+        return value  # the common case, checked in one line
     if not isinstance(value, str):
         raise ConflictInputError(f"{name} must be a str, got {type(value).__name__}")
     if not value:
@@ -51,3 +58,10 @@ def check_real(value: object, name: str, *, allow_inf: bool = False) -> float:
     if math.isnan(out) or (not allow_inf and math.isinf(out)):
         raise ConflictInputError(f"{name} must be finite, got {out}")
     return out
+
+
+def check_magnitude(value: float, name: str) -> float:
+    """``value`` if ``|value| <= MAX_MAGNITUDE``."""
+    if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+        raise ConflictInputError(f"{name} must be within +-{MAX_MAGNITUDE:g}, got {value}")
+    return value

@@ -31,6 +31,7 @@ from consistency.hlc import (
     unpack,
 )
 from consistency.lww import EntityTable, lww_wins, lww_wins_many
+from consistency.membership import MembershipView, PartitionState
 from consistency.vector_clock import Ordering, VectorClock, check_server_id
 
 __all__ = [
@@ -47,7 +48,9 @@ __all__ = [
     "EntityTable",
     "Gap",
     "HybridClock",
+    "MembershipView",
     "Ordering",
+    "PartitionState",
     "Registry",
     "UnknownOperationType",
     "VectorClock",

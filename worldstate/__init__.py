@@ -9,6 +9,7 @@ async with worldstate.connect("sqlite+aiosqlite:///world.db", server_id="gs-1") 
 from consistency import ConsistencyClass, Registry
 from regions import Box, RegionKey, Sphere
 from worldstate.config import Config
+from worldstate.coordinator import HandoffFailed, MeshCoordinator, Move
 from worldstate.errors import (
     BusUnavailable,
     CorruptRegion,
@@ -74,8 +75,11 @@ __all__ = [
     "EmitEvent",
     "EntityBatch",
     "Fenced",
+    "HandoffFailed",
     "Lease",
+    "MeshCoordinator",
     "ModifyTerrain",
+    "Move",
     "MoveCreature",
     "NotAuthoritative",
     "Operation",

@@ -1,30 +1,685 @@
-"""PLACEHOLDER being replaced by the causal path (vector clocks, durable log, delivery)."""
+"""The causal path: `EmitEvent` and `TransferCreature` (and game types routed CAUSAL) as
+vector-clocked events, appended to the durable event log before they are acknowledged,
+broadcast at-least-once and delivered in causal order at every server.
+
+Guarantee: causal order at every receiver; no acknowledged event is lost (it is in the log
+before `Accepted` returns, and every receiver that misses its message fetches it from there).
+
+One causal domain per world namespace
+-------------------------------------
+Each server runs one `CausalBuffer` (``self_id = server_id``) over every region and the
+world-wide stream, subscribes to ``causal/#`` and delivers everything in causal order;
+`World.updates` streams pick the deliveries of their regions (`World.publish_update`
+filters). Causality thus holds across regions (a quest step in one region after a chat line
+in another) at the price of scale: every server receives, validates and orders every causal
+event of the world, and a vector clock carries one entry per server that ever emitted. That
+suits a mesh of tens of servers and thousands of events per second (see
+``bench/causal_bench.py``); past that, the domain would be split (per shard of regions, with
+cross-shard causality carried by explicit dependencies), which this layout leaves room for:
+the log is already keyed per origin and indexed per region.
+
+Appending (group commit)
+------------------------
+`submit` queues the op; one appender task takes everything queued (after gathering for
+``Config.group_commit_window``) and writes it in ONE transaction (`event_log.append_group`):
+ops whose op_id already has an outcome get no event (idempotency; both callers get
+`Accepted`); the fresh ones become this server's next events, numbered in queue order, each
+depending on everything delivered here (``deps``) and on the ones before it; their rows and
+their ``accepted`` outcomes are inserted. Only when that commits are the events delivered
+locally, the submitters answered, and the group published as one bus message (QoS 1).
+
+Seqs are assigned inside the transaction, from this server's delivered count, and consumed
+only by a commit, so a failed append leaves no hole: its submitters get the error at once
+(`StoreUnavailable`; resubmitting the same op_id is safe) and the next append reuses the
+seqs. A commit whose acknowledgement was lost is the one case where the log holds events
+this server does not know it wrote: after any failed append the next transaction first reads
+this server's rows beyond its delivered count and adopts them (delivers and publishes them),
+and while the queue is idle a background reconciliation does the same, with capped backoff,
+until it succeeds.
+
+Receiving and repair
+--------------------
+A message is validated whole before anything changes (`worldstate.causal_wire`: the
+world's signature, size, structure, ids, seq >= 1, vector clock, region, every op exactly
+as a local submit checks it, HLC drift) — anything wrong drops the message and counts it by
+reason. Each event is
+offered to the buffer; duplicates (at-least-once delivery, repair overlap, our own echo) are
+dropped there. Every delivered event goes to `World.publish_update` as a `CausalDelivery`.
+A repair task (every `REPAIR_INTERVAL` s) fetches from the log the holes that persisted for
+`REPAIR_AFTER` s, and the tails that head announcements (``causal/heads/<origin>``, every
+`HEAD_INTERVAL` s and on close) reveal — events whose message was lost with nothing later
+referring to them.
+
+A restarted server seeds its buffer from the log (each origin's highest seq), so it goes on
+with its own sequence and joins the others at their heads instead of replaying history.
+
+Trust: messages are signed with the world's key, kept in the store, so a publisher that
+cannot reach the database cannot inject events; servers of the world are trusted not to
+lie (a broker ACL keeps each to its own topics, see `worldstate.causal_wire`). A signed
+event that no server appended could at worst wait in the buffer (bounded by
+``max_pending``) and cost a log read per `REPAIR_AFTER`. Own-origin messages are ignored
+outright: this server's events come only from itself.
+
+Ownership transfers: a delivered `TransferCreature` updates `creature_owners` (creature id
+→ server). Concurrent transfers of one creature resolve the same way everywhere: of the
+transfers no later transfer causally follows, the highest (hlc, origin) wins.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import logging
+from collections import Counter, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from consistency import (
+    CausalBuffer,
+    CausalEvent,
+    ClockError,
+    ConsistencyClass,
+    ConsistencyInputError,
+    VectorClock,
+)
 from regions import RegionKey
-from worldstate.errors import WorldStateError
-from worldstate.operations import Operation
+from worldstate import causal_wire as wire
+from worldstate.bus import Message, Subscription
+from worldstate.errors import (
+    Overloaded,
+    StoreUnavailable,
+    ValidationError,
+    WorldClosed,
+    WorldStateError,
+)
+from worldstate.operations import Operation, TransferCreature
+from worldstate.resources import check_op_limits
 from worldstate.results import Accepted
+from worldstate.store import event_log
+from worldstate.updates import CausalDelivery
 
 if TYPE_CHECKING:
     from worldstate.world import World
 
+log = logging.getLogger("worldstate.causal")
+
+MAX_GROUP = 2048
+"""Most ops one append transaction takes."""
+MAX_QUEUED = 100_000
+"""Ops waiting for the appender; beyond it `submit` raises `Overloaded` (nothing taken)."""
+MAX_PENDING = 20_000
+"""Events a receiver buffers while waiting for dependencies (the buffer's overflow policy
+drops beyond it, and repair fetches them again)."""
+REPAIR_INTERVAL = 0.25
+REPAIR_AFTER = 0.5
+"""Seconds a gap must persist before it is fetched from the log (and between two fetches
+of the same origin's gaps)."""
+REPAIR_LIMIT = 5000
+"""Most events one repair round reads."""
+HEAD_INTERVAL = 1.0
+PUBLISH_SLOTS = 16
+"""Group messages being published at once; the appender waits for a slot (back-pressure)."""
+MAX_ORIGINS = 4096
+SUBSCRIBE_TIMEOUT = 5.0
+CLOSE_GRACE = 2.0
+RECONCILE_MIN, RECONCILE_MAX = 0.05, 2.0
+
+
+@dataclass(slots=True)
+class _Waiting:
+    op: Operation
+    key: RegionKey | None
+    future: asyncio.Future[Accepted]
+
+
+@dataclass(frozen=True, slots=True)
+class _Transfer:
+    server: str
+    clock: VectorClock
+    hlc: int
+    origin: str
+
+
+def _region_of_row(region_key: int, op: Operation) -> RegionKey | None:
+    """The region a log row names (our own rows: trusted, not checked again)."""
+    return None if region_key == event_log.GLOBAL_REGION else wire.region_of_morton(region_key)
+
 
 class CausalPath:
+    """The causal path of one world (see the module docstring)."""
+
     def __init__(self, world: World) -> None:
         self.world = world
+        self.buffer = CausalBuffer(world.server_id, max_pending=MAX_PENDING)
+        self._queue: deque[_Waiting] = deque()
+        self._inflight: dict[str, asyncio.Future[Accepted]] = {}
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._publish_slots = asyncio.Semaphore(PUBLISH_SLOTS)
+        self._subscription: Subscription | None = None
+        self._key = b""
+        self._heads: dict[str, int] = {}
+        self._tail_since: dict[str, float] = {}
+        self._retry_at: dict[str, float] = {}
+        self.repair_interval = REPAIR_INTERVAL
+        self.repair_after = REPAIR_AFTER
+        self.head_interval = HEAD_INTERVAL
+        """Timings (seconds), read by the background loops on every round: tests shorten
+        them."""
+        self._uncertain = False
+        self._started = False
+        self._closed = False
+        self._transfers: dict[int, list[_Transfer]] = {}
+        self._owners: dict[int, str] = {}
+        self.dropped: Counter[str] = Counter()
+        self.emitted = 0
+        self.appended = 0
+        self.append_batches = 0
+        self.append_failures = 0
+        self.already_recorded = 0
+        self.received = 0
+        self.delivered = 0
+        self.repaired = 0
+        self.repair_queries = 0
+        self.published = 0
+        self.publish_failures = 0
+        self.heads_received = 0
+        self.echoes = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        pass
+        """Subscribe, seed the buffer from the log, start the appender, repair and head
+        tasks. Messages that arrive before the seed are buffered and sorted out by it."""
+        world = self.world
+        self._subscription = world.bus.subscribe(wire.SUBSCRIPTION, self._on_message)
+        with contextlib.suppress(WorldStateError):
+            await self._subscription.wait_active(timeout=SUBSCRIBE_TIMEOUT)
+        self._key = await world.store.run(event_log.mesh_key, "read the causal mesh key")
+        heads = await world.store.run(event_log.heads, "read the causal log's heads", read=True)
+        valid: dict[str, int] = {}
+        for origin, seq in heads.items():
+            try:
+                VectorClock({origin: seq})
+            except ConsistencyInputError:
+                log.warning("causal log holds events of a malformed origin %r; ignored", origin)
+                continue
+            valid[origin] = seq
+        now = asyncio.get_running_loop().time()
+        for event in self.buffer.seed(VectorClock(valid), now=now):
+            self._deliver(event)
+        me = world.server_id
+        self._tasks = [
+            asyncio.create_task(self._append_loop(), name=f"ws-causal-append-{me}"),
+            asyncio.create_task(self._repair_loop(), name=f"ws-causal-repair-{me}"),
+            asyncio.create_task(self._heads_loop(), name=f"ws-causal-heads-{me}"),
+        ]
+        self._started = True
 
     async def close(self) -> None:
-        pass
+        """Refuse new ops, fail the queued ones with `WorldClosed`, let the append in
+        progress finish (up to `CLOSE_GRACE` s), flush publishes, announce this server's head
+        (so others fetch whatever they missed from the log), stop the tasks."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._subscription is not None:
+            self._subscription.cancel()
+        closed = WorldClosed("the world was closed before the causal op was appended")
+        while self._queue:
+            w = self._queue.popleft()
+            if not w.future.done():
+                w.future.set_exception(closed)
+        if self._started:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_GRACE):
+                    await self._idle.wait()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._publishing:
+            await asyncio.wait(list(self._publishing), timeout=CLOSE_GRACE)
+            for task in list(self._publishing):
+                task.cancel()
+        if self._started:
+            with contextlib.suppress(WorldStateError, TimeoutError):
+                async with asyncio.timeout(CLOSE_GRACE):
+                    await self._announce(qos=1)
+        for fut in list(self._inflight.values()):
+            if not fut.done():
+                fut.set_exception(closed)
+
+    # -- submitting and appending -------------------------------------------------------------
 
     async def submit(self, op: Operation, key: RegionKey | None) -> Accepted:
-        raise WorldStateError("causal path not built yet")
+        """Append ``op`` (already validated and stamped by `World.submit`) to the log as this
+        server's next event; `Accepted` once durable. The same op_id twice: one event, and
+        `Accepted` both times (a concurrent second submit waits for the first)."""
+        if self._closed or not self._started:
+            raise WorldClosed("the world is closed; open a new one with worldstate.connect()")
+        oid = str(op.op_id)
+        fut = self._inflight.get(oid)
+        if fut is None:
+            if len(self._queue) >= MAX_QUEUED:
+                raise Overloaded(
+                    f"{len(self._queue)} causal ops are waiting to be appended; retry later "
+                    "with the same op_id"
+                )
+            fut = asyncio.get_running_loop().create_future()
+            self._inflight[oid] = fut
+            fut.add_done_callback(functools.partial(self._settled, oid))
+            self._queue.append(_Waiting(op, key, fut))
+            self._idle.clear()
+            self._wakeup.set()
+        return await asyncio.shield(fut)
+
+    def _settled(self, oid: str, fut: asyncio.Future[Accepted]) -> None:
+        if self._inflight.get(oid) is fut:
+            del self._inflight[oid]
+        if not fut.cancelled():
+            fut.exception()  # retrieved: a caller that gave up waiting must not cause a warning
+
+    async def _append_loop(self) -> None:
+        delay = RECONCILE_MIN
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wakeup.clear()
+                if not self._uncertain:
+                    await self._wakeup.wait()
+                    continue
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._wakeup.wait()
+                except TimeoutError:
+                    delay = (
+                        RECONCILE_MIN if await self._reconcile() else min(2 * delay, RECONCILE_MAX)
+                    )
+                continue
+            self._idle.clear()
+            if len(self._queue) < MAX_GROUP:
+                await asyncio.sleep(self.world.config.group_commit_window)
+            batch = [self._queue.popleft() for _ in range(min(MAX_GROUP, len(self._queue)))]
+            await self._append(batch)
+
+    async def _append(self, batch: list[_Waiting]) -> None:
+        world = self.world
+        me = world.server_id
+        entries = [(w.op, w.key) for w in batch]
+        recover = self._uncertain
+        base = self.buffer.delivered
+        attempts = 0
+
+        async def body(conn: Any) -> event_log.AppendResult:
+            nonlocal attempts, base
+            attempts += 1
+            base = self.buffer.delivered  # only grows; own events change only here
+            snapshot = base
+
+            def encode(seq: int, op: Operation, key: RegionKey | None) -> bytes:
+                return wire.encode_body(seq, snapshot.with_counter(me, seq - 1), key, op)
+
+            return await event_log.append_group(
+                conn,
+                origin=me,
+                entries=entries,
+                first_seq=snapshot[me] + 1,
+                encode=encode,
+                recover=recover or attempts > 1,
+                now=world.clock(),
+                morton=wire.morton_of,
+            )
+
+        try:
+            result = await world.store.run(body, f"append {len(entries)} causal events")
+        except asyncio.CancelledError:
+            self._uncertain = True
+            self._fail(batch, WorldClosed("the world closed while the causal op was appended"))
+            raise
+        except WorldStateError as e:
+            self._uncertain = True
+            self.append_failures += 1
+            self._fail(batch, e)
+            return
+        except Exception as e:  # a driver error the store layer did not classify
+            self._uncertain = True
+            self.append_failures += 1
+            log.exception("appending %d causal events failed", len(entries))
+            self._fail(batch, StoreUnavailable(f"appending causal events failed: {e}"))
+            return
+        self._uncertain = False
+        self.appended += len(result.appended)
+        self.already_recorded += len(result.recorded)
+        self.append_batches += 1
+        bodies: list[bytes] = []
+        try:
+            bodies = self._adopt(result.recovered)
+            now = asyncio.get_running_loop().time()
+            for a in result.appended:
+                event = wire.WireEvent(me, a.seq, base.with_counter(me, a.seq - 1), a.key, a.op)
+                self._deliver_own(event.causal(), now)
+                bodies.append(a.body)
+        finally:
+            for w in batch:  # durable: acknowledged whatever happens next
+                if not w.future.done():
+                    w.future.set_result(Accepted(w.op.op_id))
+        await self._broadcast(bodies)
+
+    @staticmethod
+    def _fail(batch: Sequence[_Waiting], err: Exception) -> None:
+        for w in batch:
+            if not w.future.done():
+                w.future.set_exception(err)
+
+    def _deliver_own(self, event: CausalEvent, now: float) -> None:
+        out = self.buffer.offer(event, now=now)
+        if len(out) != 1 or out[0] is not event:  # cannot happen: only the appender emits
+            log.error("own causal event %s:%d was not delivered locally", event.origin, event.seq)
+            return
+        self.emitted += 1
+        if isinstance(event.payload, wire.WireEvent):
+            self._apply(event.payload)
+
+    def _adopt(self, rows: Sequence[event_log.LoggedEvent]) -> list[bytes]:
+        """Deliver locally this server's own events found in the log beyond its delivered
+        count (an append whose commit was not acknowledged); their bodies, to publish."""
+        bodies: list[bytes] = []
+        now = asyncio.get_running_loop().time()
+        for row in rows:
+            try:
+                ev = wire.decode_body(
+                    row.origin,
+                    row.body,
+                    self.world.op_types,
+                    functools.partial(_region_of_row, row.region_key),
+                    seq=row.seq,
+                )
+                event = ev.causal()
+            except (ValidationError, ValueError) as e:
+                # our own row, unreadable now (a game type no longer registered?): keep the
+                # sequence whole, deliver it without effects
+                log.error("own causal event %s:%d is unreadable: %s", row.origin, row.seq, e)
+                try:
+                    deps = VectorClock.from_dict(orjson.loads(row.body)["d"])
+                    event = CausalEvent(row.origin, row.seq, deps, None)
+                except (ValueError, KeyError, TypeError):
+                    continue
+            self._deliver_own(event, now)
+            bodies.append(row.body)
+        if rows:
+            log.warning(
+                "%s adopted %d causal events whose append was not acknowledged",
+                self.world.server_id,
+                len(rows),
+            )
+        return bodies
+
+    async def _reconcile(self) -> bool:
+        """After a failed append, with nothing queued: adopt whatever of ours the log holds
+        beyond our delivered count. True when done (or nothing to do)."""
+        me = self.world.server_id
+        after = self.buffer.delivered[me]
+        try:
+            rows = await self.world.store.run(
+                lambda c: event_log.read_after(c, me, after),
+                "reconcile own causal events",
+                read=True,
+            )
+        except WorldStateError as e:
+            log.warning("reconciling causal events after a failed append: %s", e)
+            return False
+        if not self._uncertain or self.buffer.delivered[me] != after:
+            return True  # an append succeeded meanwhile and did it
+        self._uncertain = False
+        await self._broadcast(self._adopt(rows))
+        return True
+
+    async def _broadcast(self, bodies: list[bytes]) -> None:
+        if not bodies:
+            return
+        topic = f"{wire.EVENTS_TOPIC}/{self.world.server_id}"
+        for document in wire.encode_groups(self.world.server_id, bodies):
+            await self._publish_slots.acquire()
+            payload = wire.sign(self._key, topic, document)
+            task = asyncio.create_task(self._publish(topic, payload))
+            self._publishing.add(task)
+            task.add_done_callback(self._published)
+
+    async def _publish(self, topic: str, payload: bytes) -> None:
+        try:
+            await self.world.bus.publish(topic, payload, qos=1)
+            self.published += 1
+        except WorldStateError as e:
+            # the events are in the log: receivers fetch them once a head or a later event
+            # tells them they exist
+            self.publish_failures += 1
+            log.warning("publishing causal events failed (they stay in the log): %s", e)
+
+    def _published(self, task: asyncio.Task[None]) -> None:
+        self._publishing.discard(task)
+        self._publish_slots.release()
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def _check_op(self, op: Operation) -> RegionKey | None:
+        if self.world.consistency_of(type(op)) is not ConsistencyClass.CAUSAL:
+            raise ValidationError(f"{op.op_type} is not routed CAUSAL on this server")
+        check_op_limits(op, self.world.config)
+        return self.world.region_key_of(op)
+
+    def _drop(self, reason: str, err: Exception | None = None) -> None:
+        self.dropped[reason] += 1
+        log.debug("dropped a causal message (%s): %s", reason, err)
+
+    def _on_message(self, msg: Message) -> None:
+        where = wire.topic_origin(msg.topic)
+        if where is None:
+            self._drop("topic")
+            return
+        kind, origin = where
+        if origin == self.world.server_id:
+            self.echoes += 1  # our own events come from us, never from the bus
+            return
+        try:
+            document = wire.verify(self._key, msg.topic, msg.payload)
+            if kind == "heads":
+                self._on_head(origin, wire.decode_head(document, origin))
+                return
+            events = wire.decode_group(document, origin, self.world.op_types, self._check_op)
+            self.world.hlc.update(max(e.op.hlc for e in events))
+        except wire.WireError as e:
+            self._drop(e.reason, e)
+            return
+        except ClockError as e:
+            self._drop("hlc", e)
+            return
+        except Exception as e:  # never let a message break the handler or half-apply
+            log.exception("unexpected error decoding a causal message on %r", msg.topic)
+            self._drop("error", e)
+            return
+        self.received += len(events)
+        self._offer(events)
+
+    def _on_head(self, origin: str, seq: int) -> None:
+        self.heads_received += 1
+        if seq <= self._heads.get(origin, 0):
+            return
+        if origin not in self._heads and len(self._heads) >= MAX_ORIGINS:
+            self._drop("origins")
+            return
+        self._heads[origin] = seq
+
+    def _offer(self, events: Sequence[wire.WireEvent]) -> int:
+        """Offer events to the buffer, deliver what becomes deliverable; how many were new."""
+        now = asyncio.get_running_loop().time()
+        fresh = 0
+        buf = self.buffer
+        for ev in events:
+            seen = buf.duplicates
+            for event in buf.offer(ev.causal(), now=now):
+                self._deliver(event)
+            fresh += buf.duplicates == seen
+        return fresh
+
+    def _deliver(self, event: CausalEvent) -> None:
+        ev = event.payload
+        if not isinstance(ev, wire.WireEvent):
+            return
+        self.delivered += 1
+        self._apply(ev)
+        op = ev.op
+        self.world.publish_update(
+            ev.region,
+            CausalDelivery(
+                ev.region,
+                ev.origin,
+                ev.seq,
+                op.op_type,
+                str(op.op_id),
+                MappingProxyType(wire.op_fields(op)),
+                MappingProxyType(ev.clock.to_dict()),
+            ),
+        )
+
+    def _apply(self, ev: wire.WireEvent) -> None:
+        """The effects of a delivered event on this server's state: ownership transfers."""
+        op = ev.op
+        if not isinstance(op, TransferCreature):
+            return
+        clock = ev.clock
+        # keep the transfers no delivered transfer causally follows (all of them concurrent);
+        # the highest (hlc, origin) of those is the owner, whatever the delivery order
+        live = [t for t in self._transfers.get(op.creature_id, ()) if not t.clock <= clock]
+        live.append(_Transfer(op.to_server, clock, op.hlc, ev.origin))
+        self._transfers[op.creature_id] = live
+        self._owners[op.creature_id] = max(live, key=lambda t: (t.hlc, t.origin)).server
+
+    @property
+    def creature_owners(self) -> Mapping[int, str]:
+        """Creature id → the server its causally latest transfer names (read-only view)."""
+        return MappingProxyType(self._owners)
+
+    def owns_creature(self, creature_id: int) -> bool:
+        return self._owners.get(creature_id) == self.world.server_id
+
+    # -- repair ----------------------------------------------------------------------------
+
+    async def _repair_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.repair_interval)
+            try:
+                await self.repair()
+            except WorldStateError as e:
+                log.warning("causal repair failed: %s", e)
+            except Exception:
+                log.exception("causal repair failed")
+
+    async def repair(self, *, min_age: float | None = None) -> int:
+        """One repair round: fetch from the log the gaps (and announced tails) that persisted
+        for ``min_age`` seconds (default `repair_after`) and offer them. Returns how many
+        events were new here."""
+        if min_age is None:
+            min_age = self.repair_after
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        me = self.world.server_id
+        buf = self.buffer
+        delivered, known = buf.delivered, buf.known
+        gaps = buf.missing(now)
+        wanted: list[tuple[str, int, int]] = []
+        for origin in sorted(gaps.keys() | self._heads.keys()):
+            if origin == me:
+                continue
+            ranges: list[tuple[int, int]] = []
+            gap = gaps.get(origin)
+            if gap is not None and gap.age >= min_age:
+                ranges.extend((r.start, r.stop - 1) for r in gap.holes)
+            seen = max(known[origin], delivered[origin])
+            head = self._heads.get(origin, 0)
+            if head > seen:
+                if now - self._tail_since.setdefault(origin, now) >= min_age:
+                    ranges.append((seen + 1, head))
+            else:
+                self._tail_since.pop(origin, None)
+            if not ranges or now < self._retry_at.get(origin, 0.0):
+                continue
+            self._retry_at[origin] = now + min_age
+            wanted.extend((origin, lo, min(hi, lo + REPAIR_LIMIT - 1)) for lo, hi in ranges)
+        if not wanted:
+            return 0
+        rows = await self.world.store.run(
+            lambda c: event_log.read_ranges(c, wanted, limit=REPAIR_LIMIT),
+            f"read {len(wanted)} causal gaps",
+            read=True,
+        )
+        self.repair_queries += 1
+        events: list[wire.WireEvent] = []
+        for row in rows:
+            if row.origin == me:
+                continue
+            try:
+                events.append(
+                    wire.decode_body(
+                        row.origin, row.body, self.world.op_types, self._check_op, seq=row.seq
+                    )
+                )
+            except wire.WireError as e:
+                self._drop("log-" + e.reason, e)
+        if events:
+            with contextlib.suppress(ClockError):
+                self.world.hlc.update(max(e.op.hlc for e in events))
+        fresh = self._offer(events)
+        self.repaired += fresh
+        return fresh
+
+    # -- heads -----------------------------------------------------------------------------
+
+    async def _heads_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.head_interval)
+            with contextlib.suppress(WorldStateError):
+                await self._announce(qos=0)
+
+    async def _announce(self, *, qos: int) -> None:
+        me = self.world.server_id
+        seq = self.buffer.delivered[me]
+        if seq:
+            topic = f"{wire.HEADS_TOPIC}/{me}"
+            payload = wire.sign(self._key, topic, wire.encode_head(me, seq))
+            await self.world.bus.publish(topic, payload, qos=qos)
+
+    # -- observability ---------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        return {}
+        return {
+            "emitted": self.emitted,
+            "appended": self.appended,
+            "append_batches": self.append_batches,
+            "append_failures": self.append_failures,
+            "already_recorded": self.already_recorded,
+            "received": self.received,
+            "delivered": self.delivered,
+            "duplicates": self.buffer.duplicates,
+            "repaired": self.repaired,
+            "repair_queries": self.repair_queries,
+            "dropped": dict(self.dropped),
+            "dropped_total": sum(self.dropped.values()),
+            "pending": self.buffer.pending(),
+            "overflowed": self.buffer.overflowed,
+            "queued": len(self._queue),
+            "published": self.published,
+            "publish_failures": self.publish_failures,
+            "heads_received": self.heads_received,
+            "echoes": self.echoes,
+            "delivered_clock": self.buffer.delivered.to_dict(),
+        }

@@ -58,6 +58,13 @@ class Config:
     """Seconds the strong pipeline gathers ops before committing them as one batch."""
     region_queue_size: int = 10_000
     """Bound of each owned region's strong-op queue; a full queue rejects new ops."""
+    max_concurrent_commits: int = 1
+    """Strong commit transactions one server runs at once; region pipelines queue for a slot
+    and their batches grow meanwhile. 1 suits PostgreSQL, whose serializable mode tracks
+    reads by index page, so that concurrent commits into a small table abort each other;
+    CockroachDB tracks exact key spans and can take more (e.g. 8)."""
+    max_structure_size: float = REGION_SIZE
+    """Largest edge of a placed structure, metres (at most one region)."""
     forward_timeout: float = 2.0
 
     history_versions: int = 10
@@ -94,6 +101,8 @@ class Config:
             raise ValidationError("Config.extra_object_kinds must be a tuple of non-empty str")
         if not isinstance(self.world_bounds, WorldBounds):
             raise ValidationError("Config.world_bounds must be a regions.WorldBounds")
+        if self.max_structure_size > self.region_size:
+            raise ValidationError("Config.max_structure_size must not exceed region_size")
         if self.lease_renew_interval >= self.lease_ttl:
             raise ValidationError(
                 f"Config.lease_renew_interval ({self.lease_renew_interval}) must be shorter "

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 import tempfile
@@ -16,9 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from regions import RegionKey, Sphere
+from worldstate.bus import get_hub
 from worldstate.config import Config
-from worldstate.errors import Fenced, RegionOwned, VersionConflict
+from worldstate.coordinator import MeshCoordinator
+from worldstate.errors import (
+    Fenced,
+    NotAuthoritative,
+    RegionOwned,
+    VersionConflict,
+    WorldStateError,
+)
 from worldstate.objects import WorldObject
+from worldstate.operations import PlaceStructure
+from worldstate.results import Committed
 from worldstate.world import World, connect
 
 
@@ -32,6 +43,8 @@ class SimulationSettings:
     store_url: str | None = None
     """Default: a fresh SQLite file in a temporary directory."""
     cache_url: str = "memory://"
+    partition: bool = False
+    """Also run the split-brain scenario (`run_partition_scenario`)."""
 
 
 @dataclass
@@ -54,6 +67,8 @@ class SimulationReport:
     store_retries: int = 0
     handoffs: int = 0
     elapsed_s: float = 0.0
+    partition: dict[str, Any] | None = None
+    """The split-brain scenario's figures (``--partition``)."""
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -73,8 +88,23 @@ class SimulationReport:
             f" {self.version_conflicts} version conflicts",
             f"store            {self.store_transactions} transactions,"
             f" {self.store_retries} retries",
+            *self._partition_lines(),
             f"elapsed          {self.elapsed_s:.2f} s",
             *self.notes,
+        ]
+
+    def _partition_lines(self) -> list[str]:
+        p = self.partition
+        if p is None:
+            return []
+        return [
+            f"partition        {p['split']} split of the bus: the minority demoted in"
+            f" {p['demote_s']:.2f} s; its {p['minority_regions']} regions reassigned"
+            f" (epoch + 1) in {p['reassign_s']:.2f} s; {p['refused_on_minority']} strong ops"
+            f" refused on the minority, {p['committed_on_majority']} committed on the majority",
+            f"heal             all {p['servers']} servers authoritative again in"
+            f" {p['heal_s']:.2f} s; rebalance moved {p['rebalanced']} regions;"
+            f" {p['acknowledged']} acknowledged strong writes, {p['lost']} lost",
         ]
 
 
@@ -164,8 +194,132 @@ async def run_simulation(settings: SimulationSettings) -> SimulationReport:
             report.cache_hit_rate = hits / (hits + misses) if hits + misses else 0.0
             report.store_transactions = sum(w.store.stats.transactions for w in worlds)
             report.store_retries = sum(w.store.stats.retries for w in worlds)
+        if settings.partition:
+            report.partition = await run_partition_scenario(url, settings)
     report.elapsed_s = time.perf_counter() - t0
     return report
+
+
+async def _until(cond: Any, timeout: float, what: str) -> float:
+    """Wait (polling) until ``cond()`` holds; seconds waited. `TimeoutError` saying what."""
+    t0 = time.perf_counter()
+    while not cond():
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError(f"simulation: {what} did not happen within {timeout} s")
+        await asyncio.sleep(0.01)
+    return time.perf_counter() - t0
+
+
+async def run_partition_scenario(store_url: str, settings: SimulationSettings) -> dict[str, Any]:
+    """Split brain on the in-process bus: ``servers`` (at least 3) servers and a mesh
+    coordinator with short timeouts (heartbeat 0.1 s, partition timeout 0.6 s, lease TTL
+    1.5 s); the bus is split into a majority (with the coordinator) and a minority; strong
+    ops keep flowing on both sides; then the bus heals and the coordinator rebalances.
+    Returns the figures; every acknowledged strong write is checked in the store."""
+    n = max(3, settings.servers)
+    ids = [f"ps-{i + 1}" for i in range(n)]
+    minority = ids[n - (n - 1) // 2 :]
+    bus = f"memory://sim-partition-{uuid.uuid4().hex[:8]}"
+    timing: dict[str, Any] = {
+        "heartbeat_interval": 0.1,
+        "partition_timeout": 0.6,
+        "lease_ttl": 1.5,
+        "lease_renew_interval": 0.4,
+    }
+    namespace = f"simp{uuid.uuid4().hex[:8]}"
+    base = Config(
+        store_url=store_url,
+        cache_url=settings.cache_url,
+        bus_url=bus,
+        namespace=namespace,
+        **timing,
+    )
+    # regions far from those of the first phase (iy = 100...)
+    keys = [RegionKey(i % 8, 100 + i // 8, 0) for i in range(n * settings.regions_per_server)]
+    acked: dict[str, RegionKey] = {}
+    counter = iter(range(10**9))
+    out: dict[str, Any] = {"servers": n, "split": f"{n - len(minority)}|{len(minority)}"}
+
+    async def write(w: World, key: RegionKey) -> str:
+        i = next(counter)
+        lo, _ = key.bounds
+        x = lo[0] + 10 + (i % 90) * 20
+        y = lo[1] + 10 + (i // 90 % 90) * 20
+        sid = f"sim-{i}"
+        op = PlaceStructure(structure_id=sid, lo=(x, y, 10.0), hi=(x + 5, y + 5, 15.0))
+        try:
+            r = await w.submit(op)
+        except NotAuthoritative:
+            return "refused"
+        except WorldStateError:
+            return "error"
+        if isinstance(r, Committed):
+            acked[sid] = key
+            return "committed"
+        return "rejected"
+
+    async with AsyncExitStack() as stack:
+        worlds = [
+            await stack.enter_async_context(connect(config=base.replace(server_id=sid)))
+            for sid in ids
+        ]
+        by_id = {w.server_id: w for w in worlds}
+        coord = await stack.enter_async_context(
+            MeshCoordinator(base, coordinator_id=f"coord-{namespace}")
+        )
+        await coord.register_regions(keys)
+        await _until(
+            lambda: len(coord.membership()["members"]) == n and len(coord.owners()) == len(keys),
+            30,
+            "initial placement",
+        )
+        for key, lease in coord.owners().items():
+            await write(by_id[lease.owner], key)
+        before = coord.owners()
+        minority_keys = [k for k, le in before.items() if le.owner in minority]
+        hub = get_hub(bus.split("://", 1)[1])
+        hub.partition([set(minority)])
+        out["demote_s"] = await _until(
+            lambda: not any(by_id[s].authoritative for s in minority), 30, "demotion"
+        )
+        out["reassign_s"] = out["demote_s"] + await _until(
+            lambda: all(
+                (le := coord.owners().get(k)) is not None
+                and le.owner not in minority
+                and le.epoch > before[k].epoch
+                for k in minority_keys
+            ),
+            30,
+            "reassignment",
+        )
+        out["minority_regions"] = len(minority_keys)
+        results = []
+        for key in keys:
+            for w in worlds:
+                results.append(await write(w, key))
+        out["refused_on_minority"] = results.count("refused")
+        out["committed_on_majority"] = results.count("committed")
+        hub.heal()
+        out["heal_s"] = await _until(
+            lambda: (
+                all(w.authoritative for w in worlds) and len(coord.membership()["members"]) == n
+            ),
+            30,
+            "heal",
+        )
+        await _until(lambda: set(coord.eligible()) == set(ids), 30, "all eligible")
+        out["rebalanced"] = len(await coord.rebalance())
+        out["regions_per_server"] = {
+            sid: sum(1 for le in coord.owners().values() if le.owner == sid) for sid in ids
+        }
+        stored: set[str] = set()
+        for key in keys:
+            snap = await worlds[0].load_region(key)
+            stored.update(o.id for o in snap.objects)
+        out["acknowledged"] = len(acked)
+        out["lost"] = len(set(acked) - stored)
+        out["timing"] = timing
+    return out
 
 
 KINDS = ("structure", "structure", "structure", "resource", "item")

@@ -46,6 +46,7 @@ from worldstate.objects import Lease, RegionSnapshot, WorldObject
 from worldstate.operations import (
     BUILTIN_OPERATIONS,
     Operation,
+    PlaceStructure,
 )
 from worldstate.resources import ResourceNode
 from worldstate.resources import check_op_limits as _check_op_limits
@@ -90,10 +91,13 @@ class World:
         self.op_types: dict[str, type[Operation]] = {t.__name__: t for t in BUILTIN_OPERATIONS}
         self.authoritative = True
         """False while this server is on the losing side of a partition (no strong writes)."""
+        from worldstate.membership import last_will
+
         self.bus: Bus = open_bus(
             config.bus_url,
             client_id=config.server_id,
             prefix=config.namespace,
+            will=last_will(config.server_id),  # clears our retained presence if we die
         )
         self._streams: set[UpdateStream] = set()
         self.kinds = kinds_of(config.extra_object_kinds)
@@ -115,6 +119,9 @@ class World:
             breaker_reset=config.cache_breaker_reset,
         )
         self._leases: dict[RegionKey, Lease] = {}
+        self._lease_lock = asyncio.Lock()
+        """Orders renewals against acquire/release: a renewal in flight must not undo a
+        release (the store would extend the released row) nor resurrect a lease."""
         self._view: dict[RegionKey, _RegionView] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
@@ -147,6 +154,14 @@ class World:
             await self.strong.start()
             await self.causal.start()
             await self.eventual.start()
+            # mesh: coordinator commands, then membership (heartbeats, split-brain verdict)
+            from worldstate.handoff import CommandHandler
+            from worldstate.membership import MembershipAgent
+
+            self.commands = CommandHandler(self)
+            self.commands.start()
+            self.membership = MembershipAgent(self)
+            await self.membership.start()
         except BaseException:
             await self._shutdown()
             raise
@@ -165,6 +180,11 @@ class World:
     async def _shutdown(self) -> None:
         for stream in list(self._streams):
             stream.fail(WorldClosed("the world was closed"))
+        for part in ("membership", "commands"):  # leave the mesh first
+            p = getattr(self, part, None)
+            if p is not None:
+                with contextlib.suppress(Exception):
+                    await p.close()
         for path in ("eventual", "causal", "strong"):
             p = getattr(self, path, None)
             if p is not None:
@@ -207,8 +227,9 @@ class World:
         Raises `RegionOwned` when another live server holds it."""
         self._check_open()
         k = self._key(key)
-        lease = await self.store.acquire(k, self.server_id, self.config.lease_ttl)
-        self._leases[k] = lease
+        async with self._lease_lock:
+            lease = await self.store.acquire(k, self.server_id, self.config.lease_ttl)
+            self._leases[k] = lease
         return lease
 
     async def release_region(self, key: RegionKey | tuple[int, int, int] | int) -> bool:
@@ -219,10 +240,11 @@ class World:
             return False
         await self.strong.drop_pipeline(k)
         await self.eventual.flush_region(k)
-        lease = self._leases.pop(k, None)
-        if lease is None:
-            return False
-        return await self.store.release(k, self.server_id, lease.epoch)
+        async with self._lease_lock:
+            lease = self._leases.pop(k, None)
+            if lease is None:
+                return False
+            return await self.store.release(k, self.server_id, lease.epoch)
 
     def leases(self) -> dict[RegionKey, Lease]:
         """Leases this server believes it holds (and still live by its clock)."""
@@ -233,6 +255,23 @@ class World:
         """True when this server holds a live lease on ``key`` and may write it."""
         lease = self._leases.get(key)
         return lease is not None and lease.live(self.clock()) and self.authoritative
+
+    def partition_status(self) -> dict[str, Any]:
+        """This server's standing in the mesh: ``{"view": [...], "majority": bool, "since":
+        time, "membership": [...], "reason": str, "generation": int, ...}`` (see
+        `worldstate.membership`)."""
+        agent = getattr(self, "membership", None)
+        if agent is None:
+            return {
+                "view": [self.server_id],
+                "majority": self.authoritative,
+                "since": None,
+                "membership": [],
+                "reason": "not open",
+                "generation": 0,
+            }
+        doc: dict[str, Any] = agent.status()
+        return doc
 
     def lost_lease(self, key: RegionKey, why: str) -> None:
         if self._leases.pop(key, None) is not None:
@@ -264,15 +303,18 @@ class World:
         if not self.authoritative:
             return
         for key, lease in list(self._leases.items()):
-            try:
-                self._leases[key] = await self.store.renew(
-                    key, self.server_id, lease.epoch, self.config.lease_ttl
-                )
-            except StoreUnavailable as e:
-                log.warning("renewing lease on %s failed: %s", key, e)
-            except Exception as e:  # Fenced: somebody took it over
-                log.warning("lease on %s lost: %s", key, e)
-                self._leases.pop(key, None)
+            async with self._lease_lock:
+                if self._leases.get(key) is not lease:
+                    continue  # released or re-acquired meanwhile
+                try:
+                    self._leases[key] = await self.store.renew(
+                        key, self.server_id, lease.epoch, self.config.lease_ttl
+                    )
+                except StoreUnavailable as e:
+                    log.warning("renewing lease on %s failed: %s", key, e)
+                except Exception as e:  # Fenced: somebody took it over
+                    log.warning("lease on %s lost: %s", key, e)
+                    self._leases.pop(key, None)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -409,6 +451,13 @@ class World:
         cls = self.consistency_of(op)
         key = self.region_key_of(op)
         _check_op_limits(op, self.config)
+        if isinstance(op, PlaceStructure):
+            size = max(h - lo for lo, h in zip(op.lo, op.hi, strict=True))
+            if size > self.config.max_structure_size:
+                raise ValidationError(
+                    f"structure {op.structure_id!r} is {size:.1f} m across; the limit is "
+                    f"{self.config.max_structure_size} m (Config.max_structure_size)"
+                )
         stamped = dataclasses.replace(op, server_id=self.server_id, hlc=self.hlc.now())
         return stamped, cls, key
 

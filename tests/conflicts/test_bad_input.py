@@ -14,16 +14,18 @@ from conflicts import (
     CommittedState,
     ConflictDecision,
     ConflictInputError,
+    ConflictType,
     CreatureClaim,
     ItemPickup,
     Policy,
     ResourceClaim,
+    Rule,
     StructurePlacement,
     TerrainEdit,
 )
 from regions import GeometryError, SpatialIndex
 
-C = {"op_id": "op-1", "server_id": "gs-1", "hlc": 5}
+C: dict[str, Any] = {"op_id": "op-1", "server_id": "gs-1", "hlc": 5}
 
 
 def box(**kw: Any) -> StructurePlacement:
@@ -41,8 +43,12 @@ def claim(**kw: Any) -> ResourceClaim:
 
 def good_decision() -> dict[str, Any]:
     return ConflictDecision(
-        conflict_type="item_pickup", rule="timestamp", subject="gem", winners=("a",),
-        losers=("b",), reason="a was first",
+        conflict_type=ConflictType.ITEM_PICKUP,
+        rule=Rule.TIMESTAMP,
+        subject="gem",
+        winners=("a",),
+        losers=("b",),
+        reason="a was first",
     ).to_dict()
 
 
@@ -60,6 +66,10 @@ CASES: list[tuple[str, Callable[[], object]]] = [
     ("box corner not numbers", lambda: box(lo=("0", 0, 0))),
     ("box corner a str", lambda: box(lo="abc")),
     ("NaN sphere centre", lambda: ball(center=(0, NAN, 0))),
+    ("centre beyond 1e12", lambda: ball(center=(0, 2e12, 0))),
+    ("radius beyond 1e12", lambda: ball(radius=1e13)),
+    ("delta beyond 1e12", lambda: ball(delta=-1e300)),
+    ("box corner beyond 1e12", lambda: box(lo=(-1e200, 0, 0))),
     ("negative radius", lambda: ball(radius=-0.1)),
     ("NaN radius", lambda: ball(radius=NAN)),
     ("infinite radius", lambda: ball(radius=math.inf)),
@@ -85,7 +95,10 @@ CASES: list[tuple[str, Callable[[], object]]] = [
     ("priority a float", lambda: claim(priority=1.5)),
     ("priority beyond int64", lambda: claim(priority=-(2**63) - 1)),
     ("empty item id", lambda: ItemPickup(**C, item_id="")),
-    ("creature claimant not a str", lambda: CreatureClaim(**C, creature_id="w", claimant=3)),
+    (
+        "creature claimant not a str",
+        lambda: CreatureClaim(**C, creature_id="w", claimant=3),  # type: ignore[arg-type]
+    ),
     # policy and strategies
     ("unknown strategy", lambda: Policy(items="fastest")),  # type: ignore[arg-type]
     ("strategy not a str", lambda: Policy(items=3)),  # type: ignore[arg-type]

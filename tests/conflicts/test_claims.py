@@ -139,7 +139,9 @@ def test_pickups_one_winner_per_item(
     key = gen.tuple_key(strategy.value)
     for item in {p.item_id for p in batch} - picked:
         assert min((p for p in batch if p.item_id == item), key=key) in res.winners
-    assert resolve_pickups(data.draw(gen.arrivals(batch)), strategy=strategy, committed=state) == res
+    assert (
+        resolve_pickups(data.draw(gen.arrivals(batch)), strategy=strategy, committed=state) == res
+    )
     again = resolve_pickups(res.winners, strategy=strategy, committed=state)
     assert again.winners == res.winners and again.decisions == ()
 
@@ -182,8 +184,9 @@ def test_creature_claims_agree_on_one_owner(
 
 def test_creature_dispute_and_handover() -> None:
     def cc(op: str, server: str, claimant: str, hlc: int) -> CreatureClaim:
-        return CreatureClaim(op_id=op, server_id=server, hlc=hlc, creature_id="wolf",
-                             claimant=claimant)
+        return CreatureClaim(
+            op_id=op, server_id=server, hlc=hlc, creature_id="wolf", claimant=claimant
+        )
 
     a, b = cc("a", "gs-1", "gs-1", 2), cc("b", "gs-2", "gs-2", 1)
     assert detect_creature_disputes([a, b]) == {"wolf": ("a", "b")}
@@ -206,8 +209,9 @@ def test_creature_dispute_and_handover() -> None:
 @pytest.mark.parametrize("strategy", ["timestamp", "lww"])
 def test_same_claimant_claims_all_win(strategy: str) -> None:
     claims = [
-        CreatureClaim(op_id=f"o{i}", server_id=f"gs-{i}", hlc=i, creature_id="bear",
-                      claimant="gs-9")
+        CreatureClaim(
+            op_id=f"o{i}", server_id=f"gs-{i}", hlc=i, creature_id="bear", claimant="gs-9"
+        )
         for i in range(3)
     ]
     assert len(resolve_creatures(claims, strategy=strategy).winners) == 3

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conflicts import (
+    Candidate,
     CommittedState,
     ConflictDecision,
     CreatureClaim,
@@ -44,6 +45,7 @@ policies = st.builds(
 )
 
 
+@gen.heavy
 @given(st.data(), gen.mixed, policies, st.booleans())
 def test_any_arrival_gives_the_same_resolution(
     data: st.DataObject, batch: list[Any], policy: Policy, with_state: bool
@@ -117,13 +119,13 @@ def test_resolving_the_winners_again_changes_nothing(batch: list[Any], policy: P
 
 def test_empty_batch() -> None:
     res = resolve([])
-    assert res.winners == res.losers == res.decisions == ()
+    assert res.winners == () and res.losers == () and res.decisions == ()
     assert res.terrain is None and dict(res.resource_remaining) == {}
 
 
 def test_one_of_each_kind() -> None:
     common: dict[str, Any] = {"server_id": "gs-1", "hlc": 1}
-    batch = [
+    batch: list[Candidate] = [
         StructurePlacement(op_id="s", structure_id="hut", lo=(1, 1, 1), hi=(2, 2, 2), **common),
         TerrainEdit(op_id="t", center=(0, 0, 0), radius=1, delta=-1, **common),
         ResourceClaim(op_id="r", resource_id="ore-1", amount=6, **common),
@@ -136,5 +138,7 @@ def test_one_of_each_kind() -> None:
     assert res.outcome_of("c") == (True, Rule.TIMESTAMP, "c")
     assert res.outcome_of("t") == (True, Rule.MERGE, "t")
     assert [d.conflict_type.value for d in res.decisions] == [
-        "structure_overlap", "resource_claim", "item_pickup"
+        "structure_overlap",
+        "resource_claim",
+        "item_pickup",
     ]

@@ -19,10 +19,11 @@ from conflicts import (
     merge_terrain,
     resolve_terrain,
 )
+from conflicts._overlap import Balls, pairwise_join, self_join
 from tests.conflicts import gen
 
 PROBES = np.array(
-    [[x / 2, y / 2, z / 2] for x in range(-4, 30, 3) for y in range(-4, 30, 5) for z in (0, 5, 11)]
+    [[x / 2, y / 2, z / 2] for x in range(-4, 30, 4) for y in range(-4, 30, 6) for z in (0, 11)]
 )
 
 
@@ -45,13 +46,24 @@ def reference_field(edits: list[TerrainEdit], points: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-@given(gen.terrains)
-def test_rtree_detector_equals_brute_force(edits: list[TerrainEdit]) -> None:
+@given(gen.terrains, st.sampled_from([1, 2, 3, 5]))
+def test_rtree_detector_equals_brute_force(edits: list[TerrainEdit], k: int) -> None:
     expected = gen.brute_pairs(edits, gen.balls_overlap)
     assert detect_terrain_overlaps(edits) == expected
     assert detect_terrain_overlaps(edits, method="pairwise") == expected
+    geom = Balls(
+        np.array([e.center for e in edits]).reshape(-1, 3),
+        np.array([e.radius for e in edits]).reshape(-1),
+    )
+    first, second = self_join(geom, k)  # the R-tree join itself at small run sizes
+    got = sorted(
+        tuple(sorted((edits[i].op_id, edits[j].op_id)))
+        for i, j in zip(first.tolist(), second.tolist(), strict=True)
+    )
+    assert got == expected
 
 
+@gen.heavy
 @given(gen.terrains)
 def test_merge_wins_every_edit_and_the_field_is_the_sum(edits: list[TerrainEdit]) -> None:
     res = resolve_terrain(edits)
@@ -70,7 +82,9 @@ def test_merge_wins_every_edit_and_the_field_is_the_sum(edits: list[TerrainEdit]
 
 
 @given(gen.terrains, st.data())
-def test_merge_is_commutative_and_associative(edits: list[TerrainEdit], data: st.DataObject) -> None:
+def test_merge_is_commutative_and_associative(
+    edits: list[TerrainEdit], data: st.DataObject
+) -> None:
     cut1 = data.draw(st.integers(0, len(edits)))
     cut2 = data.draw(st.integers(cut1, len(edits)))
     a, b, c = (merge_terrain(part) for part in (edits[:cut1], edits[cut1:cut2], edits[cut2:]))
@@ -129,3 +143,15 @@ def test_touching_balls_overlap_under_lww() -> None:
     res = resolve_terrain([a, b], strategy="lww")
     assert res.winner_ids == ("b",)
     assert res.outcome_of("a") == (False, Rule.LWW, "b")
+
+
+def test_balls_far_from_the_origin_keep_their_touching_pairs() -> None:
+    # rounding of centre +- radius must never lose a pair the exact test accepts
+    rng = np.random.default_rng(5)
+    centres = 1e6 + rng.uniform(0, 50, (400, 3))
+    radii = rng.uniform(0, 3, 400)
+    # make some pairs touch exactly along x
+    centres[1::2] = centres[::2] + np.array([1.0, 0, 0]) * (radii[::2] + radii[1::2])[:, None]
+    geom = Balls(centres, radii)
+    assert self_join(geom, 4)[0].tolist() == pairwise_join(geom)[0].tolist()
+    assert self_join(geom, 4)[1].tolist() == pairwise_join(geom)[1].tolist()

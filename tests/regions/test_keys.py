@@ -4,7 +4,8 @@ against brute force, and `WorldBounds`.
 Regions own half-open cubes ``[i*s, (i+1)*s)`` per axis (a point on a face belongs to the upper
 region). For the sizes used here, ``floor(x / s)`` in floating point equals the exact floor for
 every normal float ``x`` (the products ``i * s`` are exact), so the brute-force references
-compare coordinates with cube faces directly.
+compare coordinates with cube faces directly. Subnormal coordinates are left out: below 0, the
+division underflows to -0.0 (``region_of(-5e-324, 0, 0)`` is region 0, by 1e-323 m).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from regions import (
@@ -38,6 +39,9 @@ from regions import (
     region_of,
 )
 from regions.morton import AXIS_MAX, AXIS_MIN, MORTON_MAX
+
+# The costlier properties run a third of the profile's examples (10 at least).
+FEW = settings(max_examples=max(10, settings().max_examples // 3))
 
 S = REGION_SIZE
 WORLD_LO = AXIS_MIN * S  # inclusive
@@ -282,7 +286,8 @@ def test_batch_mapping_equals_scalar(ps: list[tuple[float, float, float]]) -> No
     assert idx.dtype == np.int64 and idx.shape == (len(ps), 3)
     assert idx.tolist() == [[k.ix, k.iy, k.iz] for k in want]
     # plain lists, float32 data and non-contiguous views give the same answers
-    assert region_keys(ps).tolist() == codes.tolist() if ps else True
+    if ps:
+        assert region_keys(ps).tolist() == codes.tolist()
     wide = np.zeros((len(ps), 6))
     wide[:, ::2] = arr
     assert region_keys(wide[:, ::2]).tolist() == codes.tolist()
@@ -297,6 +302,7 @@ def test_batch_mapping_equals_scalar(ps: list[tuple[float, float, float]]) -> No
         assert region_keys(f32).tolist() == want32
 
 
+@FEW
 @given(points, st.sampled_from([*EXACT_SIZES, 3.7, 1e-3, 1e9]))
 def test_batch_mapping_equals_scalar_for_any_size(
     ps: list[tuple[float, float, float]], size: float
@@ -335,6 +341,7 @@ def test_known_boundary_values() -> None:
     assert region_indices(arr).tolist() == [[-1, 0, 1], [0, 0, -1], [-1, 1, -3]]
 
 
+@FEW
 @given(st.lists(point, min_size=1, max_size=20), st.data())
 def test_non_finite_rows_are_named(
     ps: list[tuple[float, float, float]], data: st.DataObject
@@ -460,6 +467,7 @@ def test_keys_in_box_equals_brute_force(b: tuple[tuple[float, ...], tuple[float,
     assert keys_of_shape(Box(lo, hi)) == got  # type: ignore[arg-type]
 
 
+@FEW
 @given(boxes(), st.sampled_from(EXACT_SIZES))
 def test_keys_in_box_other_sizes(
     b: tuple[tuple[float, ...], tuple[float, ...]], size: float
@@ -534,6 +542,16 @@ def exact_sphere_hits_region(
     If the closed cube's nearest point ``q`` is strictly within reach, the ball also meets the
     cube's interior. At exactly the radius, ``q`` is the only shared point of the closed cube,
     and the region owns it unless it lies on one of the cube's upper faces."""
+    fd2 = sum(
+        (c - min(max(c, i * s), (i + 1) * s)) ** 2
+        for c, i in zip(center, (k.ix, k.iy, k.iz), strict=True)
+    )
+    fr2 = radius * radius
+    if fr2 > 1e-250:  # clear cases in floats (a wide margin), to keep the test fast
+        if fd2 < fr2 * (1 - 1e-6):
+            return True
+        if fd2 > fr2 * (1 + 1e-6):
+            return False
     d2 = Fraction(0)
     on_upper_face = False
     for c, i in zip(center, (k.ix, k.iy, k.iz), strict=True):
@@ -561,6 +579,7 @@ int_centre = st.tuples(*[st.integers(-5000, 5000).map(float)] * 3)
 int_radius = st.one_of(st.integers(0, 3000).map(float), st.integers(0, 6).map(lambda n: n * 500.0))
 
 
+@FEW
 @given(int_centre, int_radius)
 def test_keys_in_sphere_equals_brute_force_exact(c: tuple[float, float, float], r: float) -> None:
     got = keys_in_sphere(c, r)
@@ -606,6 +625,7 @@ sphere_radius = st.one_of(
 )
 
 
+@FEW
 @given(st.tuples(sphere_coord, sphere_coord, sphere_coord), sphere_radius)
 def test_keys_in_sphere_equals_brute_force_floats(c: tuple[float, float, float], r: float) -> None:
     got = keys_in_sphere(c, r)
@@ -618,12 +638,15 @@ def test_keys_in_sphere_equals_brute_force_floats(c: tuple[float, float, float],
         k = RegionKey(*ijk)
         lo, hi = k.bounds
         d2 = sum((x - min(max(x, a), b)) ** 2 for x, a, b in zip(c, lo, hi, strict=True))
+        if r2 <= 1e-290:  # squares underflow: only the exact check above holds
+            continue
         if d2 < r2 * (1 - 1e-9):
             assert k in got
-        elif d2 > r2 * (1 + 1e-9) and r2 > 1e-290:
+        elif d2 > r2 * (1 + 1e-9):
             assert k not in got
 
 
+@FEW
 @given(
     st.tuples(sphere_coord, sphere_coord, sphere_coord),
     st.floats(0, 3000, allow_subnormal=False),
@@ -707,6 +730,7 @@ def test_check_points_matches_check_point(ps: list[tuple[float, float, float]]) 
         small.check_points(arr)
 
 
+@FEW
 @given(
     st.lists(st.tuples(small_coord, small_coord, small_coord), min_size=1, max_size=10), st.data()
 )

@@ -17,9 +17,13 @@ from hypothesis import strategies as st
 
 from regions import Box, GeometryError, SpatialIndex, Sphere
 
+# The costlier properties run a third of the profile's examples (10 at least).
+FEW = settings(max_examples=max(10, settings().max_examples // 3))
+
 BBox6 = tuple[float, float, float, float, float, float]
 
 # Small integer coordinates make touching faces, shared corners and distance ties common.
+TINY = Fraction(1, 10**290)
 grid = st.integers(0, 20).map(float)
 wide = st.floats(-1000, 1000, allow_subnormal=False)
 coord = st.one_of(grid, wide)
@@ -32,7 +36,7 @@ def bboxes(draw: st.DrawFn, c: st.SearchStrategy[float] = coord) -> BBox6:
 
 
 ids = st.integers(0, 15)
-entries = st.dictionaries(ids, bboxes(), max_size=30)
+entries = st.dictionaries(ids, bboxes(), max_size=12)
 
 
 def brute(model: dict[Any, BBox6], q: BBox6) -> set[Any]:
@@ -77,6 +81,7 @@ def assert_matches(index: SpatialIndex[Any], model: dict[Any, BBox6]) -> None:
 # ---------------------------------------------------------------- box queries
 
 
+@FEW
 @given(entries, st.lists(bboxes(), min_size=1, max_size=8), st.booleans())
 def test_intersection_equals_brute_force(
     model: dict[int, BBox6], queries: list[BBox6], bulk: bool
@@ -90,11 +95,11 @@ def test_intersection_equals_brute_force(
         assert set(index.intersection(Box(q[:3], q[3:]))) == set(got)
 
 
-@settings(max_examples=15)
+@settings(max_examples=8)
 @given(st.integers(0, 2**32 - 1), st.booleans())
 def test_many_random_boxes_against_numpy(seed: int, bulk: bool) -> None:
     rng = np.random.default_rng(seed)
-    n, m = 2000, 100
+    n, m = 2000, 60
     lo = rng.uniform(0, 1000, (n, 3)).round(rng.integers(0, 3))  # rounding makes ties
     hi = lo + rng.exponential(10, (n, 3)).round(1)
     qlo = rng.uniform(-50, 1000, (m, 3)).round(1)
@@ -115,6 +120,7 @@ def test_many_random_boxes_against_numpy(seed: int, bulk: bool) -> None:
         assert len(batch) == len(want) and set(batch) == want
 
 
+@FEW
 @given(entries, st.lists(bboxes(), max_size=10), st.booleans())
 def test_intersection_many_equals_per_query(
     model: dict[int, BBox6], queries: list[BBox6], bulk: bool
@@ -159,8 +165,9 @@ def test_intersection_many_edge_cases() -> None:
 # ---------------------------------------------------------------- sphere queries
 
 
+@FEW
 @given(
-    st.dictionaries(ids, bboxes(grid), max_size=30),
+    st.dictionaries(ids, bboxes(grid), max_size=12),
     st.tuples(grid, grid, grid),
     st.integers(0, 15).map(float),
     st.booleans(),
@@ -175,6 +182,7 @@ def test_sphere_query_exact(
     assert set(got) == want
 
 
+@FEW
 @given(entries, st.tuples(wide, wide, wide), st.floats(0, 1500, allow_subnormal=False))
 def test_sphere_query_floats(
     model: dict[int, BBox6], c: tuple[float, float, float], r: float
@@ -186,13 +194,14 @@ def test_sphere_query_floats(
         d2 = box_dist2(b, c)
         if d2 < r2 * Fraction(999_999_999, 10**9):
             assert k in got
-        elif d2 > r2 * Fraction(10**9 + 1, 10**9):
+        elif d2 > r2 * Fraction(10**9 + 1, 10**9) + TINY:  # squares of ~1e-160 underflow
             assert k not in got
 
 
 # ---------------------------------------------------------------- nearest
 
 
+@FEW
 @given(entries, st.tuples(coord, coord, coord), st.integers(1, 8), st.booleans())
 def test_nearest(
     model: dict[int, BBox6], p: tuple[float, float, float], k: int, bulk: bool
@@ -242,14 +251,14 @@ op = st.one_of(
     st.tuples(st.just("insert_box"), ids, bboxes()),
     st.tuples(st.just("delete"), ids),
     st.tuples(st.just("delete_bbox"), ids),
-    st.tuples(st.just("bulk_load"), st.dictionaries(ids, bboxes(), max_size=12)),
+    st.tuples(st.just("bulk_load"), st.dictionaries(ids, bboxes(), max_size=8)),
     st.tuples(st.just("clear")),
     st.tuples(st.just("query"), bboxes()),
     st.tuples(st.just("nearest"), st.tuples(coord, coord, coord)),
 )
 
 
-@given(st.lists(op, max_size=40))
+@given(st.lists(op, max_size=25))
 def test_operations_against_model(ops: list[tuple[Any, ...]]) -> None:
     index: SpatialIndex[int] = SpatialIndex()
     model: dict[int, BBox6] = {}

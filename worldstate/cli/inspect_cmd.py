@@ -31,6 +31,9 @@ def add_parser(sub: Any) -> None:
     inc = v.add_parser("incidents", help="corruption detected and repaired by the store")
     inc.add_argument("--limit", type=int, default=100)
     inc.add_argument("--json", action="store_true")
+    cf = v.add_parser("conflicts", help="recent conflict decisions of the strong pipeline")
+    cf.add_argument("--limit", type=int, default=100)
+    cf.add_argument("--json", action="store_true")
     c = v.add_parser("cache", help="cached region entries (Redis or nothing for memory://)")
     c.add_argument("--cache", help="cache URL (default: $WORLDSTATE_CACHE_URL)")
     c.add_argument("--namespace", help="key namespace (default: $WORLDSTATE_NAMESPACE or ws)")
@@ -210,6 +213,30 @@ async def _incidents(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+async def _conflicts(args: argparse.Namespace, store: Store) -> int:
+    rows = await store.conflicts(limit=args.limit)
+    if args.json:
+        emit_json(rows)
+        return 0
+    table(
+        ["at", "region", "type", "rule", "subject", "winner", "losers", "reason"],
+        [
+            (
+                when(r["at"]),
+                r["region"] or "-",
+                r["conflict_type"],
+                r["rule"],
+                r["subject"],
+                (r["winners"] or ["-"])[0][:8],
+                len(r["losers"]),
+                r["reason"][:60],
+            )
+            for r in rows
+        ],
+    )
+    return 0
+
+
 async def _cache(args: argparse.Namespace, store: Store) -> int:
     import os
 
@@ -258,6 +285,7 @@ VIEWS: dict[str, Any] = {
     "region": _region,
     "servers": _servers,
     "incidents": _incidents,
+    "conflicts": _conflicts,
     "cache": _cache,
     "map": _map,
 }

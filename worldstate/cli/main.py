@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from worldstate.cli import inspect_cmd, simulate_cmd
+from worldstate.cli import coordinator_cmd, inspect_cmd, simulate_cmd
 from worldstate.errors import WorldStateError
 
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     inspect_cmd.add_parser(sub)
     simulate_cmd.add_parser(sub)
+    coordinator_cmd.add_parser(sub)
     return p
 
 
@@ -41,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 return 2
             return asyncio.run(inspect_cmd.run(args, url))
+        if args.command == "coordinator":
+            return asyncio.run(coordinator_cmd.run(args))
         return asyncio.run(simulate_cmd.run(args))
     except WorldStateError as e:
         print(f"worldstate {args.command}: {e}", file=sys.stderr)

@@ -22,6 +22,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--store", help="store URL (default: a temporary SQLite file)")
     p.add_argument("--cache", default=d.cache_url, help="cache URL (default: memory://)")
+    p.add_argument(
+        "--partition",
+        action="store_true",
+        help="also split the mesh's bus into a majority and a minority and heal it: "
+        "demotion, reassignment (epoch + 1) and rebalancing, with a mesh coordinator",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -37,6 +43,7 @@ async def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         store_url=args.store,
         cache_url=args.cache,
+        partition=args.partition,
     )
     report = await run_simulation(settings)
     if args.json:

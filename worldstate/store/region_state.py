@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import delete, desc, insert, select, update
+from sqlalchemy import bindparam, delete, desc, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from regions import RegionKey
@@ -425,3 +425,43 @@ async def bump_version(
         .values(version=cur + 1, stored_at=now, stored_by=writer)
     )
     return cur + 1
+
+
+async def bump_versions(
+    conn: AsyncConnection,
+    keys: Sequence[RegionKey],
+    *,
+    epochs: dict[RegionKey, int],
+    writer: str,
+    now: float,
+) -> dict[RegionKey, int]:
+    """`bump_version` for several regions: one locking read and one batched update for the
+    regions that have a row, the first-row insert for those that do not."""
+    r = s.regions
+    rows = {
+        row.region_key: int(row.version)
+        for row in (
+            await conn.execute(
+                select(r.c.region_key, r.c.version)
+                .where(r.c.region_key.in_([k.morton for k in keys]))
+                .order_by(r.c.region_key)
+                .with_for_update()
+            )
+        ).all()
+    }
+    out: dict[RegionKey, int] = {}
+    updates = []
+    for k in keys:
+        if k.morton in rows:
+            out[k] = rows[k.morton] + 1
+            updates.append({"k": k.morton, "v": out[k]})
+        else:
+            out[k] = await bump_version(conn, k, epoch=epochs[k], writer=writer, now=now)
+    if updates:
+        await conn.execute(
+            update(r)
+            .where(r.c.region_key == bindparam("k"))
+            .values(version=bindparam("v"), stored_at=now, stored_by=writer),
+            updates,
+        )
+    return out

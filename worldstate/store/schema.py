@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Double,
     Index,
@@ -201,6 +202,62 @@ incidents = Table(
     Column("detail", Text, nullable=False),
     Column("at", Double, nullable=False),
     Index("ws_incidents_region", "region_key"),
+)
+
+
+# -- mesh (see worldstate.membership and worldstate.coordinator) ------------------------
+
+# Each server's heartbeat in the store (the bus carries the fast one): who it is, when it
+# last wrote, whether it believes it keeps authority, what it hears and its load. ``state``
+# is "up" while it runs and "left" after a clean close (a crash leaves "up" to go stale).
+members = Table(
+    "ws_members",
+    metadata,
+    Column("server_id", Text, primary_key=True),
+    Column("incarnation", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("authoritative", Boolean, nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("heartbeat_at", Double, nullable=False),
+    Column("generation", BigInteger, nullable=False),
+    Column("view", Text, nullable=False),
+    Column("load", Text, nullable=False),
+)
+
+# The agreed membership of the mesh: one row (name "mesh"), replaced by the acting
+# coordinator as servers join and leave; ``generation`` goes up by one per change (writes
+# are conditional on it). The split-brain rule counts majorities of this set.
+membership = Table(
+    "ws_membership",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("generation", BigInteger, nullable=False),
+    Column("members", Text, nullable=False),
+    Column("changed_at", Double, nullable=False),
+    Column("changed_by", Text, nullable=False),
+)
+
+# The mesh coordinator's election: a lease on a well-known name, with its own epoch (which
+# fences the commands of a deposed coordinator). Kept apart from ws_leases, whose keys are
+# Morton codes of regions.
+coordinator = Table(
+    "ws_coordinator",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("acquired_at", Double, nullable=False),
+)
+
+# Regions the coordinator was told about (``assign``/``register_region``) and the server it
+# last placed each on: known regions are these plus every stored or leased one.
+assignments = Table(
+    "ws_assignments",
+    metadata,
+    Column("region_key", BigInteger, primary_key=True, autoincrement=False),
+    Column("server_id", Text, nullable=True),
+    Column("assigned_at", Double, nullable=False),
 )
 
 

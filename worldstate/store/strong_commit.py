@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 import conflicts as cf
-from regions import RegionKey
-from worldstate.errors import RegionOwned
+from regions import REGION_SIZE, RegionKey, keys_in_box
+from worldstate.errors import Fenced, RegionOwned
 from worldstate.operations import (
     ChangeInventory,
     ClaimResource,
@@ -32,7 +32,7 @@ from worldstate.operations import (
     TransferItems,
 )
 from worldstate.store import schema as s
-from worldstate.store.region_state import bump_version, check_fence, read_lease_row
+from worldstate.store.region_state import bump_versions
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,9 @@ def candidate(op: Operation) -> cf.Candidate:
     raise TypeError(f"{type(op).__name__} is not a spatial strong operation")
 
 
-async def _committed_state(conn: AsyncConnection, ops: Sequence[Operation]) -> cf.CommittedState:
+async def _committed_state(
+    conn: AsyncConnection, ops: Sequence[Operation], region_size: float
+) -> cf.CommittedState:
     structures = [o for o in ops if isinstance(o, PlaceStructure)]
     claims = [o for o in ops if isinstance(o, ClaimResource)]
     pickups = [o for o in ops if isinstance(o, PickUpItem)]
@@ -101,14 +103,29 @@ async def _committed_state(conn: AsyncConnection, ops: Sequence[Operation]) -> c
         lo = [min(o.lo[i] for o in structures) for i in range(3)]
         hi = [max(o.hi[i] for o in structures) for i in range(3)]
         cols = (t.c.object_id, t.c.lox, t.c.loy, t.c.loz, t.c.hix, t.c.hiy, t.c.hiz)
-        overlap = and_(
-            t.c.lox <= hi[0],
-            t.c.hix >= lo[0],
-            t.c.loy <= hi[1],
-            t.c.hiy >= lo[1],
-            t.c.loz <= hi[2],
-            t.c.hiz >= lo[2],
+        # a structure is at most one region wide (checked at submit), so any structure that
+        # overlaps the batch is centred within half a region of the batch's bounding box:
+        # the read names those regions' keys and stays on the region index (narrow
+        # predicate locks on PostgreSQL, narrow spans on CockroachDB)
+        half = region_size / 2
+        keys = keys_in_box(
+            [c - half for c in lo], [c + half for c in hi], region_size, max_keys=4096
         )
+        # one box predicate per candidate: only structures that really overlap come back
+        boxes = or_(
+            *(
+                and_(
+                    t.c.lox < o.hi[0],
+                    t.c.hix > o.lo[0],
+                    t.c.loy < o.hi[1],
+                    t.c.hiy > o.lo[1],
+                    t.c.loz < o.hi[2],
+                    t.c.hiz > o.lo[2],
+                )
+                for o in structures
+            )
+        )
+        overlap = and_(t.c.region_key.in_([k.morton for k in keys]), boxes)
         for r in (await conn.execute(select(*cols).where(overlap))).all():
             existing[r[0]] = tuple(r[1:7])
         ids = sorted({o.structure_id for o in structures} - existing.keys())
@@ -134,6 +151,16 @@ async def _committed_state(conn: AsyncConnection, ops: Sequence[Operation]) -> c
     return cf.CommittedState(structures=existing or None, resources=remaining, picked_items=picked)
 
 
+@dataclass(frozen=True, slots=True)
+class RegionBatch:
+    """Ops of one region to commit, under the writer's lease ``epoch`` (None: the writer
+    owns no lease; then no other server may hold a live one)."""
+
+    key: RegionKey
+    ops: Sequence[Operation]
+    epoch: int | None
+
+
 async def commit_region_batch(
     conn: AsyncConnection,
     key: RegionKey,
@@ -143,44 +170,68 @@ async def commit_region_batch(
     writer: str,
     policy: cf.Policy,
     now: float,
+    region_size: float = REGION_SIZE,
 ) -> list[OpOutcome]:
     """Commit a batch of spatial strong ops of one region; outcomes in the order of ``ops``.
+    See `commit_batches`."""
+    out = await commit_batches(
+        conn,
+        [RegionBatch(key, ops, epoch)],
+        writer=writer,
+        policy=policy,
+        now=now,
+        region_size=region_size,
+    )
+    return [out[str(o.op_id)] for o in ops]
 
-    ``epoch``: the writer's lease epoch when it owns the region (fenced: `Fenced` or
-    `RegionOwned` abort the whole batch), or None when no server owns it (then a live lease
-    of another server aborts with `RegionOwned`: forward the ops to it)."""
-    ids = [str(o.op_id) for o in ops]
-    prior = await prior_outcomes(conn, ids)
+
+async def commit_batches(
+    conn: AsyncConnection,
+    batches: Sequence[RegionBatch],
+    *,
+    writer: str,
+    policy: cf.Policy,
+    now: float,
+    region_size: float = REGION_SIZE,
+) -> dict[str, OpOutcome]:
+    """Commit the batches of several regions in this one transaction; outcome per op id.
+
+    A stale epoch or another live owner in any region raises `Fenced` / `RegionOwned`
+    (``.key`` names the region) and the transaction must roll back: the caller drops that
+    region's batch and runs the rest again. All candidates are resolved together, so
+    conflicts across regions of the transaction are decided too. About ten statements,
+    whatever the number of regions and ops."""
+    all_ops = [o for b in batches for o in b.ops]
+    prior = await prior_outcomes(conn, [str(o.op_id) for o in all_ops])
+    region_of_op: dict[str, RegionKey] = {}
     fresh: list[Operation] = []
-    seen: set[str] = set()
-    for o in ops:  # the same op twice in one batch: the first counts
-        oid = str(o.op_id)
-        if oid not in prior and oid not in seen:
-            seen.add(oid)
-            fresh.append(o)
+    for b in batches:
+        for o in b.ops:  # the same op twice: the first counts
+            oid = str(o.op_id)
+            if oid not in prior and oid not in region_of_op:
+                region_of_op[oid] = b.key
+                fresh.append(o)
+    out: dict[str, OpOutcome] = dict(prior)
     if not fresh:
-        return [prior[i] for i in ids]
-    if epoch is not None:
-        await check_fence(conn, key, epoch, writer, now)
-    else:
-        lease = await read_lease_row(conn, key)
-        if lease is not None and lease.expires_at > now and lease.owner != writer:
-            raise RegionOwned(key, lease.owner, int(lease.epoch), float(lease.expires_at))
-        epoch = int(lease.epoch) if lease is not None else 0
-    state = await _committed_state(conn, fresh)
+        return out
+    epochs = await _check_fences(conn, batches, writer, now)
+    state = await _committed_state(conn, fresh, region_size)
     resolution = cf.resolve([candidate(o) for o in fresh], policy=policy, committed=state)
     winners = {c.op_id for c in resolution.winners}
     won = [o for o in fresh if str(o.op_id) in winners]
-    version: int | None = None
+    versions: dict[RegionKey, int] = {}
     if won:
-        await _apply(conn, key, won, now)
-        version = await bump_version(conn, key, epoch=epoch, writer=writer, now=now)
-    out: dict[str, OpOutcome] = dict(prior)
+        await _apply(conn, won, region_of_op, now)
+        touched = sorted({region_of_op[str(o.op_id)] for o in won}, key=lambda k: k.morton)
+        versions = await bump_versions(
+            conn, touched, epochs={k: epochs[k] for k in touched}, writer=writer, now=now
+        )
     rows = []
     for o in fresh:
         oid = str(o.op_id)
+        key = region_of_op[oid]
         if oid in winners:
-            res = OpOutcome(oid, True, version)
+            res = OpOutcome(oid, True, versions[key])
         else:
             d = resolution.decision_of(oid)
             outcome = resolution.outcome_of(oid)
@@ -191,12 +242,13 @@ async def commit_region_batch(
     await conn.execute(insert(s.outcomes), rows)
     decisions = [d for d in resolution.decisions if d.losers]
     if decisions:
+        by_op = region_of_op
         await conn.execute(
             insert(s.conflicts),
             [
                 {
                     "decision_id": str(uuid.uuid4()),
-                    "region_key": key.morton,
+                    "region_key": by_op[d.losers[0]].morton if d.losers[0] in by_op else None,
                     "conflict_type": d.conflict_type.value,
                     "rule": d.rule.value,
                     "subject": d.subject,
@@ -209,7 +261,39 @@ async def commit_region_batch(
                 for d in decisions
             ],
         )
-    return [out[i] for i in ids]
+    return out
+
+
+async def _check_fences(
+    conn: AsyncConnection, batches: Sequence[RegionBatch], writer: str, now: float
+) -> dict[RegionKey, int]:
+    """Lock the batches' lease rows (in key order) and check each region's fence; returns
+    the epoch each region's changes are recorded under."""
+    keys = sorted({b.key for b in batches}, key=lambda k: k.morton)
+    le = s.leases
+    rows = {
+        r.region_key: r
+        for r in (
+            await conn.execute(
+                select(le)
+                .where(le.c.region_key.in_([k.morton for k in keys]))
+                .order_by(le.c.region_key)
+                .with_for_update()
+            )
+        ).all()
+    }
+    epochs: dict[RegionKey, int] = {}
+    for b in batches:
+        lease = rows.get(b.key.morton)
+        current = int(lease.epoch) if lease is not None else 0
+        live_other = lease is not None and lease.expires_at > now and lease.owner != writer
+        if b.epoch is not None and b.epoch != current:
+            raise Fenced(b.key, b.epoch, current, lease.owner if lease is not None else None)
+        if live_other:
+            assert lease is not None
+            raise RegionOwned(b.key, lease.owner, int(lease.epoch), float(lease.expires_at))
+        epochs[b.key] = current
+    return epochs
 
 
 def _outcome_row(
@@ -229,7 +313,10 @@ def _outcome_row(
 
 
 async def _apply(
-    conn: AsyncConnection, key: RegionKey, won: Sequence[Operation], now: float
+    conn: AsyncConnection,
+    won: Sequence[Operation],
+    region_of_op: dict[str, RegionKey],
+    now: float,
 ) -> None:
     structures = [o for o in won if isinstance(o, PlaceStructure)]
     if structures:
@@ -238,7 +325,7 @@ async def _apply(
             [
                 {
                     "object_id": o.structure_id,
-                    "region_key": key.morton,
+                    "region_key": region_of_op[str(o.op_id)].morton,
                     "kind": o.kind,
                     "lox": o.lo[0],
                     "loy": o.lo[1],
@@ -270,7 +357,7 @@ async def _apply(
             [
                 {
                     "item_id": o.item_id,
-                    "region_key": key.morton,
+                    "region_key": region_of_op[str(o.op_id)].morton,
                     "picked_by": o.picker,
                     "op_id": str(o.op_id),
                     "at": now,
@@ -285,7 +372,7 @@ async def _apply(
             [
                 {
                     "op_id": str(o.op_id),
-                    "region_key": key.morton,
+                    "region_key": region_of_op[str(o.op_id)].morton,
                     "cx": o.center[0],
                     "cy": o.center[1],
                     "cz": o.center[2],

@@ -1,0 +1,419 @@
+"""Eventual path throughput and latency over real Mosquitto: batched vs one message per update.
+
+Two servers, each its own process (so they do not share one event loop; the receiver is a
+`multiprocessing` child started with "spawn"), one MQTT broker, SQLite stores (unused on the
+hot path):
+
+- **batched**: the sender moves ``--entities`` creatures (spread over ``--regions`` regions,
+  with velocities) at ``--hz`` with `World.move_entities`, one call per game tick followed by
+  `EventualPath.tick` (the same code the tick task runs, driven from the game loop so every
+  game tick is one bus tick: no coalescing of two game ticks into one batch). The receiver
+  is a second `World` subscribed as usual; we count rows applied (won LWW) per second there
+  and the send→merge latency of every batch (sender's ``time.time()`` stamped in the batch,
+  receiver's ``time.time()`` after the merge; same host, same clock).
+- **per-message baseline**: the same entities, one MQTT QoS 0 message per entity update
+  (id, position, velocity, HLC, send time: 64 bytes), published as fast as the sender can
+  (flushing every 500 publishes so nothing is dropped client-side); the receiver decodes each
+  and merges it last-writer-wins into a dict. We count updates applied per second there.
+
+    python -m bench.eventual_bench [--entities 10000] [--hz 20] [--seconds 10] [--regions 16]
+
+Writes bench/results/eventual.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import math
+import multiprocessing as mp
+import os
+import struct
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from bench.common import format_table, machine_info, percentiles, write_result
+from consistency import lww_wins
+from worldstate import Config, connect
+from worldstate.bus import Message, MqttBus
+
+MQTT = os.environ.get("WORLDSTATE_TEST_MQTT", "mqtt://127.0.0.1:1883")
+ROW = struct.Struct("<qqd3d3d")  # id, hlc, sent_at, position, velocity: 64 bytes
+
+
+def _config(server_id: str, namespace: str, store_dir: str) -> Config:
+    return Config(
+        store_url=f"sqlite+aiosqlite:///{store_dir}/{server_id}.db",
+        bus_url=MQTT,
+        server_id=server_id,
+        namespace=namespace,
+        snapshot_interval=3600.0,  # no region is held anyway: nothing to snapshot
+    )
+
+
+# -- receiver (child process) ---------------------------------------------------------------
+
+
+async def _measure(conn: Connection, applied: Callable[[], int], quiet: float) -> dict[str, Any]:
+    """Between the sender's "start" and "stop": rows applied, and the time from "start" to
+    the last row applied (so the rate is what arrived, not diluted by waiting for the
+    stragglers; a receiver that falls behind shows as a longer time, a lower rate)."""
+    if await asyncio.to_thread(conn.recv) != "start":
+        raise RuntimeError("expected start")
+    rows0 = last = applied()
+    t0 = t_last = time.perf_counter()
+    busy0 = time.process_time()
+    stop = asyncio.ensure_future(asyncio.to_thread(conn.recv))
+    while True:
+        await asyncio.sleep(0.01)
+        now, rows = time.perf_counter(), applied()
+        if rows != last:
+            last, t_last = rows, now
+        if stop.done() and now - t_last > quiet:
+            break
+    return {
+        "rows_applied": last - rows0,
+        "elapsed": t_last - t0,
+        "cpu_s": time.process_time() - busy0,
+    }
+
+
+async def _receive_batched(
+    conn: Connection, namespace: str, store_dir: str, seconds: float
+) -> None:
+    async with connect(config=_config("bench-rx", namespace, store_dir)) as world:
+        path = world.eventual
+        conn.send("ready")
+        # the warm-up runs while we wait for "start"; measure from then on
+        path.lag_samples.clear()
+
+        def applied() -> int:
+            rows: int = path.stats()["rows_applied"]
+            return rows
+
+        got = await _measure(conn, applied, quiet=0.5)
+        s = path.stats()
+        got.update(
+            {
+                "lag_s": list(path.lag_samples),
+                "messages_received": s["messages_received"],
+                "dropped": s["dropped"],
+                "bus": dataclasses.asdict(world.bus.stats),
+            }
+        )
+        conn.send(got)
+
+
+async def _receive_per_message(conn: Connection, namespace: str, seconds: float) -> None:
+    latest: dict[int, tuple[int, str]] = {}
+    lags: list[float] = []
+    counts = {"received": 0, "applied": 0}
+
+    def handler(msg: Message) -> None:
+        eid, hlc, sent_at, *_ = ROW.unpack(msg.payload)
+        counts["received"] += 1
+        cur = latest.get(eid)
+        if cur is None or lww_wins(hlc, "bench-tx", cur[0], cur[1]):
+            latest[eid] = (hlc, "bench-tx")
+            counts["applied"] += 1
+        lags.append(time.time() - sent_at)
+
+    bus = MqttBus(MQTT, client_id="bench-rx-pm", prefix=namespace, max_queued_incoming=1_000_000)
+    async with bus:
+        sub = bus.subscribe("pm/+", handler)
+        await sub.wait_active(timeout=10)
+        conn.send("ready")
+        got = await _measure(conn, lambda: counts["applied"], quiet=1.0)
+        got.update(
+            {
+                "received_total": counts["received"],
+                "lag_s": lags[:: max(1, len(lags) // 20_000)],
+                "bus": dataclasses.asdict(bus.stats),
+            }
+        )
+        conn.send(got)
+
+
+def _receiver(conn: Connection, mode: str, namespace: str, store_dir: str, seconds: float) -> None:
+    if os.environ.get("EVENTUAL_BENCH_PROFILE") and mode == "batched":
+        import cProfile
+
+        cProfile.runctx(
+            "asyncio.run(_receive_batched(conn, namespace, store_dir, seconds))",
+            globals(),
+            {"conn": conn, "namespace": namespace, "store_dir": store_dir, "seconds": seconds},
+            os.environ["EVENTUAL_BENCH_PROFILE"],
+        )
+        return
+    if mode == "batched":
+        asyncio.run(_receive_batched(conn, namespace, store_dir, seconds))
+    else:
+        asyncio.run(_receive_per_message(conn, namespace, seconds))
+
+
+# -- sender (this process) ------------------------------------------------------------------
+
+
+def _scene(n: int, regions: int, seed: int = 1) -> tuple[np.ndarray[Any, Any], ...]:
+    """Entities spread over a square of ``regions`` 2 km regions, moving at 2-6 m/s."""
+    side = max(1, round(regions**0.5))
+    rng = np.random.default_rng(seed)
+    pos = rng.uniform(50.0, side * 2000.0 - 50.0, (n, 3))
+    pos[:, 2] = rng.uniform(50.0, 1950.0, n)
+    vel = rng.normal(0.0, 3.0, (n, 3))
+    vel[:, 2] = 0.0
+    return np.arange(n, dtype=np.int64), pos, vel, np.array([side * 2000.0, side * 2000.0, 2000.0])
+
+
+async def _send_batched(
+    n: int,
+    hz: float,
+    seconds: float,
+    regions: int,
+    namespace: str,
+    store_dir: str,
+    conn: Connection,
+) -> dict[str, Any]:
+    ids, pos, vel, extent = _scene(n, regions)
+    period = 1.0 / hz
+    async with connect(config=_config("bench-tx", namespace, store_dir)) as world:
+        path = world.eventual
+        loop = asyncio.get_running_loop()
+
+        async def run(duration: float) -> list[float]:
+            nonlocal pos
+            costs = []
+            next_at = loop.time()
+            end = next_at + duration
+            while loop.time() < end:
+                t0 = time.perf_counter()
+                pos = pos + vel * period
+                # bounce off the square's walls (vectorised)
+                out = (pos < 1.0) | (pos >= extent - 1.0)
+                vel[out] = -vel[out]
+                np.clip(pos, 1.0, extent - 1.0 - 1e-6, out=pos)
+                world.move_entities(ids, pos, vel)
+                await path.tick()
+                costs.append(time.perf_counter() - t0)
+                next_at += period
+                delay = next_at - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            return costs
+
+        await run(1.0)  # warm-up: the receiver learns every entity
+        await world.bus.flush(5.0)
+        await asyncio.sleep(0.5)
+        conn.send("start")
+        busy0 = time.process_time()
+        t0 = time.perf_counter()
+        costs = await run(seconds)
+        elapsed = time.perf_counter() - t0
+        await world.bus.flush(5.0)
+        conn.send("stop")
+        s = path.stats()
+        return {
+            "ticks": len(costs),
+            "elapsed": elapsed,
+            "tick_cost_ms": percentiles(np.array(costs) * 1000, (50, 99)),
+            "cpu_s": time.process_time() - busy0,
+            "messages_per_tick": s["batches_sent"] / max(1, s["ticks"]),
+            "bytes_sent": s["bytes_sent"],
+            "bus": dataclasses.asdict(world.bus.stats),
+        }
+
+
+async def _send_per_message(
+    n: int, seconds: float, regions: int, namespace: str, conn: Connection
+) -> dict[str, Any]:
+    ids, pos, vel, _ = _scene(n, regions)
+    bus = MqttBus(MQTT, client_id="bench-tx-pm", prefix=namespace)
+    async with bus:
+        conn.send("start")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        sent = 0
+        hlc = 1
+        while loop.time() < end:
+            i = sent % n
+            hlc += 1
+            p, v = pos[i], vel[i]
+            payload = ROW.pack(int(ids[i]), hlc, time.time(), p[0], p[1], p[2], v[0], v[1], v[2])
+            await bus.publish(f"pm/{i % 64}", payload, qos=0)
+            sent += 1
+            if sent % 500 == 0:
+                await bus.flush(5.0)
+        await bus.flush(5.0)
+        conn.send("stop")
+        return {"published": sent, "bus": dataclasses.asdict(bus.stats)}
+
+
+def _run_mode(mode: str, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    with tempfile.TemporaryDirectory() as store_dir:
+        proc = ctx.Process(
+            target=_receiver, args=(child, mode, namespace, store_dir, args.seconds), daemon=True
+        )
+        proc.start()
+        if not parent.poll(60) or parent.recv() != "ready":
+            raise RuntimeError("the receiver did not start")
+        if mode == "batched" and os.environ.get("EVENTUAL_BENCH_PROFILE_TX"):
+            import cProfile
+
+            prof = cProfile.Profile()
+            sender = prof.runcall(
+                asyncio.run,
+                _send_batched(
+                    args.entities, args.hz, args.seconds, args.regions, namespace, store_dir, parent
+                ),
+            )
+            prof.dump_stats(os.environ["EVENTUAL_BENCH_PROFILE_TX"])
+        elif mode == "batched":
+            sender = asyncio.run(
+                _send_batched(
+                    args.entities, args.hz, args.seconds, args.regions, namespace, store_dir, parent
+                )
+            )
+        else:
+            sender = asyncio.run(
+                _send_per_message(args.entities, args.seconds, args.regions, namespace, parent)
+            )
+        if not parent.poll(120):
+            raise RuntimeError("the receiver did not report")
+        receiver: dict[str, Any] = parent.recv()
+        proc.join(30)
+    return sender, receiver
+
+
+def _batched(args: argparse.Namespace, hz: float) -> dict[str, Any]:
+    run = argparse.Namespace(**{**vars(args), "hz": hz})
+    tx, rx = _run_mode("batched", run)
+    lag_ms = np.array(rx["lag_s"]) * 1000.0
+    if os.environ.get("EVENTUAL_BENCH_DEBUG"):
+        per_s = max(1, int(lag_ms.size / args.seconds))
+        for i in range(0, lag_ms.size, per_s):
+            w = lag_ms[i : i + per_s]
+            print(f"second {i // per_s}: p50 {np.median(w):.1f} max {w.max():.1f} ms")
+    offered = args.entities * tx["ticks"] / tx["elapsed"]
+    return {
+        "entities": args.entities,
+        "hz": hz,
+        "regions": args.regions,
+        "seconds": args.seconds,
+        "offered_updates_per_s": offered,
+        "applied_updates_per_s": rx["rows_applied"] / rx["elapsed"],
+        "rows_applied": rx["rows_applied"],
+        "rows_offered": args.entities * tx["ticks"],
+        "latency_ms": percentiles(lag_ms, (50, 99)) | {"max": float(lag_ms.max())},
+        "batches_measured": int(lag_ms.size),
+        "messages_per_tick": tx["messages_per_tick"],
+        "sender_tick_cost_ms": tx["tick_cost_ms"],
+        "sender_cpu_fraction": tx["cpu_s"] / tx["elapsed"],
+        "receiver_cpu_fraction": rx["cpu_s"] / rx["elapsed"],
+        "receiver_dropped": rx["dropped"],
+        "sender_bus": tx["bus"],
+        "receiver_bus": rx["bus"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--entities", type=int, default=10_000)
+    ap.add_argument("--hz", type=float, default=20.0)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--regions", type=int, default=16)
+    ap.add_argument(
+        "--headroom-hz",
+        type=float,
+        default=40.0,
+        help="also run the batched mode at this tick rate to find its ceiling (0: skip)",
+    )
+    ap.add_argument("--skip-baseline", action="store_true")
+    args = ap.parse_args(argv)
+
+    batched = _batched(args, args.hz)
+    results: dict[str, Any] = {"batched": batched, "mqtt": MQTT, "processes": 2}
+    table = [
+        (
+            f"batched, {args.hz:g} Hz",
+            batched["offered_updates_per_s"],
+            batched["applied_updates_per_s"],
+            batched["latency_ms"]["p50"],
+            batched["latency_ms"]["p99"],
+        )
+    ]
+    if args.headroom_hz:
+        head = _batched(args, args.headroom_hz)
+        results["batched_headroom"] = head
+        table.append(
+            (
+                f"batched, {args.headroom_hz:g} Hz",
+                head["offered_updates_per_s"],
+                head["applied_updates_per_s"],
+                head["latency_ms"]["p50"],
+                head["latency_ms"]["p99"],
+            )
+        )
+    best = max(r[2] for r in table)
+    if not args.skip_baseline:
+        ptx, prx = _run_mode("per-message", args)
+        plag = np.array(prx["lag_s"]) * 1000.0
+        rate = prx["rows_applied"] / prx["elapsed"] if prx["elapsed"] > 0 else 0.0
+        lat = percentiles(plag, (50, 99)) if plag.size else {"p50": math.nan, "p99": math.nan}
+        results["per_message"] = {
+            "published": ptx["published"],
+            "publish_rate_per_s": ptx["published"] / args.seconds,
+            "applied_updates_per_s": rate,
+            "rows_applied": prx["rows_applied"],
+            "received_total": prx["received_total"],
+            "latency_ms": lat,
+            "receiver_cpu_fraction": prx["cpu_s"] / max(prx["elapsed"], 1e-9),
+            "sender_bus": ptx["bus"],
+            "receiver_bus": prx["bus"],
+        }
+        results["speedup_at_target"] = batched["applied_updates_per_s"] / rate if rate else None
+        results["speedup_best"] = best / rate if rate else None
+        table.append(
+            (
+                "one message per update",
+                results["per_message"]["publish_rate_per_s"],
+                rate,
+                lat["p50"],
+                lat["p99"],
+            )
+        )
+    targets = {
+        "keeps up at the target rate (applied >= 99% of offered)": batched["rows_applied"]
+        >= 0.99 * batched["rows_offered"],
+        "applied_updates_per_s >= 200000 (best run)": best >= 200_000,
+        "p99_ms <= 100 at the target rate": batched["latency_ms"]["p99"] <= 100,
+    }
+    if results.get("speedup_at_target") is not None:
+        targets["speedup >= 20x"] = results["speedup_at_target"] >= 20
+    results["targets_met"] = targets
+    path = write_result(
+        "eventual", results, machine=machine_info(("numpy", "aiomqtt", "paho-mqtt"))
+    )
+    print(
+        format_table(("mode", "offered updates/s", "applied updates/s", "p50 ms", "p99 ms"), table)
+    )
+    if results.get("speedup_at_target") is not None:
+        print(f"speedup over one message per update: {results['speedup_at_target']:.1f}x")
+    for name, ok in targets.items():
+        print(f"{'met' if ok else 'NOT met'}: {name}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,784 @@
+"""`MeshCoordinator`: who owns which region, and who belongs to the mesh.
+
+Any number of coordinators may run (``worldstate coordinator``); one acts. The acting one
+holds a lease in the store on a well-known name (``ws_coordinator``), taken and renewed
+like a region lease, so leader election is the store's consensus, never a home-made one.
+A coordinator claims or renews it only while it hears a majority of the agreed membership
+(the same rule as the servers'), and gives it up at once when it does not: the coordinator
+on the surviving side of a partition is the one that acts. The lease's epoch goes with
+every command, and servers refuse commands of an older epoch than they have seen.
+
+What the acting coordinator does, every ``Config.lease_renew_interval`` seconds and as soon
+as it hears a server appear or go:
+
+- **Membership.** Records the agreed membership in the store (``ws_membership``, one
+  generation per change, conditional writes) and publishes it, retained, on
+  ``mesh/membership``: the servers it hears (their retained presence heartbeats, see
+  `worldstate.membership`), minus those that left cleanly. Servers unheard for
+  ``Config.partition_timeout`` drop out (only while it hears a majority, and not in its first
+  ``partition_timeout`` after starting); servers it hears join. Every coordinator, acting or
+  not, also drops members that are *gone*: unheard on the bus and without a store heartbeat
+  for ``partition_timeout`` (dead, not partitioned: a partitioned server still heartbeats the
+  store) or cleanly left. That keeps a mesh whose majority died, or a stale membership left
+  by a previous run, from staying demoted forever.
+- **Placement.** Every known region (stored in ``ws_regions``, leased, or registered with
+  `register_region` / `assign`) without a live lease is given to an eligible server — one it
+  hears that reports itself authoritative — preferring the server it was last assigned to,
+  else the least loaded. A region held by a dead or demoted server is left alone until that
+  lease expires; the new owner's acquire then bumps the epoch, and any write of the old
+  owner is refused by the store.
+- **Rebalancing** (`rebalance`, and every ``rebalance_interval`` seconds if given): moves
+  regions from the most to the least loaded server by clean hand-offs. A region's load is
+  ``1 + entities / ENTITY_UNIT + strong ops per second / OPS_UNIT`` as its owner reports in
+  its heartbeats. Hysteresis: nothing moves unless the busiest server carries more than
+  ``(1 + hysteresis)`` times the mean, a move must shrink the gap between the two servers,
+  and a region moved once stays put for ``cooldown`` seconds.
+- **Hand-off** (`handoff`): asks the owner to release (it drains its strong pipeline and
+  flushes eventual state into the snapshot), then asks the new owner to acquire (epoch + 1)
+  and load the region. Acknowledged strong writes are never lost: they are in the store
+  before the release answers, and a late write of the old owner is fenced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import orjson
+
+from consistency import PartitionState
+from regions import RegionKey, as_region_key
+from worldstate.bus import Bus, Message, open_bus
+from worldstate.config import Config
+from worldstate.errors import (
+    BusUnavailable,
+    NotAuthoritative,
+    ValidationError,
+    WorldClosed,
+    WorldStateError,
+)
+from worldstate.handoff import COMMAND_TOPIC, REPLY_TOPIC, Command
+from worldstate.ids import check_id
+from worldstate.membership import MEMBERSHIP_TOPIC, PresenceTracker, encode_membership
+from worldstate.objects import Lease
+from worldstate.store import Store, mesh_state
+from worldstate.store.mesh_state import AgreedMembership, CoordinatorLease, MemberRow
+from worldstate.store.retry import RetryPolicy
+
+log = logging.getLogger("worldstate.coordinator")
+
+ENTITY_UNIT = 1000
+"""Eventual entities that weigh as much as one region."""
+OPS_UNIT = 50.0
+"""Strong operations per second that weigh as much as one region."""
+REGIONS_REFRESH = 10
+"""Cycles between re-reads of the known regions (a `register_region` refreshes at once)."""
+
+
+class HandoffFailed(WorldStateError):
+    """A hand-off or assignment step failed; the region stays where it was (or, if the
+    release went through, unowned until the coordinator places it again)."""
+
+    def __init__(self, key: Any, server: str, step: str, reason: str) -> None:
+        self.key, self.server, self.step, self.reason = key, server, step, reason
+        super().__init__(
+            f"region {key}: {step} on {server!r} failed: {reason}; the coordinator will "
+            "place the region again on its next cycle — retry the hand-off if still wanted"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """One region moved by `MeshCoordinator.rebalance`."""
+
+    key: RegionKey
+    from_server: str
+    to_server: str
+    epoch: int
+
+
+class MeshCoordinator:
+    """Region assignment, hand-off, rebalancing and membership for one world's mesh.
+
+    ``async with MeshCoordinator(config) as coordinator: ...`` (or `start` / `close`). It
+    uses ``config``'s store, bus and namespace, and its timing (``heartbeat_interval``,
+    ``partition_timeout``, ``lease_ttl``, ``lease_renew_interval``).
+
+    Keyword-only arguments:
+        coordinator_id: this coordinator's id on the bus (never a member of the mesh);
+            default ``coord-`` and 8 random hex digits.
+        clock: wall clock (seconds since the Unix epoch), as the servers'.
+        rebalance_interval: seconds between automatic `rebalance` calls; None (default):
+            only when called.
+        hysteresis: see the module docs (default 0.25).
+        cooldown: seconds a moved region stays put (default ``10 * lease_ttl``).
+        command_timeout: seconds to wait for a server to answer a command (default
+            ``max(5, Config.forward_timeout)``).
+        max_parallel_commands: placement commands in flight at once.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        coordinator_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+        rebalance_interval: float | None = None,
+        hysteresis: float = 0.25,
+        cooldown: float | None = None,
+        command_timeout: float | None = None,
+        max_parallel_commands: int = 16,
+    ) -> None:
+        if not isinstance(config, Config):
+            raise ValidationError(f"config must be a worldstate.Config, got {type(config)}")
+        self.config = config
+        self.coordinator_id = check_id(
+            coordinator_id if coordinator_id is not None else f"coord-{uuid.uuid4().hex[:8]}",
+            "coordinator_id",
+            config.max_id_length,
+        )
+        self.clock = clock
+        for name, value in (
+            ("rebalance_interval", rebalance_interval),
+            ("cooldown", cooldown),
+            ("command_timeout", command_timeout),
+        ):
+            if value is not None and not (isinstance(value, int | float) and value > 0):
+                raise ValidationError(f"{name} must be None or > 0 seconds, got {value!r}")
+        if not (isinstance(hysteresis, int | float) and hysteresis >= 0):
+            raise ValidationError(f"hysteresis must be >= 0, got {hysteresis!r}")
+        if isinstance(max_parallel_commands, bool) or not (
+            isinstance(max_parallel_commands, int) and max_parallel_commands >= 1
+        ):
+            raise ValidationError("max_parallel_commands must be an int >= 1")
+        self.rebalance_interval = rebalance_interval
+        self.hysteresis = float(hysteresis)
+        self.cooldown = cooldown if cooldown is not None else 10 * config.lease_ttl
+        self.command_timeout = (
+            command_timeout if command_timeout is not None else max(5.0, config.forward_timeout)
+        )
+        self.period = config.lease_renew_interval
+        self.store = Store(
+            config.store_url,
+            policy=RetryPolicy(
+                config.txn_max_attempts, config.txn_backoff_base, config.txn_backoff_max
+            ),
+            pool_size=min(config.pool_size, 4),
+            clock=clock,
+        )
+        self.bus: Bus = open_bus(
+            config.bus_url, client_id=self.coordinator_id, prefix=config.namespace
+        )
+        self.tracker = PresenceTracker(
+            self.coordinator_id, config.partition_timeout, clock, self._poke
+        )
+        self.state = PartitionState(self.coordinator_id)
+        self.events: deque[tuple[float, str]] = deque(maxlen=500)
+        """Recent decisions (time, text), newest last: membership changes, placements,
+        hand-offs, election changes."""
+        self.event_count = 0
+        """Events recorded since start (``events`` keeps the last 500)."""
+        self.placements = 0
+        self.handoffs = 0
+        self.failures = 0
+        self._lease: CoordinatorLease | None = None
+        self._holder: CoordinatorLease | None = None
+        self._rows: dict[str, MemberRow] = {}
+        self._leases: dict[int, Lease] = {}
+        self._regions: list[int] = []
+        self._desired: dict[int, str | None] = {}
+        self._cycles = 0
+        self._started_at = 0.0
+        self._last_rebalance = 0.0
+        self._moved_at: dict[int, float] = {}
+        self._busy: dict[int, asyncio.Task[None] | None] = {}
+        """Regions with a command in flight (placement task, or None for a hand-off)."""
+        self._placing: dict[int, str] = {}
+        """Target server of each placement in flight."""
+        self._region_locks: dict[int, asyncio.Lock] = {}
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._slots = asyncio.Semaphore(max_parallel_commands)
+        self._wake = asyncio.Event()
+        self._acting_changed = asyncio.Event()
+        self._wake_elect = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> Self:
+        if self._started:
+            raise RuntimeError("MeshCoordinator.start() called twice")
+        self._started = True
+        try:
+            await self.store.open()
+            await self.bus.start()
+            subs = self.tracker.subscribe(self.bus)
+            subs.append(self.bus.subscribe(f"{REPLY_TOPIC}/{self.coordinator_id}", self._on_reply))
+            for sub in subs:
+                with contextlib.suppress(WorldStateError):
+                    await sub.wait_active(timeout=5.0)
+        except BaseException:
+            await self._shutdown(release=False)
+            raise
+        self._started_at = self.clock()
+        cid = self.coordinator_id
+        self._tasks = [
+            asyncio.create_task(self._elect_loop(), name=f"ws-coordinator-elect-{cid}"),
+            asyncio.create_task(self._work_loop(), name=f"ws-coordinator-{cid}"),
+        ]
+        return self
+
+    async def close(self, *, release: bool = True) -> None:
+        """Stop. ``release`` (default) gives the coordinator lease up at once so a standby
+        takes over without waiting; False leaves it to expire (what a crash does)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._shutdown(release=release)
+
+    async def _shutdown(self, *, release: bool) -> None:
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for t in [t for t in self._busy.values() if t is not None]:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(WorldClosed("the coordinator closed"))
+        if release and self._lease is not None:
+            lease = self._lease
+            with contextlib.suppress(Exception):
+                await self.store.run(
+                    lambda c: mesh_state.release_coordinator(c, self.coordinator_id, lease.epoch),
+                    "release the coordinator lease",
+                )
+        self._lease = None
+        with contextlib.suppress(Exception):
+            await self.bus.close()
+        await self.store.close()
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- observation -----------------------------------------------------------------------
+
+    @property
+    def acting(self) -> bool:
+        """True while this coordinator holds the live coordinator lease."""
+        return self._lease is not None and self._lease.live(self.clock())
+
+    @property
+    def epoch(self) -> int:
+        """The election epoch of the lease held (0 when standing by)."""
+        return self._lease.epoch if self._lease is not None else 0
+
+    async def wait_acting(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for this coordinator to act; True if it does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.acting:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._acting_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acting_changed.wait(), min(remaining, self.period))
+        return True
+
+    def membership(self) -> dict[str, Any]:
+        """The agreed membership and what this coordinator knows of each server:
+        ``{"generation", "members", "live", "coordinator", "acting", "servers": {id: {...}}}``
+        (as of its last cycle)."""
+        now = self.clock()
+        live = self.tracker.heard(now) - {self.coordinator_id}
+        owned: dict[str, int] = {}
+        for lease in self._leases.values():
+            if lease.live(now):
+                owned[lease.owner] = owned.get(lease.owner, 0) + 1
+        servers: dict[str, dict[str, Any]] = {}
+        for sid in sorted(set(self._rows) | set(self.tracker.peers)):
+            p = self.tracker.peers.get(sid)
+            row = self._rows.get(sid)
+            servers[sid] = {
+                "live": sid in live,
+                "member": sid in self.tracker.agreed.members,
+                "authoritative": p.authoritative if p else (row.authoritative if row else None),
+                "last_heard": self.tracker.view.last_heard(sid),
+                "store_heartbeat_at": row.heartbeat_at if row else None,
+                "state": row.state if row else None,
+                "regions": owned.get(sid, 0),
+                "load": round(self._server_load(sid, now), 3),
+            }
+        holder = self._holder
+        return {
+            "generation": self.tracker.agreed.generation,
+            "members": sorted(self.tracker.agreed.members),
+            "live": sorted(live),
+            "coordinator": holder.owner if holder is not None and holder.live(now) else None,
+            "coordinator_epoch": holder.epoch if holder is not None else 0,
+            "acting": self.acting,
+            "servers": servers,
+        }
+
+    def partition_status(self) -> dict[str, Any]:
+        """This coordinator's standing: ``{"view", "membership", "majority", "since",
+        "reason", "acting", "epoch"}``. It acts only while ``majority``."""
+        doc = self.state.as_dict()
+        doc["view"] = sorted(self.tracker.heard() - {self.coordinator_id})
+        doc["acting"] = self.acting
+        doc["epoch"] = self.epoch
+        doc["generation"] = self.tracker.agreed.generation
+        return doc
+
+    def owners(self) -> dict[RegionKey, Lease]:
+        """Live leases as of the last cycle, by region."""
+        now = self.clock()
+        return {RegionKey.from_morton(m): le for m, le in self._leases.items() if le.live(now)}
+
+    def _event(self, text: str) -> None:
+        self.events.append((self.clock(), text))
+        self.event_count += 1
+        log.info("%s: %s", self.coordinator_id, text)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _poke(self) -> None:
+        self._wake.set()
+        self._wake_elect.set()
+
+    async def _elect_loop(self) -> None:
+        """Standing and election, every ``lease_renew_interval`` (and on any change heard):
+        apart from the work loop, so a slow cycle never lets the lease lapse."""
+        await self._repeat(self._observe_and_elect, self._wake_elect)
+
+    async def _work_loop(self) -> None:
+        await self._repeat(self._work, self._wake)
+
+    async def _repeat(self, body: Callable[[], Any], wake: asyncio.Event) -> None:
+        while True:
+            try:
+                await body()
+            except asyncio.CancelledError:
+                raise
+            except WorldStateError as e:
+                log.warning("%s: cycle failed: %s", self.coordinator_id, e)
+            except Exception:
+                log.exception("%s: cycle failed", self.coordinator_id)
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self.period)
+            await asyncio.sleep(0.01)  # coalesce a burst of changes into one cycle
+
+    async def step(self) -> None:
+        """One cycle: standing and election, then (acting) membership, placement and
+        rebalancing when due. Background tasks run these; tests may call it to hurry."""
+        await self._observe_and_elect()
+        await self._work()
+
+    async def _observe_and_elect(self) -> None:
+        store = self.store
+
+        async def read(c: Any) -> tuple[AgreedMembership, list[MemberRow]]:
+            return await mesh_state.read_membership(c), await mesh_state.member_rows(c)
+
+        agreed, rows = await store.run(read, "read membership", read=True)
+        self.tracker.learn(agreed)
+        self._rows = {r.server_id: r for r in rows}
+        self.tracker.note_rows(rows)
+        now = self.clock()
+        await self._drop_gone(now)
+        heard = self.tracker.heard(now) - {self.coordinator_id}
+        self.state.update(self.tracker.members(), heard, now)
+        await self._elect(now)
+
+    async def _work(self) -> None:
+        if not self.acting:
+            return
+        self._cycles += 1
+        now = self.clock()
+        heard = self.tracker.heard(now) - {self.coordinator_id}
+        await self._record_membership(now, heard)
+        await self._place(now)
+        if (
+            self.rebalance_interval is not None
+            and now - self._last_rebalance >= self.rebalance_interval
+        ):
+            self._last_rebalance = now
+            try:
+                await self.rebalance()
+            except WorldStateError as e:
+                log.warning("%s: rebalance failed: %s", self.coordinator_id, e)
+
+    async def _elect(self, now: float) -> None:
+        was = self.acting
+        if self.state.majority:
+            lease = await self.store.run(
+                lambda c: mesh_state.claim_coordinator(
+                    c, self.coordinator_id, self.config.lease_ttl, now
+                ),
+                "claim the coordinator lease",
+            )
+            self._holder = lease
+            self._lease = lease if lease.owner == self.coordinator_id else None
+        elif self._lease is not None:
+            lease, self._lease = self._lease, None
+            await self.store.run(
+                lambda c: mesh_state.release_coordinator(c, self.coordinator_id, lease.epoch),
+                "release the coordinator lease",
+            )
+            self._event(f"stands down: {self.state.reason}")
+        else:
+            self._holder = await self.store.run(
+                mesh_state.read_coordinator, "read the coordinator lease", read=True
+            )
+        if self.acting != was:
+            self._acting_changed.set()
+            if self.acting:
+                self._event(f"acts as coordinator (epoch {self.epoch})")
+                self._regions = []  # re-read everything
+                with contextlib.suppress(WorldStateError):
+                    await self._publish_membership(self.tracker.agreed)
+
+    # -- membership ------------------------------------------------------------------------
+
+    def _gone(self, sid: str, now: float, heard: frozenset[str]) -> bool:
+        if sid in heard:
+            return False
+        row = self._rows.get(sid)
+        if row is None or row.state == "left":
+            return True
+        return now - row.heartbeat_at > self.config.partition_timeout
+
+    async def _drop_gone(self, now: float) -> None:
+        """Any coordinator: drop members that are dead (no bus, no store heartbeat) or left."""
+        agreed = self.tracker.agreed
+        if not agreed.members:
+            return
+        heard = self.tracker.heard(now)
+        gone = {m for m in agreed.members if self._gone(m, now, heard)}
+        if gone:
+            await self._write_membership(agreed, agreed.members - gone, f"gone: {sorted(gone)}")
+
+    async def _record_membership(self, now: float, heard: frozenset[str]) -> None:
+        """The acting coordinator: the membership is the servers it hears (minus left ones);
+        unheard ones drop out only after its first partition timeout."""
+        agreed = self.tracker.agreed
+        left = set(self.tracker.left)
+        joined = heard - left
+        members = set(agreed.members) | joined
+        if now - self._started_at >= self.config.partition_timeout:
+            members &= joined
+        new = frozenset(members)
+        if new != agreed.members:
+            added, removed = sorted(new - agreed.members), sorted(agreed.members - new)
+            await self._write_membership(agreed, new, f"joined {added}, dropped {removed}")
+
+    async def _write_membership(
+        self, old: AgreedMembership, members: frozenset[str], why: str
+    ) -> None:
+        now = self.clock()
+        try:
+            new = await self.store.run(
+                lambda c: mesh_state.write_membership(
+                    c, old.generation, members, now, self.coordinator_id
+                ),
+                "record membership",
+            )
+        except mesh_state.MembershipChanged:
+            return  # a rival wrote first; re-read next cycle
+        self.tracker.learn(new)
+        self._event(f"membership generation {new.generation}: {sorted(members)} ({why})")
+        self.state.update(
+            self.tracker.members(), self.tracker.heard(now) - {self.coordinator_id}, now
+        )
+        with contextlib.suppress(WorldStateError):
+            await self._publish_membership(new)
+
+    async def _publish_membership(self, m: AgreedMembership) -> None:
+        if m.generation:
+            await self.bus.publish(MEMBERSHIP_TOPIC, encode_membership(m), qos=1, retain=True)
+
+    # -- placement -------------------------------------------------------------------------
+
+    def eligible(self, now: float | None = None) -> list[str]:
+        """Servers that may be given regions: heard lately, reporting authority, not left."""
+        t = self.clock() if now is None else now
+        heard = self.tracker.heard(t)
+        out = []
+        for sid, p in self.tracker.peers.items():
+            row = self._rows.get(sid)
+            if sid in heard and p.authoritative and (row is None or row.state != "left"):
+                out.append(sid)
+        return sorted(out)
+
+    def _region_load(self, morton: int, owner: str) -> float:
+        p = self.tracker.peers.get(owner)
+        rl = p.load.get(morton) if p is not None else None
+        if rl is None:
+            return 1.0
+        return 1.0 + rl.entities / ENTITY_UNIT + rl.ops_per_s / OPS_UNIT
+
+    def _server_load(self, sid: str, now: float) -> float:
+        return sum(
+            self._region_load(m, sid)
+            for m, le in self._leases.items()
+            if le.owner == sid and le.live(now)
+        )
+
+    async def _refresh(self) -> None:
+        leases = await self.store.leases()
+        self._leases = {le.key.morton: le for le in leases}
+        if not self._regions or self._cycles % REGIONS_REFRESH == 0:
+            self._regions = await self.store.run(
+                mesh_state.known_regions, "list known regions", read=True
+            )
+            self._desired = await self.store.run(
+                mesh_state.assignments, "read assignments", read=True
+            )
+
+    async def _place(self, now: float) -> None:
+        await self._refresh()
+        eligible = self.eligible(now)
+        if not eligible:
+            return
+        loads = {s: self._server_load(s, now) for s in eligible}
+        for target in self._placing.values():  # placements in flight count already
+            if target in loads:
+                loads[target] += 1.0
+        for morton in self._regions:
+            lease = self._leases.get(morton)
+            if morton in self._busy:
+                continue
+            want = self._desired.get(morton)
+            if lease is not None:
+                if lease.live(now):
+                    continue
+                if lease.owner in loads and lease.expires_at > 0:
+                    # lapsed, not released, and its owner is alive and authoritative: it is
+                    # probably renewing late; give it one more TTL, then place it there
+                    if now - lease.expires_at < self.config.lease_ttl:
+                        continue
+                    want = lease.owner
+            target = want if want in loads else min(loads, key=lambda s: (loads[s], s))
+            assert target is not None
+            loads[target] += 1.0
+            task = asyncio.create_task(self._place_one(morton, target))
+            self._busy[morton] = task
+            self._placing[morton] = target
+
+    async def _place_one(self, morton: int, server: str) -> None:
+        key = RegionKey.from_morton(morton)
+        try:
+            async with self._slots:
+                lease = await self._acquire_on(server, key)
+            self.placements += 1
+            self._leases[morton] = lease
+            self._desired[morton] = server
+            await self.store.run(
+                lambda c: mesh_state.put_assignment(c, morton, server, self.clock()),
+                "record assignment",
+            )
+            self._event(f"placed {key} on {server} (epoch {lease.epoch})")
+        except WorldStateError as e:
+            self.failures += 1
+            log.info("%s: placing %s on %s failed: %s", self.coordinator_id, key, server, e)
+        finally:
+            if self._busy.get(morton) is asyncio.current_task():
+                del self._busy[morton]
+                self._placing.pop(morton, None)
+
+    # -- commands --------------------------------------------------------------------------
+
+    def _require_acting(self) -> CoordinatorLease:
+        lease = self._lease
+        if lease is None or not lease.live(self.clock()):
+            raise NotAuthoritative(
+                f"coordinator {self.coordinator_id} is standing by (another coordinator acts, "
+                "or it does not hear a majority of the mesh); ask the acting one"
+            )
+        return lease
+
+    async def _command(self, server: str, name: str, key: RegionKey) -> dict[str, Any]:
+        lease = self._require_acting()
+        req = uuid.uuid4().hex
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[req] = fut
+        cmd = Command(req, self.coordinator_id, lease.epoch, name, key)
+        try:
+            await self.bus.publish(f"{COMMAND_TOPIC}/{server}", cmd.encode(), qos=1)
+            async with asyncio.timeout(self.command_timeout):
+                reply = await fut
+        except TimeoutError:
+            raise HandoffFailed(
+                key, server, name, f"no answer within {self.command_timeout} s"
+            ) from None
+        except BusUnavailable as e:
+            raise HandoffFailed(key, server, name, str(e)) from None
+        finally:
+            self._pending.pop(req, None)
+        if not reply.get("ok"):
+            raise HandoffFailed(key, server, name, str(reply.get("error") or reply.get("code")))
+        return reply
+
+    def _on_reply(self, msg: Message) -> None:
+        try:
+            doc = orjson.loads(msg.payload)
+            fut = self._pending.get(doc["r"]) if isinstance(doc, dict) else None
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            fut = None
+        if fut is not None and not fut.done() and isinstance(doc, dict):
+            fut.set_result(doc)
+
+    async def _acquire_on(self, server: str, key: RegionKey) -> Lease:
+        reply = await self._command(server, "acquire", key)
+        epoch, expires = reply.get("epoch"), reply.get("expires_at")
+        if not isinstance(epoch, int) or not isinstance(expires, int | float):
+            raise HandoffFailed(key, server, "acquire", f"malformed answer {reply!r}")
+        return Lease(key, server, epoch, float(expires))
+
+    def _key(self, key: object) -> RegionKey:
+        try:
+            k: RegionKey = as_region_key(key)
+        except ValueError as e:
+            raise ValidationError(str(e)) from None
+        return k
+
+    async def register_region(self, key: RegionKey | tuple[int, int, int] | int) -> None:
+        """Make a region known (placed on some server at the next cycle) without choosing
+        its owner. Regions already stored or leased are known anyway."""
+        await self.register_regions([key])
+
+    async def register_regions(
+        self, keys: Iterable[RegionKey | tuple[int, int, int] | int]
+    ) -> None:
+        """`register_region` for many regions, in one transaction."""
+        codes = sorted({self._key(k).morton for k in keys})
+        now = self.clock()
+
+        async def body(c: Any) -> None:
+            for m in codes:
+                await mesh_state.put_assignment(c, m, self._desired.get(m), now)
+
+        await self.store.run(body, f"register {len(codes)} regions")
+        self._regions = sorted({*self._regions, *codes})
+        self._poke()
+
+    async def assign(self, key: RegionKey | tuple[int, int, int] | int, server_id: str) -> Lease:
+        """Place ``key`` on ``server_id``: it acquires the region if nobody holds it, else
+        the region is handed off to it. Remembered: the coordinator puts the region back on
+        ``server_id`` whenever it is unowned and that server is eligible."""
+        k = self._key(key)
+        sid = check_id(server_id, "server_id", self.config.max_id_length)
+        self._require_acting()
+        m = k.morton
+        now = self.clock()
+        await self.store.run(
+            lambda c: mesh_state.put_assignment(c, m, sid, now), "record assignment"
+        )
+        self._desired[m] = sid
+        if m not in self._regions:
+            self._regions = sorted({*self._regions, m})
+        return await self.handoff(k, sid)
+
+    async def handoff(self, key: RegionKey | tuple[int, int, int] | int, to_server: str) -> Lease:
+        """Move ``key`` to ``to_server`` cleanly: the current owner (if any live one)
+        drains its strong pipeline, flushes eventual state and releases; then ``to_server``
+        acquires (epoch + 1) and loads the region. Returns the new lease. Raises
+        `HandoffFailed` if a server refuses or does not answer, `NotAuthoritative` if this
+        coordinator is not the acting one."""
+        k = self._key(key)
+        sid = check_id(to_server, "to_server", self.config.max_id_length)
+        self._require_acting()
+        m = k.morton
+        async with self._region_locks.setdefault(m, asyncio.Lock()):
+            # a placement under way finishes first (hand-offs queue on the lock)
+            while (placing := self._busy.get(m)) is not None:
+                with contextlib.suppress(Exception):
+                    await placing
+            self._busy[m] = None
+            try:
+                lease = await self.store.lease(k)
+                now = self.clock()
+                if lease is not None and lease.live(now):
+                    if lease.owner == sid:
+                        return lease
+                    await self._command(lease.owner, "release", k)
+                new = await self._acquire_on(sid, k)
+            finally:
+                self._busy.pop(m, None)
+        self.handoffs += 1
+        self._leases[m] = new
+        self._desired[m] = sid
+        self._moved_at[m] = self.clock()
+        await self.store.run(
+            lambda c: mesh_state.put_assignment(c, m, sid, self.clock()), "record assignment"
+        )
+        self._event(
+            f"handed {k} off to {sid} (epoch {new.epoch}"
+            + (f", from {lease.owner})" if lease is not None and lease.owner != sid else ")")
+        )
+        return new
+
+    async def rebalance(self, *, max_moves: int = 8) -> list[Move]:
+        """Move regions from the busiest servers to the idlest (see the module docs for the
+        load measure and the hysteresis). Returns the moves made."""
+        self._require_acting()
+        await self._refresh()
+        now = self.clock()
+        servers = self.eligible(now)
+        if len(servers) < 2:
+            return []
+        regions: dict[str, dict[int, float]] = {s: {} for s in servers}
+        for m, le in self._leases.items():
+            if le.live(now) and le.owner in regions and m not in self._busy:
+                regions[le.owner][m] = self._region_load(m, le.owner)
+        load = {s: sum(r.values()) for s, r in regions.items()}
+        mean = sum(load.values()) / len(load)
+        moves: list[Move] = []
+        for _ in range(max_moves):
+            hi = max(servers, key=lambda s: (load[s], s))
+            lo = min(servers, key=lambda s: (load[s], s))
+            gap = load[hi] - load[lo]
+            if load[hi] <= mean * (1 + self.hysteresis) or gap <= 1.0:
+                break
+            candidates = [
+                (abs(w - gap / 2), m, w)
+                for m, w in regions[hi].items()
+                if w < gap and now - self._moved_at.get(m, float("-inf")) >= self.cooldown
+            ]
+            if not candidates:
+                break
+            _, m, w = min(candidates)
+            key = RegionKey.from_morton(m)
+            try:
+                new = await self.handoff(key, lo)
+            except HandoffFailed as e:
+                self.failures += 1
+                log.warning("%s: rebalance move failed: %s", self.coordinator_id, e)
+                break
+            moves.append(Move(key, hi, lo, new.epoch))
+            del regions[hi][m]
+            regions[lo][m] = w
+            load[hi] -= w
+            load[lo] += w
+        return moves

@@ -1,0 +1,190 @@
+"""The server side of the mesh coordinator's commands: take a region, give one up.
+
+The coordinator asks on ``cmd/{server_id}`` (QoS 1) and the server answers on
+``cmd-replies/{coordinator_id}``:
+
+- ``acquire`` — take the region's lease (`World.acquire_region`: a takeover bumps the
+  epoch, the fencing token), then load the region from the store (`World.load_region`,
+  consistent: the previous owner's final snapshot and every strong write are there; the
+  load refreshes the cache and the R-tree) and seed this server's eventual state from it.
+  Refused while this server is on the minority side of a partition.
+- ``release`` — give the lease up (`World.release_region`): the region's strong pipeline
+  drains first (every queued operation commits under the old epoch and is acknowledged),
+  then its eventual state is flushed into the region's snapshot, then the lease ends.
+  Nothing acknowledged is lost, and a clean hand-off loses no eventual state either.
+
+A command carries the coordinator's election epoch; a server refuses commands older than
+the newest epoch it has seen, so a deposed coordinator that still believes it acts cannot
+move regions. Commands on one region run one at a time, in arrival order. Duplicates (QoS 1
+is at-least-once) are harmless: re-acquiring a held lease renews it, releasing a region not
+held answers ``released: false``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from regions import RegionKey
+from worldstate.bus import Message, Subscription
+from worldstate.errors import Fenced, RegionOwned, ValidationError, WorldStateError
+from worldstate.ids import check_id
+
+if TYPE_CHECKING:
+    from worldstate.world import World
+
+log = logging.getLogger("worldstate.handoff")
+
+COMMAND_TOPIC = "cmd"
+REPLY_TOPIC = "cmd-replies"
+COMMANDS = ("acquire", "release")
+MAX_COMMAND_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    request: str
+    sender: str
+    coordinator_epoch: int
+    name: str
+    key: RegionKey
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "r": self.request,
+                "from": self.sender,
+                "ce": self.coordinator_epoch,
+                "c": self.name,
+                "k": self.key.morton,
+            }
+        )
+
+
+def decode_command(payload: bytes) -> Command:
+    """Parse a command; `ValueError` (or `ValidationError`) if malformed."""
+    if len(payload) > MAX_COMMAND_BYTES:
+        raise ValueError("command too large")
+    doc = orjson.loads(payload)
+    if not isinstance(doc, dict):
+        raise ValueError("command must be an object")
+    req, sender, ce, name, k = (doc.get(f) for f in ("r", "from", "ce", "c", "k"))
+    if not (isinstance(req, str) and 0 < len(req) <= 64 and req.isalnum()):
+        raise ValueError("bad request id")
+    if isinstance(ce, bool) or not isinstance(ce, int) or ce < 0:
+        raise ValueError("bad coordinator epoch")
+    if name not in COMMANDS:
+        raise ValueError(f"unknown command {name!r}")
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise ValueError("bad region key")
+    return Command(req, check_id(sender, "coordinator id"), ce, name, RegionKey.from_morton(k))
+
+
+class CommandHandler:
+    """Serves the coordinator's commands for one `World` (started by `World.open`)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.coordinator_epoch = 0
+        """The newest coordinator election epoch seen: older commands are refused."""
+        self.served = 0
+        self.refused = 0
+        self.dropped = 0
+        self._locks: dict[RegionKey, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sub: Subscription | None = None
+
+    def start(self) -> None:
+        self._sub = self.world.bus.subscribe(
+            f"{COMMAND_TOPIC}/{self.world.server_id}", self._on_command
+        )
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            self._sub.cancel()
+            self._sub = None
+        tasks, self._tasks = list(self._tasks), set()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    def _on_command(self, msg: Message) -> None:
+        try:
+            cmd = decode_command(msg.payload)
+        except (ValueError, orjson.JSONDecodeError) as e:  # ValidationError is a ValueError
+            self.dropped += 1
+            log.debug("%s: dropped a malformed command: %s", self.world.server_id, e)
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._serve(cmd), name=f"ws-command-{cmd.name}-{cmd.key}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, cmd: Command) -> None:
+        reply: dict[str, Any] = {"r": cmd.request, "s": self.world.server_id, "c": cmd.name}
+        if cmd.coordinator_epoch < self.coordinator_epoch:
+            self.refused += 1
+            reply.update(
+                ok=False,
+                code="stale-coordinator",
+                error=f"coordinator epoch {cmd.coordinator_epoch} < {self.coordinator_epoch}",
+            )
+        else:
+            self.coordinator_epoch = cmd.coordinator_epoch
+            lock = self._locks.setdefault(cmd.key, asyncio.Lock())
+            async with lock:
+                reply.update(await self._run(cmd))
+        with contextlib.suppress(WorldStateError):
+            await self.world.bus.publish(f"{REPLY_TOPIC}/{cmd.sender}", orjson.dumps(reply), qos=1)
+
+    async def _run(self, cmd: Command) -> dict[str, Any]:
+        try:
+            if cmd.name == "acquire":
+                return await self.acquire(cmd.key)
+            return await self.release(cmd.key)
+        except RegionOwned as e:
+            self.refused += 1
+            return {"ok": False, "code": "owned", "owner": e.owner, "error": str(e)}
+        except (Fenced, ValidationError, WorldStateError) as e:
+            self.refused += 1
+            code = "not-authoritative" if not self.world.authoritative else "error"
+            return {"ok": False, "code": code, "error": str(e)[:500]}
+
+    async def acquire(self, key: RegionKey) -> dict[str, Any]:
+        """Take ``key`` (epoch + 1 on a takeover), load it and seed eventual state."""
+        world = self.world
+        if not world.authoritative:
+            self.refused += 1
+            return {
+                "ok": False,
+                "code": "not-authoritative",
+                "error": f"{world.server_id} is on the minority side of a partition",
+            }
+        lease = await world.acquire_region(key)
+        snap = await world.load_region(key)  # the store: every strong write is there
+        world.eventual.seed_region(snap)
+        self.served += 1
+        log.info("%s took region %s at epoch %d", world.server_id, key, lease.epoch)
+        return {
+            "ok": True,
+            "epoch": lease.epoch,
+            "expires_at": lease.expires_at,
+            "version": snap.version,
+        }
+
+    async def release(self, key: RegionKey) -> dict[str, Any]:
+        """Drain, flush and give ``key`` up."""
+        world = self.world
+        lease = world.leases().get(key)
+        released = await world.release_region(key)
+        self.served += 1
+        log.info("%s released region %s (held: %s)", world.server_id, key, released)
+        return {"ok": True, "released": released, "epoch": lease.epoch if lease else None}
