@@ -9,7 +9,19 @@ each origin's events arrive in seq order with none skipped, and every dependency
 clock entry) was delivered before. Its own events are delivered locally at append time
 (the same buffer), the others' arrive over the bus; "deliveries" below count both.
 
-    python -m bench.causal_bench [--seconds 10] [--clients 200]
+    python -m bench.causal_bench [--seconds 10] [--clients 600] [--light-clients 4]
+
+Two runs: saturated (``--clients`` tasks per server: throughput, and the latency that
+queueing behind full batches costs) and light load (``--light-clients`` tasks per server:
+the latency of the path itself).
+
+Besides throughput and emit->deliver latency, each run records what bounds it: per server
+``process_cpu_share`` (CPU time over wall time: near 1.0 means the process is CPU-bound,
+far below with a busy machine means it waited for a CPU), ``append_txn_share`` (wall time
+inside append transactions) and ``server_cpu_ms_per_event`` (CPU the three server processes
+spent per event, all of them together: submit, append, broadcast, receive at the two
+others, and the bench's own checking) — with it, what a machine with N free cores could
+carry is roughly N / that.
 
 Needs PostgreSQL and Mosquitto (WORLDSTATE_TEST_PG / WORLDSTATE_TEST_MQTT as for the tests);
 creates and drops its own database, uses its own topic namespace. Writes
@@ -85,6 +97,24 @@ class Receiver:
             self.last = now
 
 
+def _time_appends(w: worldstate.World) -> list[float]:
+    """Wrap the world's store so that the wall time of append transactions adds up in the
+    returned one-element list (how much of the run the server spent waiting on them)."""
+    real = w.store.run
+    total = [0.0]
+
+    async def run(body: Any, what: str, *, read: bool = False) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await real(body, what, read=read)
+        finally:
+            if what.startswith("append"):
+                total[0] += time.perf_counter() - t0
+
+    w.store.run = run  # type: ignore[method-assign]
+    return total
+
+
 def worker(
     index: int,
     cfg: dict[str, Any],
@@ -113,11 +143,13 @@ async def _worker(
     me = f"bench-{index}"
     config = Config(**cfg, server_id=me)
     async with worldstate.connect(config=config) as w:
+        txn_time = _time_appends(w)
         rec = Receiver(w)
         consumer = asyncio.create_task(rec.consume())
         await asyncio.to_thread(barrier.wait, 60)
         loop = asyncio.get_running_loop()
         start = time.time()
+        cpu0 = time.process_time()
         stop_at = loop.time() + seconds
         submit_ms: list[float] = []
         failures = 0
@@ -148,6 +180,8 @@ async def _worker(
             if loop.time() > deadline:
                 break
             await asyncio.sleep(0.01)
+        busy_until = max(rec.last, emit_end)
+        cpu = time.process_time() - cpu0
         await asyncio.sleep(0.2)  # let any stray duplicate or late delivery show up
         consumer.cancel()
         stats = w.causal.stats()
@@ -162,6 +196,9 @@ async def _worker(
             "remote_expected": sum(targets.values()),
             "complete": all(rec.seen.get(o, 0) == n for o, n in targets.items()),
             "violations": rec.violations,
+            "cpu_s": cpu,
+            "append_txn_s": txn_time[0],
+            "cpu_share": cpu / max(1e-9, busy_until - start),
             "latencies_ms": rec.latencies,
             "submit_ms": submit_ms,
             "submit_failures": failures,
@@ -191,9 +228,10 @@ def run(seconds: float, clients: int) -> dict[str, Any]:
     db = f"ws_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as c:
         c.execute(f'CREATE DATABASE "{db}"')
+    store_url = f"postgresql+psycopg://{urlsplit(PG).netloc}/{db}"
     try:
-        cfg = {
-            "store_url": f"postgresql+psycopg://{urlsplit(PG).netloc}/{db}",
+        cfg: dict[str, Any] = {
+            "store_url": store_url,
             "bus_url": MQTT,
             "cache_url": "memory://",
             "namespace": f"cb{uuid.uuid4().hex[:8]}",
@@ -201,7 +239,7 @@ def run(seconds: float, clients: int) -> dict[str, Any]:
             "lease_renew_interval": 30.0,
         }
         # the schema first: Store.open races when several servers create it at once
-        asyncio.run(_create_schema(cfg["store_url"]))
+        asyncio.run(_create_schema(store_url))
         ctx = mp.get_context("spawn")
         barrier = ctx.Barrier(SERVERS)
         accepted: SynchronizedArray[int] = ctx.Array("q", SERVERS)
@@ -253,6 +291,8 @@ def summarise(per: Sequence[dict[str, Any]], seconds: float, clients: int) -> di
                 else None,
                 "submit_ms": percentiles(r["submit_ms"], (50, 99)) if r["submit_ms"] else None,
                 "submit_failures": r["submit_failures"],
+                "process_cpu_share": r["cpu_share"],
+                "append_txn_share": r["append_txn_s"] / (r_end - start),
                 "append_batches": r["causal"]["append_batches"],
                 "mean_batch": r["causal"]["appended"] / max(1, r["causal"]["append_batches"]),
                 "repaired": r["causal"]["repaired"],
@@ -278,20 +318,14 @@ def summarise(per: Sequence[dict[str, Any]], seconds: float, clients: int) -> di
         "deliveries_per_s_total": sum(x["delivered_total"] for x in receivers) / span,
         "latency_ms": percentiles(all_lat, (50, 90, 99)) if all_lat else None,
         "all_complete": all(x["complete"] for x in receivers),
+        "server_cpu_ms_per_event": 1000 * sum(r["cpu_s"] for r in per) / max(1, events),
         "causal_violations": sum(x["causal_violations"] for x in receivers),
         "same_delivered_clock_everywhere": all(c == clocks[0] for c in clocks),
         "receivers": receivers,
-        "target_events_per_s": 10_000,
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--clients", type=int, default=200, help="submitting tasks per server")
-    args = ap.parse_args()
-    res = run(args.seconds, args.clients)
-    path = write_result("causal", res)
+def _table(res: dict[str, Any]) -> str:
     rows = [
         [
             x["server"],
@@ -307,30 +341,58 @@ def main() -> None:
         ]
         for x in res["receivers"]
     ]
-    print(
-        format_table(
-            [
-                "server",
-                "emitted",
-                "remote delivered",
-                "deliveries/s",
-                "p50 ms",
-                "p99 ms",
-                "batch",
-                "repaired",
-                "violations",
-                "complete",
-            ],
-            rows,
-        )
-    )
+    headers = [
+        "server",
+        "emitted",
+        "remote delivered",
+        "deliveries/s",
+        "p50 ms",
+        "p99 ms",
+        "batch",
+        "repaired",
+        "violations",
+        "complete",
+    ]
     lat = res["latency_ms"] or {"p50": float("nan"), "p99": float("nan")}
+    return (
+        format_table(headers, rows)
+        + f"\n{res['events']} events in {res['span_s']:.1f} s = {res['events_per_s']:.0f} "
+        f"events/s, each delivered at all {SERVERS} servers: "
+        f"{res['deliveries_per_s_total']:.0f} deliveries/s; emit->deliver p50 "
+        f"{lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms; causal violations "
+        f"{res['causal_violations']}, complete {res['all_complete']}; server processes used "
+        f"{res['server_cpu_ms_per_event']:.2f} ms of CPU per event (all three together)"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--clients", type=int, default=600, help="submitting tasks per server")
+    ap.add_argument(
+        "--light-clients",
+        type=int,
+        default=4,
+        help="submitting tasks per server in the light-load run (latency); 0 skips it",
+    )
+    args = ap.parse_args()
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    saturated = run(args.seconds, args.clients)
+    print(f"saturated ({args.clients} submitting tasks per server):\n{_table(saturated)}\n")
+    res: dict[str, Any] = {"saturated": saturated}
+    if args.light_clients:
+        light = run(args.seconds, args.light_clients)
+        print(f"light load ({args.light_clients} submitting tasks per server):\n{_table(light)}\n")
+        res["light_load"] = light
+    res["target_events_per_s"] = 10_000
+    res["loadavg_before"] = load_before
+    res["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    path = write_result("causal", res)
     print(
-        f"{res['events']} events in {res['span_s']:.1f} s = {res['events_per_s']:.0f} events/s "
-        f"(each delivered at all {SERVERS} servers: {res['deliveries_per_s_total']:.0f} "
-        f"deliveries/s; target 10,000 events/s); emit->deliver p50 {lat['p50']:.1f} ms, "
-        f"p99 {lat['p99']:.1f} ms; causal violations {res['causal_violations']}, "
-        f"complete {res['all_complete']}; wrote {path}"
+        f"target 10,000 events/s: {saturated['events_per_s']:.0f} events/s "
+        f"({saturated['deliveries_per_s_total']:.0f} deliveries/s over 3 receivers); load "
+        f"average before {load_before}, after {res['loadavg_after']} on {os.cpu_count()} CPUs; "
+        f"wrote {path}"
     )
 
 

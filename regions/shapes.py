@@ -12,8 +12,22 @@ from regions.errors import GeometryError
 Vec3 = tuple[float, float, float]
 
 
+_PLAIN = (float, int)
+
+
 def as_vec3(value: object, name: str = "point") -> Vec3:
     """Validate and convert a 3-sequence of finite real numbers to a float tuple."""
+    if type(value) is tuple and len(value) == 3:
+        x, y, z = value
+        if type(x) in _PLAIN and type(y) in _PLAIN and type(z) in _PLAIN:  # the common case
+            fx, fy, fz = float(x), float(y), float(z)
+            if math.isfinite(fx) and math.isfinite(fy) and math.isfinite(fz):
+                return (fx, fy, fz)
+            raise GeometryError(f"{name} has a non-finite coordinate: {value!r}")
+    return _as_vec3_slow(value, name)
+
+
+def _as_vec3_slow(value: object, name: str) -> Vec3:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         try:
             import numpy as np

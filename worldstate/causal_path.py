@@ -396,33 +396,43 @@ class CausalPath:
         bodies: list[bytes] = []
         now = asyncio.get_running_loop().time()
         for row in rows:
-            try:
-                ev = wire.decode_body(
-                    row.origin,
-                    row.body,
-                    self.world.op_types,
-                    functools.partial(_region_of_row, row.region_key),
-                    seq=row.seq,
-                )
-                event = ev.causal()
-            except (ValidationError, ValueError) as e:
-                # our own row, unreadable now (a game type no longer registered?): keep the
-                # sequence whole, deliver it without effects
-                log.error("own causal event %s:%d is unreadable: %s", row.origin, row.seq, e)
-                try:
-                    deps = VectorClock.from_dict(orjson.loads(row.body)["d"])
-                    event = CausalEvent(row.origin, row.seq, deps, None)
-                except (ValueError, KeyError, TypeError):
-                    continue
+            event = self._from_log(row)
+            if event is None:
+                break  # cannot happen for rows we wrote; never skip a seq of our own
             self._deliver_own(event, now)
             bodies.append(row.body)
         if rows:
             log.warning(
                 "%s adopted %d causal events whose append was not acknowledged",
                 self.world.server_id,
-                len(rows),
+                len(bodies),
             )
         return bodies
+
+    def _from_log(self, row: event_log.LoggedEvent) -> CausalEvent | None:
+        """The event of a log row. The log is trusted (servers wrote it after validating
+        the op, and only they can reach it): the body's structure is checked, but not the
+        world-dependent limits again — a server whose configuration or registered types
+        differ must not refuse an event every other server took, or its causal order would
+        stall behind it. An op this server cannot rebuild is delivered without effects or
+        update (the order goes on); None if the row is not a causal event at all."""
+        try:
+            ev = wire.decode_body(
+                row.origin,
+                row.body,
+                self.world.op_types,
+                functools.partial(_region_of_row, row.region_key),
+                seq=row.seq,
+            )
+            return ev.causal()
+        except wire.WireError as e:
+            self._drop("log-" + e.reason, e)
+            log.error("causal event %s:%d in the log is unreadable: %s", row.origin, row.seq, e)
+        try:
+            deps = VectorClock.from_dict(orjson.loads(row.body)["d"])
+            return CausalEvent(row.origin, row.seq, deps, None)
+        except (ValueError, KeyError, TypeError):
+            return None
 
     async def _reconcile(self) -> bool:
         """After a failed append, with nothing queued: adopt whatever of ours the log holds
@@ -508,7 +518,7 @@ class CausalPath:
             self._drop("error", e)
             return
         self.received += len(events)
-        self._offer(events)
+        self._offer([e.causal() for e in events])
 
     def _on_head(self, origin: str, seq: int) -> None:
         self.heads_received += 1
@@ -519,14 +529,14 @@ class CausalPath:
             return
         self._heads[origin] = seq
 
-    def _offer(self, events: Sequence[wire.WireEvent]) -> int:
+    def _offer(self, events: Sequence[CausalEvent]) -> int:
         """Offer events to the buffer, deliver what becomes deliverable; how many were new."""
         now = asyncio.get_running_loop().time()
         fresh = 0
         buf = self.buffer
         for ev in events:
             seen = buf.duplicates
-            for event in buf.offer(ev.causal(), now=now):
+            for event in buf.offer(ev, now=now):
                 self._deliver(event)
             fresh += buf.duplicates == seen
         return fresh
@@ -623,21 +633,16 @@ class CausalPath:
             read=True,
         )
         self.repair_queries += 1
-        events: list[wire.WireEvent] = []
+        events: list[CausalEvent] = []
         for row in rows:
-            if row.origin == me:
-                continue
-            try:
-                events.append(
-                    wire.decode_body(
-                        row.origin, row.body, self.world.op_types, self._check_op, seq=row.seq
-                    )
-                )
-            except wire.WireError as e:
-                self._drop("log-" + e.reason, e)
-        if events:
+            if row.origin != me:
+                event = self._from_log(row)
+                if event is not None:
+                    events.append(event)
+        hlcs = [e.payload.op.hlc for e in events if isinstance(e.payload, wire.WireEvent)]
+        if hlcs:
             with contextlib.suppress(ClockError):
-                self.world.hlc.update(max(e.op.hlc for e in events))
+                self.world.hlc.update(max(hlcs))
         fresh = self._offer(events)
         self.repaired += fresh
         return fresh

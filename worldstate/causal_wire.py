@@ -274,11 +274,14 @@ def decode_event(
             raise WireError("region", str(e)) from None
     try:
         op = op_from_dict(doc["op"], types)
-        where = check(op)
     except ValidationError as e:
         raise WireError("op", str(e)) from None
     if op.server_id != origin:
         raise WireError("origin", f"operation of {op.server_id!r:.60} in {origin!r}'s stream")
+    try:
+        where = check(op)
+    except ValidationError as e:
+        raise WireError("op", str(e)) from None
     if where != region:
         raise WireError("region", f"event names region {region}, its operation lies in {where}")
     return WireEvent(origin, seq, deps, region, op)

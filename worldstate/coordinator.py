@@ -54,6 +54,7 @@ from typing import Any, Self
 
 import orjson
 
+import conflicts
 from consistency import PartitionState
 from regions import RegionKey, as_region_key
 from worldstate.bus import Bus, Message, open_bus
@@ -411,12 +412,23 @@ class MeshCoordinator:
         self.state.update(self.tracker.members(), heard, now)
         await self._elect(now)
 
+    def _keeps_authority(self, heard: frozenset[str]) -> bool:
+        """Whether what this coordinator hears *now* holds a majority of the membership
+        (the elect loop's verdict may be a moment old)."""
+        members = self.tracker.members()
+        if not members:
+            return True
+        return conflicts.decide_partition(members, heard).keeps_authority
+
     async def _work(self) -> None:
         if not self.acting:
             return
         self._cycles += 1
         now = self.clock()
         heard = self.tracker.heard(now) - {self.coordinator_id}
+        if not self._keeps_authority(heard):
+            self._wake_elect.set()  # stand down at once
+            return
         await self._record_membership(now, heard)
         await self._place(now)
         if (
@@ -489,7 +501,9 @@ class MeshCoordinator:
         if now - self._started_at >= self.config.partition_timeout:
             members &= joined
         new = frozenset(members)
-        if new != agreed.members:
+        if new != agreed.members and self._keeps_authority(
+            self.tracker.heard() - {self.coordinator_id}
+        ):
             added, removed = sorted(new - agreed.members), sorted(agreed.members - new)
             await self._write_membership(agreed, new, f"joined {added}, dropped {removed}")
 
@@ -704,11 +718,20 @@ class MeshCoordinator:
         """Move ``key`` to ``to_server`` cleanly: the current owner (if any live one)
         drains its strong pipeline, flushes eventual state and releases; then ``to_server``
         acquires (epoch + 1) and loads the region. Returns the new lease. Raises
-        `HandoffFailed` if a server refuses or does not answer, `NotAuthoritative` if this
+        `HandoffFailed` if ``to_server`` is not live and authoritative (checked before the
+        owner is asked to let go), refuses or does not answer; `NotAuthoritative` if this
         coordinator is not the acting one."""
         k = self._key(key)
         sid = check_id(to_server, "to_server", self.config.max_id_length)
         self._require_acting()
+        if sid not in self.eligible():
+            raise HandoffFailed(
+                k,
+                sid,
+                "hand-off",
+                "not a live, authoritative server of the mesh (no recent "
+                "heartbeat saying it keeps authority)",
+            )
         m = k.morton
         async with self._region_locks.setdefault(m, asyncio.Lock()):
             # a placement under way finishes first (hand-offs queue on the lock)
@@ -729,13 +752,15 @@ class MeshCoordinator:
         self.handoffs += 1
         self._leases[m] = new
         self._desired[m] = sid
-        self._moved_at[m] = self.clock()
+        moved = lease is not None and lease.live(now) and lease.owner != sid
+        if moved:
+            self._moved_at[m] = self.clock()  # the rebalancing cooldown starts
         await self.store.run(
             lambda c: mesh_state.put_assignment(c, m, sid, self.clock()), "record assignment"
         )
         self._event(
             f"handed {k} off to {sid} (epoch {new.epoch}"
-            + (f", from {lease.owner})" if lease is not None and lease.owner != sid else ")")
+            + (f", from {lease.owner})" if moved and lease is not None else ")")
         )
         return new
 

@@ -446,12 +446,14 @@ class MembershipAgent:
 
     def status(self) -> dict[str, Any]:
         """``{"view", "membership", "majority", "since", "reason", "generation",
-        "incarnation", "peers"}``."""
+        "incarnation", "peers", "demotions", "promotions"}``."""
         doc = self.state.as_dict()
         doc["view"] = sorted(self.tracker.heard())
         doc["generation"] = self.tracker.agreed.generation
         doc["incarnation"] = self.incarnation
         doc["peers"] = sorted(self.tracker.peers)
+        doc["demotions"] = self.demotions
+        doc["promotions"] = self.promotions
         return doc
 
     # -- heartbeats ------------------------------------------------------------------------

@@ -28,6 +28,13 @@ INT64_MAX = (1 << 63) - 1
 
 
 def _vec3(v: object, name: str) -> Vec3:
+    if (
+        type(v) is tuple
+        and len(v) == 3
+        and all(type(c) is float for c in v)
+        and all(math.isfinite(c) for c in v)
+    ):
+        return v  # already a tuple of 3 finite floats
     if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) != 3:
         raise ValidationError(f"{name} must be 3 numbers (x, y, z), got {v!r:.60}")
     out = []

@@ -41,11 +41,28 @@ class ResourceNode:
     remaining: float
 
 
+_FIELDS: dict[type[Operation], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def _checked_fields(cls: type[Operation]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    got = _FIELDS.get(cls)
+    if got is None:
+        names = [f.name for f in dataclasses.fields(cls)]
+        got = _FIELDS[cls] = (
+            tuple(n for n in names if n in ID_FIELDS),
+            tuple(n for n in names if n in DATA_FIELDS),
+        )
+    return got
+
+
 def check_op_limits(op: Operation, config: Config) -> None:
     """Ids well-formed and short enough, data JSON-safe and small enough."""
-    for f in dataclasses.fields(op):
-        v = getattr(op, f.name)
-        if f.name in ID_FIELDS and not (f.name == "owner" and v == ""):
-            check_id(v, f.name, config.max_id_length)
-        elif f.name in DATA_FIELDS and isinstance(v, Mapping):
-            check_data(v, f.name, config.max_object_data_bytes)
+    ids, datas = _checked_fields(type(op))
+    for name in ids:
+        v = getattr(op, name)
+        if not (name == "owner" and v == ""):
+            check_id(v, name, config.max_id_length)
+    for name in datas:
+        v = getattr(op, name)
+        if isinstance(v, Mapping) and v:
+            check_data(v, name, config.max_object_data_bytes)

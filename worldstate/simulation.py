@@ -313,7 +313,7 @@ async def run_partition_scenario(store_url: str, settings: SimulationSettings) -
             sid: sum(1 for le in coord.owners().values() if le.owner == sid) for sid in ids
         }
         stored: set[str] = set()
-        for key in keys:
+        for key in set(acked.values()):
             snap = await worlds[0].load_region(key)
             stored.update(o.id for o in snap.objects)
         out["acknowledged"] = len(acked)

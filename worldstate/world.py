@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import logging
 import math
@@ -230,6 +231,10 @@ class World:
         async with self._lease_lock:
             lease = await self.store.acquire(k, self.server_id, self.config.lease_ttl)
             self._leases[k] = lease
+        try:  # pick up the eventual state the previous owner snapshotted
+            self.eventual.seed_region(await self.load_region(k))
+        except WorldStateError as e:
+            log.warning("seeding eventual state of %s failed: %s", k, e)
         return lease
 
     async def release_region(self, key: RegionKey | tuple[int, int, int] | int) -> bool:
@@ -458,7 +463,10 @@ class World:
                     f"structure {op.structure_id!r} is {size:.1f} m across; the limit is "
                     f"{self.config.max_structure_size} m (Config.max_structure_size)"
                 )
-        stamped = dataclasses.replace(op, server_id=self.server_id, hlc=self.hlc.now())
+        # the op was validated when built: stamp a copy without validating it again
+        stamped = copy.copy(op)
+        object.__setattr__(stamped, "server_id", self.server_id)
+        object.__setattr__(stamped, "hlc", self.hlc.now())
         return stamped, cls, key
 
     async def submit(self, op: Operation) -> Result:
@@ -701,6 +709,18 @@ class World:
                 "exhausted": self.store.stats.exhausted,
                 "recoveries": self.recoveries,
             },
+            "strong": {
+                "group_commits": self.strong.group_commits,
+                "forwarded": self.strong.forwarded,
+                "served_forwards": self.strong.served_forwards,
+                "direct_commits": self.strong.direct_commits,
+                "dropped_requests": self.strong.dropped_requests,
+                "pipelines": len(self.strong.pipelines),
+            },
+            "causal": self.causal.stats(),
+            "eventual": self.eventual.stats(),
+            "bus": dataclasses.asdict(self.bus.stats),
+            "dropped_messages": self.dropped_messages,
         }
 
 

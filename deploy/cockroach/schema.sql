@@ -74,6 +74,7 @@ ALTER TABLE ws_events CONFIGURE ZONE USING num_replicas = 3, gc.ttlseconds = 360
 ALTER TABLE ws_outcomes CONFIGURE ZONE USING num_replicas = 3, gc.ttlseconds = 3600;
 
 -- Membership rows are rewritten on every heartbeat (1 s by default).
+ALTER TABLE ws_objects CONFIGURE ZONE USING num_replicas = 3, gc.ttlseconds = 3600;
 ALTER TABLE ws_members CONFIGURE ZONE USING num_replicas = 3, gc.ttlseconds = 600;
 
 -- ---------------------------------------------------------------------------------------
@@ -122,15 +123,6 @@ ALTER TABLE ws_leases SPLIT AT VALUES
     (6917529027641081856),
     (8070450532247928832);
 ALTER TABLE ws_leases SCATTER;
-ALTER TABLE ws_events SPLIT AT VALUES
-    (1152921504606846976),
-    (2305843009213693952),
-    (3458764513820540928),
-    (4611686018427387904),
-    (5764607523034234880),
-    (6917529027641081856),
-    (8070450532247928832);
-ALTER TABLE ws_events SCATTER;
 -- END GENERATED
 
 -- ---------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ CODE_BITS = 3 * AXIS_BITS
 REGION_SIZE = 2000.0
 
 # Tables whose primary key starts with region_key (a prefix value is a valid split point).
-REGION_TABLES = ("ws_regions", "ws_region_history", "ws_leases", "ws_events")
+REGION_TABLES = ("ws_regions", "ws_region_history", "ws_leases")
 
 MAX_SPLITS = 10_000
 """Per table. Each split is a range with its own Raft group; tens of thousands per table

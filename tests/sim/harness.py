@@ -153,11 +153,18 @@ class Checker:
         self.takeovers = 0
         self.fenced = 0
         self.grants = 0
+        self.released: set[tuple[str, int]] = set()
+        self.revived = 0
+        """Renewals that brought a released lease back to life (same owner, same epoch)."""
 
     def store_call(self, src: str, req: StoreRequest, result: Result) -> None:
         call, now, sim = req.call, self.sim.now, self.sim
         if isinstance(call, (Acquire, Renew)) and isinstance(result, Lease):
             self.grants += 1
+            if (result.key, result.epoch) in self.released:
+                self.released.discard((result.key, result.epoch))
+                self.revived += 1
+                sim.note(f"{result.key}@{result.epoch} revived by a renewal after its release")
             windows = self.trusted_until.setdefault(result.key, {})
             for other, until in windows.items():
                 if other != result.owner and until > now + _EPS:
@@ -182,6 +189,7 @@ class Checker:
         elif isinstance(call, Release) and isinstance(result, Released) and result.ok:
             windows = self.trusted_until.setdefault(call.key, {})
             windows[call.owner] = min(windows.get(call.owner, now), now)
+            self.released.add((call.key, call.epoch))
         elif isinstance(call, Commit):
             if isinstance(result, (Fenced, RegionOwned)):
                 self.fenced += 1
@@ -224,10 +232,13 @@ class Checker:
         sim, c = self.sim, self.sim.config
         now, timeout = sim.now, c.heartbeat_timeout
         possible = {server.sid}
+        sent_from = now - timeout - sim.max_delay - _EPS
+        for start, stop in sim.pauses.get(server.sid, ()):
+            if stop >= now - timeout - _EPS:  # heartbeats buffered while it was frozen
+                sent_from = min(sent_from, start - sim.max_delay - _EPS)
         for other in sim.order:
             if other == server.sid:
                 continue
-            sent_from = now - timeout - sim.max_delay - _EPS
             if sim.heartbeating_within(other, sent_from, now) and sim.link_open_within(
                 other, server.sid, now - timeout - _EPS, now
             ):
@@ -327,6 +338,9 @@ class Simulation:
         self.skew: dict[str, float] = {}
         self.started_at: dict[str, float] = {}
         self.heartbeats_until: dict[str, float] = {}
+        self.paused_until: dict[str, float] = {}
+        self.pauses: dict[str, list[tuple[float, float]]] = {}
+        self._armed: dict[str, float] = {}
         initial = [f"s{i}" for i in range(n)]
         self.store = SimStore(
             frozenset(initial),
@@ -336,8 +350,7 @@ class Simulation:
         )
         self.checker = Checker(self)
         self._record(
-            f"seed {seed} servers {n} {profile} skew<={cfg.max_skew} "
-            f"broken {sorted(self.broken)}"
+            f"seed {seed} servers {n} {profile} skew<={cfg.max_skew} broken {sorted(self.broken)}"
         )
         for sid in initial:
             self._add_server(sid)
@@ -347,6 +360,8 @@ class Simulation:
         if rng.random() < 0.35:
             self._at(rng.uniform(4.0, end - 6.0), "mesh", "leave", self._leave)
         self._at(rng.uniform(1.0, 4.0), "net", "partition", self._fault_tick)
+        for _ in range(rng.choice((0, 0, 1, 2, 3))):
+            self._at(rng.uniform(3.0, end - 10.0), "mesh", "arm pause", self._arm_pause)
         self._at(end, "mesh", "final heal; quiet phase", self._start_quiet)
         self._at(end + 1.0, "mesh", "anti-entropy round", self._anti_entropy_round)
 
@@ -379,7 +394,18 @@ class Simulation:
     def acknowledged(self, server: SimServer, op: StrongOp) -> None:
         self.checker.acknowledged(server, op)
 
-    def send(self, src: str, dst: str, body: Body) -> None:
+    def take_pause(self, sid: str) -> float:
+        """A pause armed for ``sid`` starts now (see `_arm_pause`): the server freezes (its
+        timers and deliveries wait until it wakes) and the caller holds its message as long."""
+        length = self._armed.pop(sid, 0.0)
+        if length:
+            self.paused_until[sid] = self._now + length
+            self.pauses.setdefault(sid, []).append((self._now, self._now + length))
+            self._count("pauses")
+            self.note(f"{sid} PAUSED for {length:.3f}s")
+        return length
+
+    def send(self, src: str, dst: str, body: Body, hold: float = 0.0) -> None:
         self._count("sent")
         if not self.network.connected(src, dst):
             self._count("cut")
@@ -395,7 +421,7 @@ class Simulation:
                 self._count(word)
             self.note(f"{note} {src}->{dst} {describe(body)}")
         for delay in delays:
-            self._at(self._now + delay, dst, "", lambda: self._deliver(src, dst, body))
+            self._at(self._now + hold + delay, dst, "", lambda: self._deliver(src, dst, body))
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -404,8 +430,7 @@ class Simulation:
         heapq.heappush(self._queue, (when, self._seq, node, label, fn))
 
     def _record(self, line: str) -> None:
-        self._hash.update(line.encode())
-        self._hash.update(b"\n")
+        self._hash.update(f"{line}\n".encode())
         self._tail.append(line)
         if self.trace is not None:
             self.trace.append(line)
@@ -421,8 +446,12 @@ class Simulation:
     def run(self) -> RunResult:
         end = self.config.duration + self.config.quiet
         queue = self._queue
+        paused = self.paused_until
         while queue and queue[0][0] <= end:
             when, _, node, label, fn = heapq.heappop(queue)
+            if node in paused and paused[node] > when:  # frozen: runs when it wakes
+                self._at(paused[node], node, label, fn)
+                continue
             self._now = when
             self.events += 1
             if label:  # a timer; a delivery records its own line
@@ -442,6 +471,7 @@ class Simulation:
         out["grants"] = self.checker.grants
         out["takeovers"] = self.checker.takeovers
         out["fenced"] = self.checker.fenced
+        out["revived"] = self.checker.revived
         out["commits"] = sum(self.store.applied.values())
         out["events"] = self.events
         return out
@@ -480,11 +510,22 @@ class Simulation:
         self.note(f"{sid} starts, skew {skew:+.4f}")
         server.start()
 
+    def _arm_pause(self) -> None:
+        """Arm a process pause (2..8 s) on a random server: it starts at that server's next
+        strong commit, between deciding it and sending it (the case fencing exists for)."""
+        sid = self.rng.choice([s for s in self.order if self.servers[s].active])
+        self._armed[sid] = self.rng.uniform(2.0, 8.0)
+        self.note(f"pause armed on {sid}")
+
     def _join(self) -> None:
         self._add_server(f"s{len(self.order)}")
 
     def _leave(self) -> None:
-        candidates = [s for s in self.order if self.servers[s].active]
+        candidates = [
+            s
+            for s in self.order
+            if self.servers[s].active and self.paused_until.get(s, 0.0) <= self._now
+        ]
         if len(candidates) <= 2:
             return
         sid = self.rng.choice(candidates)
@@ -520,11 +561,9 @@ class Simulation:
         if rng.random() < 0.15:
             x = rng.choice(ids)
             others = [o for o in ids if o != x]
-            if rng.random() < 0.5:
-                links = [(x, o) for o in others]  # nobody hears x; x hears everyone
-            else:
-                links = [(o, x) for o in others]  # x hears nobody; everyone hears x
-            return Cut(oneway=frozenset(links))
+            # Either nobody hears x (x hears everyone) or x hears nobody (everyone hears x).
+            deaf = rng.random() < 0.5
+            return Cut(oneway=frozenset((o, x) if deaf else (x, o) for o in others))
         k = rng.choice((2, 2, 3))
         while True:
             groups = {s: rng.randrange(k) for s in ids}
@@ -546,13 +585,14 @@ class Simulation:
 
     def _start_quiet(self) -> None:
         self._quiet = True
+        self._armed.clear()
         if self.network.cut is not HEALED:
             self._set_cut(HEALED)
         self.network.profile = self.network.profile.reliable()
 
     def _anti_entropy_round(self) -> None:
-        for sid in self.order:
-            self.servers[sid].anti_entropy_round()
+        for sid in self.order:  # one event per server: a paused server sends when it wakes
+            self.after(0.0, sid, "anti-entropy round", self.servers[sid].anti_entropy_round)
 
 
 def run_seed(
@@ -614,6 +654,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.seed is not None or args.trace:
             stats = " ".join(f"{k}={v}" for k, v in result.stats.items())
             print(f"seed {seed}: ok, trace {result.trace_hash}, {result.events} events\n  {stats}")
+        elif (seed - seeds.start + 1) % 100 == 0:
+            print(f"seeds {seeds.start}..{seed}: ok", file=sys.stderr, flush=True)
     if args.seeds is not None:
         print(f"seeds {seeds.start}..{seeds.stop - 1}: ok")
     return 0

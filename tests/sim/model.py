@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -43,7 +43,7 @@ BROKEN_VARIANTS: dict[str, str] = {
     "never-demote": "servers ignore the split-brain verdict and never demote",
     "arrival-order-eventual": "receivers re-stamp remote eventual writes (last arrival wins)",
     "no-anti-entropy": "no snapshot exchange: eventual writes lost to drops stay lost",
-    "skew-beyond-margin": "clock skew up to 1.5 x the lease margin (safety needs 2 x skew <= margin)",
+    "skew-beyond-margin": "clock skew up to 1.5 x the lease margin (safety needs 2 x skew <= it)",
     "shortening-renewal": (
         "the store sets expires_at = now + ttl on renewal, as worldstate/store/leases.py "
         "does today: a delayed renewal can shorten a lease already granted"
@@ -357,7 +357,9 @@ class SimStore:
 
     # -- strong commits (region_state.check_fence, strong_commit.py) ------------------------
 
-    def check_fence(self, key: str, epoch: int, writer: str, now: float) -> Fenced | RegionOwned | None:
+    def check_fence(
+        self, key: str, epoch: int, writer: str, now: float
+    ) -> Fenced | RegionOwned | None:
         lease = self.leases.get(key)
         current = lease.epoch if lease is not None else 0
         if epoch != current:
@@ -471,60 +473,40 @@ class StoreReply:
 
 
 Body = (
-    Heartbeat
-    | Goodbye
-    | Hello
-    | Assign
-    | EntityBatch
-    | TableSnapshot
-    | StoreRequest
-    | StoreReply
+    Heartbeat | Goodbye | Hello | Assign | EntityBatch | TableSnapshot | StoreRequest | StoreReply
 )
+
+
+_DESCRIBE: dict[type, Callable[[Any], str]] = {
+    Heartbeat: lambda b: "hb",
+    EntityBatch: lambda b: f"batch n={b.ids.size} hlc={b.hlc}",
+    TableSnapshot: lambda b: f"snapshot {len(b.data)}B",
+    StoreRequest: lambda b: f"req#{b.req_id} {describe(b.call)}",
+    StoreReply: lambda b: f"reply#{b.req_id} {describe(b.result)}",
+    Acquire: lambda b: f"acquire {b.key} now={b.now:.3f}",
+    Renew: lambda b: f"renew {b.key}@{b.epoch} now={b.now:.3f}",
+    Release: lambda b: f"release {b.key}@{b.epoch}",
+    Commit: lambda b: f"commit {b.op_id} {b.key}@{b.epoch} try{b.attempt}",
+    WriteMembership: lambda b: f"write-members v{b.expected_version}+1 {sorted(b.members)}",
+    ListLeases: lambda b: "list-leases",
+    ReadMembership: lambda b: "read-members",
+    Lease: lambda b: f"lease {b.key} {b.owner}@{b.epoch} until {b.expires_at:.3f}",
+    Fenced: lambda b: f"fenced {b.key} {b.epoch}!={b.current}",
+    RegionOwned: lambda b: f"owned {b.key} by {b.owner}@{b.epoch}",
+    Committed: lambda b: f"committed {b.op_id} v{b.version}{' dup' if b.duplicate else ''}",
+    MembershipRecord: lambda b: f"members v{b.version} {sorted(b.members)}",
+    VersionConflict: lambda b: f"version-conflict v{b.current.version}",
+    LeaseTable: lambda b: f"leases {len(b.rows)}",
+    Released: lambda b: f"released {b.ok}",
+    Assign: lambda b: f"assign {b.region}",
+    Goodbye: lambda b: "goodbye",
+    Hello: lambda b: "hello",
+}
 
 
 def describe(body: Body | Call | Result) -> str:
     """A short, deterministic line for the trace (no reprs of arrays or floats' noise)."""
-    if isinstance(body, Heartbeat):
-        return "hb"
-    if isinstance(body, EntityBatch):
-        return f"batch n={body.ids.size} hlc={body.hlc}"
-    if isinstance(body, TableSnapshot):
-        return f"snapshot {len(body.data)}B"
-    if isinstance(body, StoreRequest):
-        return f"req#{body.req_id} {describe(body.call)}"
-    if isinstance(body, StoreReply):
-        return f"reply#{body.req_id} {describe(body.result)}"
-    if isinstance(body, Acquire):
-        return f"acquire {body.key} now={body.now:.3f}"
-    if isinstance(body, Renew):
-        return f"renew {body.key}@{body.epoch} now={body.now:.3f}"
-    if isinstance(body, Release):
-        return f"release {body.key}@{body.epoch}"
-    if isinstance(body, Commit):
-        return f"commit {body.op_id} {body.key}@{body.epoch} try{body.attempt}"
-    if isinstance(body, WriteMembership):
-        return f"write-members v{body.expected_version}+1 {sorted(body.members)}"
-    if isinstance(body, ListLeases):
-        return "list-leases"
-    if isinstance(body, Lease):
-        return f"lease {body.key} {body.owner}@{body.epoch} until {body.expires_at:.3f}"
-    if isinstance(body, Fenced):
-        return f"fenced {body.key} {body.epoch}!={body.current}"
-    if isinstance(body, RegionOwned):
-        return f"owned {body.key} by {body.owner}@{body.epoch}"
-    if isinstance(body, Committed):
-        return f"committed {body.op_id} v{body.version}{' dup' if body.duplicate else ''}"
-    if isinstance(body, MembershipRecord):
-        return f"members v{body.version} {sorted(body.members)}"
-    if isinstance(body, VersionConflict):
-        return f"version-conflict v{body.current.version}"
-    if isinstance(body, LeaseTable):
-        return f"leases {len(body.rows)}"
-    if isinstance(body, Released):
-        return f"released {body.ok}"
-    if isinstance(body, Assign):
-        return f"assign {body.region}"
-    return type(body).__name__.lower()
+    return _DESCRIBE[type(body)](body)
 
 
 # -- network -----------------------------------------------------------------------------
@@ -617,7 +599,9 @@ class Env(Protocol):
     @property
     def quiet(self) -> bool: ...
 
-    def send(self, src: str, dst: str, body: Body) -> None: ...
+    def send(self, src: str, dst: str, body: Body, hold: float = 0.0) -> None: ...
+
+    def take_pause(self, sid: str) -> float: ...
 
     def after(self, delay: float, node: str, label: str, fn: Callable[[], None]) -> None: ...
 
@@ -807,9 +791,12 @@ class SimServer:
             for region, lease in sorted(self.leases.items()):
                 self.call(
                     Renew(region, self.sid, lease.epoch, self.config.lease_ttl, now),
-                    lambda r, key=region: self._on_renew(key, r),
+                    self._renew_handler(region),
                 )
         self.after(self.config.renew_interval, "renew", self._renew_tick)
+
+    def _renew_handler(self, region: str) -> Handler:
+        return lambda result: self._on_renew(region, result)
 
     def _on_renew(self, region: str, result: Result) -> None:
         held = self.leases.get(region)
@@ -867,7 +854,10 @@ class SimServer:
         commit = Commit(
             op.op_id, op.region, lease.epoch, self.sid, self.local_now(), op.amount, op.attempt
         )
-        self.env.send(self.sid, STORE, StoreRequest(0, commit, self.authoritative))
+        # A process pause (GC) may hit right here, between the decision and the send: the
+        # server freezes and the request leaves only when it wakes, carrying the old epoch.
+        hold = self.env.take_pause(self.sid)
+        self.env.send(self.sid, STORE, StoreRequest(0, commit, self.authoritative), hold)
         self._inflight[op.op_id] = (op, self.local_now())
 
     def _check_timeouts(self) -> None:
@@ -898,14 +888,17 @@ class SimServer:
                 op.status = "acked"
                 self.stats.acked += 1
                 self.env.acknowledged(self, op)
-        elif isinstance(result, (Fenced, RegionOwned)):
-            if op.status == "pending" and call.attempt == op.attempt:
-                self._inflight.pop(op.op_id, None)
-                op.status = "rejected"
-                self.stats.rejected += 1
-                held = self.leases.get(call.key)
-                if held is not None and held.epoch == call.epoch:
-                    self._lose(call.key, describe(result))
+        elif (
+            isinstance(result, (Fenced, RegionOwned))
+            and op.status == "pending"
+            and call.attempt == op.attempt
+        ):
+            self._inflight.pop(op.op_id, None)
+            op.status = "rejected"
+            self.stats.rejected += 1
+            held = self.leases.get(call.key)
+            if held is not None and held.epoch == call.epoch:
+                self._lose(call.key, describe(result))
 
     # -- eventual --------------------------------------------------------------------------
 
@@ -1030,6 +1023,8 @@ class SimCoordinator:
         self.server = server
         self.lease: Lease | None = None
         self._writing_since: float | None = None
+        self._other_until = float("-inf")
+        """Until when (by the store's last answer) another server holds the role."""
 
     def acting(self) -> bool:
         s = self.server
@@ -1050,7 +1045,8 @@ class SimCoordinator:
         if s.authoritative:
             lease = self.lease
             if lease is None:
-                s.call(Acquire(COORDINATOR_KEY, s.sid, ttl, now), self._on_lease)
+                if now >= self._other_until:  # campaign only once the holder's lease is up
+                    s.call(Acquire(COORDINATOR_KEY, s.sid, ttl, now), self._on_lease)
             else:
                 s.call(Renew(COORDINATOR_KEY, s.sid, lease.epoch, ttl, now), self._on_lease)
             if self.acting():
@@ -1066,6 +1062,8 @@ class SimCoordinator:
             self.lease = result
         elif isinstance(result, Fenced):
             self.lease = None
+        elif isinstance(result, RegionOwned):
+            self._other_until = result.expires_at
 
     def _membership_duty(self, now: float) -> None:
         s = self.server

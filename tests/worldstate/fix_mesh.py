@@ -72,9 +72,7 @@ class Mesh:
         return world
 
     async def coordinator(self, coordinator_id: str, **kwargs: Any) -> MeshCoordinator:
-        coord = MeshCoordinator(
-            config_for(self.backend), coordinator_id=coordinator_id, **kwargs
-        )
+        coord = MeshCoordinator(config_for(self.backend), coordinator_id=coordinator_id, **kwargs)
         await coord.start()
         self.stack.push_async_callback(coord.close)
         self.coordinators.append(coord)
@@ -111,8 +109,10 @@ async def mesh(
         if coordinators:
             await until(lambda: sum(c.acting for c in m.coordinators) == 1, "a coordinator acts")
             await until(
-                lambda: set(m.acting.membership()["members"]) == set(ids)
-                and set(m.acting.eligible()) == set(ids),
+                lambda: (
+                    set(m.acting.membership()["members"]) == set(ids)
+                    and set(m.acting.eligible()) == set(ids)
+                ),
                 "every server is a member",
             )
         yield m

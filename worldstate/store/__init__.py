@@ -124,13 +124,17 @@ class Store:
         if self.read_only:
             await self.run(lambda c: c.execute(select(1)), "connect")
             return
+        stored = 0
         for attempt in range(5):
             try:
                 stored = await self.run(schema.create_schema, "create schema")
                 break
-            except (IntegrityError, ProgrammingError) as e:  # concurrent CREATE TABLE
-                if attempt == 4:
-                    raise StoreUnavailable(f"create schema failed: {e.orig}") from e
+            except StoreUnavailable as e:
+                # several servers creating the schema at once: CREATE TABLE IF NOT EXISTS
+                # can still collide in the catalog (a unique or duplicate-object error)
+                if attempt == 4 or not isinstance(e.__cause__, (IntegrityError, ProgrammingError)):
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
         if stored > schema.SCHEMA_VERSION:
             raise StoreUnavailable(
                 f"the store's schema version {stored} is newer than this worldstate's "
