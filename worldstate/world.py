@@ -41,7 +41,13 @@ from worldstate.codec import (
     encode_objects,
 )
 from worldstate.config import Config
-from worldstate.errors import NotAuthoritative, StoreUnavailable, ValidationError, WorldClosed
+from worldstate.errors import (
+    NotAuthoritative,
+    StoreUnavailable,
+    ValidationError,
+    WorldClosed,
+    WorldStateError,
+)
 from worldstate.ids import check_id
 from worldstate.objects import Lease, RegionSnapshot, WorldObject
 from worldstate.operations import (
