@@ -69,6 +69,8 @@ class SimulationReport:
     elapsed_s: float = 0.0
     partition: dict[str, Any] | None = None
     """The split-brain scenario's figures (``--partition``)."""
+    classes: dict[str, Any] = field(default_factory=dict)
+    """Per consistency class: throughput, latency and conflict counts of the workload."""
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -88,10 +90,30 @@ class SimulationReport:
             f" {self.version_conflicts} version conflicts",
             f"store            {self.store_transactions} transactions,"
             f" {self.store_retries} retries",
+            *self._class_lines(),
             *self._partition_lines(),
             f"elapsed          {self.elapsed_s:.2f} s",
             *self.notes,
         ]
+
+    def _class_lines(self) -> list[str]:
+        out = []
+        for name, c in self.classes.items():
+            extra = ""
+            if name == "trades":
+                extra = f"; gold total {c['gold_total']} (expected {c['gold_expected']})"
+            if name == "eventual":
+                extra = f"; {c['rows_applied_at_receivers']} rows applied at receivers"
+            if name == "causal":
+                extra = f"; delivered per server {c['delivered_per_server']}"
+            out.append(
+                f"{name:<16} {c['ops']} ops, {c['per_s']:.0f}/s, p50 {c['p50_ms']:.1f} ms,"
+                f" p99 {c['p99_ms']:.1f} ms, {c['rejected']} rejected (conflicts),"
+                f" {c['errors']} errors"
+                + (f" {c['error_kinds']}" if c.get("error_kinds") else "")
+                + extra
+            )
+        return out
 
     def _partition_lines(self) -> list[str]:
         p = self.partition
@@ -168,6 +190,10 @@ async def run_simulation(settings: SimulationSettings) -> SimulationReport:
                 report.queries += 1
                 report.query_hits += len(found)
             report.query_ms_p50, report.query_ms_p99 = _pct(lat, 50), _pct(lat, 99)
+            # players move, build, claim, trade and emit quest events (every class)
+            from worldstate.simulation_load import run_load
+
+            report.classes = await run_load(worlds, owned, rng)
             # 3. authority: a hand-off, then the old owner's stale write is fenced
             key, old = next(iter(owned.items()))
             new = worlds[(worlds.index(old) + 1) % len(worlds)]
