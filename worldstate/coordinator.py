@@ -14,13 +14,14 @@ as it hears a server appear or go:
 - **Membership.** Records the agreed membership in the store (``ws_membership``, one
   generation per change, conditional writes) and publishes it, retained, on
   ``mesh/membership``: the servers it hears (their retained presence heartbeats, see
-  `worldstate.membership`), minus those that left cleanly. Servers unheard for
-  ``Config.partition_timeout`` drop out (only while it hears a majority, and not in its first
-  ``partition_timeout`` after starting); servers it hears join. Every coordinator, acting or
-  not, also drops members that are *gone*: unheard on the bus and without a store heartbeat
-  for ``partition_timeout`` (dead, not partitioned: a partitioned server still heartbeats the
-  store) or cleanly left. That keeps a mesh whose majority died, or a stale membership left
-  by a previous run, from staying demoted forever.
+  `worldstate.membership`), minus those that left cleanly. Servers it hears join; servers
+  unheard for twice ``Config.partition_timeout`` drop out (by then they have demoted
+  themselves). It changes the membership only while what it hears holds a majority of it.
+  Every coordinator, acting or not, also drops members that are *gone*: left cleanly, or
+  silent on the bus and in the store for ``gone_after`` seconds (dead, not partitioned: a
+  partitioned server still heartbeats the store). That keeps a mesh whose majority died,
+  or a stale membership left by a previous run, from staying demoted forever; the delay is
+  long so that a slow store never passes for a dead server.
 - **Placement.** Every known region (stored in ``ws_regions``, leased, or registered with
   `register_region` / `assign`) without a live lease is given to an eligible server — one it
   hears that reports itself authoritative — preferring the server it was last assigned to,
@@ -123,6 +124,9 @@ class MeshCoordinator:
         cooldown: seconds a moved region stays put (default ``10 * lease_ttl``).
         command_timeout: seconds to wait for a server to answer a command (default
             ``max(5, Config.forward_timeout)``).
+        gone_after: seconds a member must be silent on the bus *and* in the store before
+            any coordinator, even one without a majority, drops it from the membership
+            (default ``max(10 * partition_timeout, 3 * lease_ttl)``).
         max_parallel_commands: placement commands in flight at once.
     """
 
@@ -136,6 +140,7 @@ class MeshCoordinator:
         hysteresis: float = 0.25,
         cooldown: float | None = None,
         command_timeout: float | None = None,
+        gone_after: float | None = None,
         max_parallel_commands: int = 16,
     ) -> None:
         if not isinstance(config, Config):
@@ -151,6 +156,7 @@ class MeshCoordinator:
             ("rebalance_interval", rebalance_interval),
             ("cooldown", cooldown),
             ("command_timeout", command_timeout),
+            ("gone_after", gone_after),
         ):
             if value is not None and not (isinstance(value, int | float) and value > 0):
                 raise ValidationError(f"{name} must be None or > 0 seconds, got {value!r}")
@@ -161,6 +167,11 @@ class MeshCoordinator:
         ):
             raise ValidationError("max_parallel_commands must be an int >= 1")
         self.rebalance_interval = rebalance_interval
+        self.gone_after = (
+            gone_after
+            if gone_after is not None
+            else max(10 * config.partition_timeout, 3 * config.lease_ttl)
+        )
         self.hysteresis = float(hysteresis)
         self.cooldown = cooldown if cooldown is not None else 10 * config.lease_ttl
         self.command_timeout = (
@@ -473,33 +484,39 @@ class MeshCoordinator:
 
     # -- membership ------------------------------------------------------------------------
 
-    def _gone(self, sid: str, now: float, heard: frozenset[str]) -> bool:
-        if sid in heard:
-            return False
-        row = self._rows.get(sid)
-        if row is None or row.state == "left":
+    def _unheard_for(self, sid: str, now: float) -> float:
+        last = self.tracker.view.last_heard(sid)
+        return float("inf") if last is None else now - last
+
+    def _gone(self, sid: str, now: float) -> bool:
+        """Left cleanly, or silent on the bus and in the store for ``gone_after``."""
+        if sid in self.tracker.left:
             return True
-        return now - row.heartbeat_at > self.config.partition_timeout
+        row = self._rows.get(sid)
+        if row is not None and row.state == "left":
+            return True
+        quiet = min(self._unheard_for(sid, now), now - (row.heartbeat_at if row else 0.0))
+        return quiet > self.gone_after
 
     async def _drop_gone(self, now: float) -> None:
         """Any coordinator: drop members that are dead (no bus, no store heartbeat) or left."""
         agreed = self.tracker.agreed
         if not agreed.members:
             return
-        heard = self.tracker.heard(now)
-        gone = {m for m in agreed.members if self._gone(m, now, heard)}
+        gone = {m for m in agreed.members if self._gone(m, now)}
         if gone:
             await self._write_membership(agreed, agreed.members - gone, f"gone: {sorted(gone)}")
 
     async def _record_membership(self, now: float, heard: frozenset[str]) -> None:
-        """The acting coordinator: the membership is the servers it hears (minus left ones);
-        unheard ones drop out only after its first partition timeout."""
+        """The acting coordinator: servers it hears join; servers that left go; servers
+        unheard for twice the partition timeout (they have demoted themselves by then) go,
+        but never in its first such period (it may not have heard everyone yet)."""
         agreed = self.tracker.agreed
         left = set(self.tracker.left)
-        joined = heard - left
-        members = set(agreed.members) | joined
-        if now - self._started_at >= self.config.partition_timeout:
-            members &= joined
+        members = (set(agreed.members) | heard) - left
+        drop_after = 2 * self.config.partition_timeout
+        if now - self._started_at >= drop_after:
+            members = {s for s in members if self._unheard_for(s, now) <= drop_after}
         new = frozenset(members)
         if new != agreed.members and self._keeps_authority(
             self.tracker.heard() - {self.coordinator_id}

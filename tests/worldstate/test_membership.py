@@ -137,8 +137,10 @@ async def test_exact_half_with_the_lowest_id_keeps_authority(backend: Backend) -
         m.hub.partition([{"gs-1", "gs-2"}, {"gs-3", "gs-4", coord.coordinator_id}])
         await until(lambda: m.demoted(("gs-3", "gs-4")), "the half without gs-1 demotes")
         assert m.authoritative(("gs-1", "gs-2"))
-        assert "lowest" in m["gs-1"].partition_status()["reason"]
         assert "lowest" in m["gs-3"].partition_status()["reason"]
+        await until(lambda: "lowest" in m["gs-1"].partition_status()["reason"], "gs-1's view")
+        assert m.authoritative(("gs-1", "gs-2"))
+        assert m["gs-1"].membership.demotions == m["gs-2"].membership.demotions == 0
         await until(lambda: not coord.acting, "the coordinator on the losing half stands down")
         assert coord.partition_status()["majority"] is False
         m.hub.heal()

@@ -15,7 +15,8 @@ def when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO = sys.stdout) -> None:
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     cells = [[str(c) for c in r] for r in rows]
     widths = [len(h) for h in headers]
     for r in cells:
@@ -28,6 +29,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO = s
         print("(none)", file=out)
 
 
-def emit_json(data: Any, out: TextIO = sys.stdout) -> None:
+def emit_json(data: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     json.dump(data, out, indent=2, sort_keys=True, default=str)
     print(file=out)
