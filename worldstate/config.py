@@ -48,6 +48,10 @@ class Config:
 
     lease_ttl: float = 10.0
     lease_renew_interval: float = 3.0
+    clock_skew_margin: float = 0.5
+    """A server stops using a lease this long before it expires by its own clock, so that
+    servers whose clocks differ by less than this never both believe they hold a region.
+    (Fencing keeps the store safe whatever the clocks say.)"""
     heartbeat_interval: float = 1.0
     partition_timeout: float = 10.0
     tick_rate: float = 20.0
@@ -103,6 +107,10 @@ class Config:
             raise ValidationError("Config.world_bounds must be a regions.WorldBounds")
         if self.max_structure_size > self.region_size:
             raise ValidationError("Config.max_structure_size must not exceed region_size")
+        if self.clock_skew_margin >= self.lease_ttl - self.lease_renew_interval:
+            raise ValidationError(
+                "Config.clock_skew_margin must be shorter than lease_ttl - lease_renew_interval"
+            )
         if self.lease_renew_interval >= self.lease_ttl:
             raise ValidationError(
                 f"Config.lease_renew_interval ({self.lease_renew_interval}) must be shorter "

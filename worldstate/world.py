@@ -265,7 +265,11 @@ class World:
     def holds(self, key: RegionKey) -> bool:
         """True when this server holds a live lease on ``key`` and may write it."""
         lease = self._leases.get(key)
-        return lease is not None and lease.live(self.clock()) and self.authoritative
+        return (
+            lease is not None
+            and lease.live(self.clock() + self.config.clock_skew_margin)
+            and self.authoritative
+        )
 
     def partition_status(self) -> dict[str, Any]:
         """This server's standing in the mesh: ``{"view": [...], "majority": bool, "since":
@@ -296,7 +300,7 @@ class World:
                 key=key,
             )
         lease = self._leases.get(key)
-        if lease is None or not lease.live(self.clock()):
+        if lease is None or not lease.live(self.clock() + self.config.clock_skew_margin):
             raise NotAuthoritative(
                 f"{self.server_id} holds no live lease on region {key}; acquire_region() first",
                 key=key,

@@ -1,6 +1,6 @@
 """Deterministic simulation of the mesh (see docs/simulation.md).
 
-By default 300 seeds run (well under a minute). ``WORLDSTATE_SIM_SEEDS`` picks others: a
+By default 300 seeds run. ``WORLDSTATE_SIM_SEEDS`` picks others: a
 count (``5000``: seeds 0..4999) or a range (``5000:10000``). One seed is one test, so a
 failure names it; ``pytest tests/sim -k seed00017`` or
 ``python -m tests.sim.harness --seed 17 --trace`` replays it exactly.

@@ -327,3 +327,26 @@ async def test_loads_keep_working_when_redis_dies(pg_url: str, private_redis: An
         assert v == 2
         assert [o.id for o in (await w.load_region(K, consistent=False)).objects] == ["b"]
         assert w.cache.stats.errors >= 1 and w.cache.stats.bypassed >= 1
+
+
+async def test_released_lease_is_not_renewed(backend: Backend) -> None:
+    async with open_world(backend) as w:
+        lease = await w.acquire_region(K)
+        assert await w.release_region(K)
+        with pytest.raises(Fenced):  # a renewal racing the release must not revive it
+            await w.store.renew(K, "gs-1", lease.epoch, 10.0)
+        await w.renew_leases()
+        assert K not in w.leases()
+
+
+async def test_delayed_renewal_never_shortens_a_lease(backend: Backend) -> None:
+    clock = FakeClock()
+    async with open_world(backend, clock=clock) as w:
+        await w.acquire_region(K)
+        clock.advance(5.0)
+        newer = await w.store.renew(K, "gs-1", 1, 10.0)
+        clock.advance(-3.0)  # a renewal computed earlier arrives after the newer one
+        late = await w.store.renew(K, "gs-1", 1, 10.0)
+        assert late.expires_at == newer.expires_at
+        stored = await w.store.lease(K)
+        assert stored is not None and stored.expires_at == newer.expires_at

@@ -26,6 +26,9 @@ from worldstate.store import schema as s
 from worldstate.store.region_state import read_lease_row
 from worldstate.store.retry import RetryTransaction
 
+RELEASED = 0.0
+"""``expires_at`` of a released lease: expired for everyone, and never renewed."""
+
 
 def _lease(key: RegionKey, r: Any) -> Lease:
     return Lease(key, r.owner, int(r.epoch), float(r.expires_at))
@@ -51,6 +54,8 @@ async def acquire(
     if row.expires_at > now:
         if row.owner != owner:
             raise RegionOwned(key, row.owner, int(row.epoch), float(row.expires_at))
+        # never shorten a lease already granted (a delayed or retried renewal)
+        expires = max(expires, float(row.expires_at))
         await conn.execute(
             update(s.leases).where(s.leases.c.region_key == key.morton).values(expires_at=expires)
         )
@@ -68,12 +73,14 @@ async def renew(
     conn: AsyncConnection, key: RegionKey, owner: str, epoch: int, ttl: float, now: float
 ) -> Lease:
     """Extend the holder's lease. The epoch is unchanged even if the lease had just expired,
-    as long as nobody took the region over (no owner change happened)."""
+    as long as nobody took the region over (no owner change happened). A released lease is
+    not brought back (a renewal racing a release fails), and a renewal never moves the
+    expiry backwards (one delayed behind a newer renewal keeps the later expiry)."""
     row = await read_lease_row(conn, key, lock=True)
-    if row is None or row.owner != owner or int(row.epoch) != epoch:
+    if row is None or row.owner != owner or int(row.epoch) != epoch or row.expires_at <= RELEASED:
         current = int(row.epoch) if row is not None else 0
         raise Fenced(key, epoch, current, row.owner if row is not None else None)
-    expires = now + ttl
+    expires = max(now + ttl, float(row.expires_at))
     await conn.execute(
         update(s.leases).where(s.leases.c.region_key == key.morton).values(expires_at=expires)
     )
@@ -88,7 +95,7 @@ async def release(conn: AsyncConnection, key: RegionKey, owner: str, epoch: int)
             s.leases.c.owner == owner,
             s.leases.c.epoch == epoch,
         )
-        .values(expires_at=0.0)
+        .values(expires_at=RELEASED)
     )
     return bool(res.rowcount == 1)
 
