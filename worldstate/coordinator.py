@@ -27,8 +27,10 @@ as it hears a server appear or go:
   hears that reports itself authoritative — preferring the server it was last assigned to,
   else the least loaded. A region held by a dead or demoted server is left alone until that
   lease expires; the new owner's acquire then bumps the epoch, and any write of the old
-  owner is refused by the store.
-- **Rebalancing** (`rebalance`, and every ``rebalance_interval`` seconds if given): moves
+  owner is refused by the store. A lease that lapsed (not released) while its owner still
+  heartbeats authority gets one more lease TTL to be renewed (a slow store, not a failure)
+  before the region is placed again — on that same owner.
+- **Rebalancing** (`rebalance`, and every ``rebalance_interval`` seconds): moves
   regions from the most to the least loaded server by clean hand-offs. A region's load is
   ``1 + entities / ENTITY_UNIT + strong ops per second / OPS_UNIT`` as its owner reports in
   its heartbeats. Hysteresis: nothing moves unless the busiest server carries more than
@@ -118,8 +120,8 @@ class MeshCoordinator:
         coordinator_id: this coordinator's id on the bus (never a member of the mesh);
             default ``coord-`` and 8 random hex digits.
         clock: wall clock (seconds since the Unix epoch), as the servers'.
-        rebalance_interval: seconds between automatic `rebalance` calls; None (default):
-            only when called.
+        rebalance_interval: seconds between automatic `rebalance` calls (default 60; the
+            first one an interval after start); None: only when called.
         hysteresis: see the module docs (default 0.25).
         cooldown: seconds a moved region stays put (default ``10 * lease_ttl``).
         command_timeout: seconds to wait for a server to answer a command (default
@@ -136,7 +138,7 @@ class MeshCoordinator:
         *,
         coordinator_id: str | None = None,
         clock: Callable[[], float] = time.time,
-        rebalance_interval: float | None = None,
+        rebalance_interval: float | None = 60.0,
         hysteresis: float = 0.25,
         cooldown: float | None = None,
         command_timeout: float | None = None,
@@ -242,7 +244,7 @@ class MeshCoordinator:
         except BaseException:
             await self._shutdown(release=False)
             raise
-        self._started_at = self.clock()
+        self._started_at = self._last_rebalance = self.clock()
         cid = self.coordinator_id
         self._tasks = [
             asyncio.create_task(self._elect_loop(), name=f"ws-coordinator-elect-{cid}"),

@@ -4,10 +4,9 @@ The coordinator asks on ``cmd/{server_id}`` (QoS 1) and the server answers on
 ``cmd-replies/{coordinator_id}``:
 
 - ``acquire`` — take the region's lease (`World.acquire_region`: a takeover bumps the
-  epoch, the fencing token), then load the region from the store (`World.load_region`,
-  consistent: the previous owner's final snapshot and every strong write are there; the
-  load refreshes the cache and the R-tree) and seed this server's eventual state from it.
-  Refused while this server is on the minority side of a partition.
+  epoch, the fencing token; it then loads the region from the store — the previous owner's
+  final snapshot and every strong write are there — and seeds this server's eventual state
+  from it). Refused while this server is on the minority side of a partition.
 - ``release`` — give the lease up (`World.release_region`): the region's strong pipeline
   drains first (every queued operation commits under the old epoch and is acknowledged),
   then its eventual state is flushed into the region's snapshot, then the lease ends.
@@ -168,17 +167,12 @@ class CommandHandler:
                 "code": "not-authoritative",
                 "error": f"{world.server_id} is on the minority side of a partition",
             }
+        # acquire_region loads the region from the store (every strong write and the previous
+        # owner's final snapshot are there) and seeds this server's eventual state from it
         lease = await world.acquire_region(key)
-        snap = await world.load_region(key)  # the store: every strong write is there
-        world.eventual.seed_region(snap)
         self.served += 1
         log.info("%s took region %s at epoch %d", world.server_id, key, lease.epoch)
-        return {
-            "ok": True,
-            "epoch": lease.epoch,
-            "expires_at": lease.expires_at,
-            "version": snap.version,
-        }
+        return {"ok": True, "epoch": lease.epoch, "expires_at": lease.expires_at}
 
     async def release(self, key: RegionKey) -> dict[str, Any]:
         """Drain, flush and give ``key`` up."""

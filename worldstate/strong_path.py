@@ -95,13 +95,14 @@ class RegionPipeline:
 
     async def _run(self) -> None:
         window = self.path.world.config.group_commit_window
+        backlog = False
         while True:
             await self.wakeup.wait()
             self.wakeup.clear()
             if not self.queue:
                 continue
-            if window > 0:
-                await asyncio.sleep(window)
+            if window > 0 and not backlog:
+                await asyncio.sleep(window)  # gather; ops that piled up meanwhile need not
             batch = [self.queue.popleft() for _ in range(min(MAX_BATCH, len(self.queue)))]
             try:
                 # one batch of this region in flight at a time: the region's single writer
@@ -109,7 +110,8 @@ class RegionPipeline:
             except asyncio.CancelledError:
                 self._fail(batch, WorldClosed("the world closed before the commit"))
                 raise
-            if self.queue:
+            backlog = bool(self.queue)
+            if backlog:
                 self.wakeup.set()
             else:
                 self.idle.set()
@@ -165,8 +167,11 @@ class StrongPath:
         await done
 
     async def _committer(self) -> None:
+        window = self.world.config.group_commit_window
         while True:
             await self._ready_event.wait()
+            if window > 0:
+                await asyncio.sleep(window)  # let the other regions' batches join this group
             self._ready_event.clear()
             while self._ready:
                 group = []

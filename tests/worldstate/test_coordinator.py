@@ -321,3 +321,20 @@ async def test_simulated_partition_loses_nothing(sqlite_url: str) -> None:
     assert report["lost"] == 0 and report["acknowledged"] > 0
     assert report["refused_on_minority"] > 0
     assert report["timing"]["partition_timeout"] > 0
+
+
+async def test_automatic_rebalance_gives_a_new_server_regions(
+    sqlite_url: str, namespace: str
+) -> None:
+    backend = sqlite_backend(sqlite_url, namespace)
+    async with mesh(backend, ("gs-1",), coordinators=()) as m:
+        coord = await m.coordinator("coord-auto", rebalance_interval=0.5)
+        await until(lambda: coord.acting and coord.eligible() == ["gs-1"], "acting")
+        ks = keys(4)
+        await coord.register_regions(ks)
+        await until(lambda: len(owned(m, ks)) == 4, "all on gs-1")
+        await m.open("gs-2")  # joins; the next automatic rebalance moves two regions over
+        await until(
+            lambda: sorted(owned(m, ks).values()) == ["gs-1", "gs-1", "gs-2", "gs-2"],
+            "rebalanced automatically",
+        )

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 import conflicts as cf
@@ -111,22 +111,32 @@ async def _committed_state(
         keys = keys_in_box(
             [c - half for c in lo], [c + half for c in hi], region_size, max_keys=4096
         )
-        # one box predicate per candidate: only structures that really overlap come back
-        boxes = or_(
-            *(
-                and_(
-                    t.c.lox < o.hi[0],
-                    t.c.hix > o.lo[0],
-                    t.c.loy < o.hi[1],
-                    t.c.hiy > o.lo[1],
-                    t.c.loz < o.hi[2],
-                    t.c.hiz > o.lo[2],
-                )
-                for o in structures
+        # one box predicate per candidate, so only structures that really overlap come back;
+        # the text is generated (placeholders only, every value a bound parameter) because
+        # building hundreds of expression objects per batch costs more than the query
+        clauses = []
+        params: dict[str, object] = {}
+        for i, o in enumerate(structures):
+            clauses.append(
+                f"(lox < :hx{i} AND hix > :lx{i} AND loy < :hy{i} AND hiy > :ly{i}"
+                f" AND loz < :hz{i} AND hiz > :lz{i})"
             )
-        )
-        overlap = and_(t.c.region_key.in_([k.morton for k in keys]), boxes)
-        for r in (await conn.execute(select(*cols).where(overlap))).all():
+            params.update(
+                {
+                    f"lx{i}": o.lo[0],
+                    f"ly{i}": o.lo[1],
+                    f"lz{i}": o.lo[2],
+                    f"hx{i}": o.hi[0],
+                    f"hy{i}": o.hi[1],
+                    f"hz{i}": o.hi[2],
+                }
+            )
+        params["keys"] = [k.morton for k in keys]
+        query = text(
+            "SELECT object_id, lox, loy, loz, hix, hiy, hiz FROM ws_objects"  # noqa: S608
+            " WHERE region_key IN :keys AND (" + " OR ".join(clauses) + ")"
+        ).bindparams(bindparam("keys", expanding=True))
+        for r in (await conn.execute(query, params)).all():
             existing[r[0]] = tuple(r[1:7])
         ids = sorted({o.structure_id for o in structures} - existing.keys())
         if ids:
