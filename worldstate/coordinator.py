@@ -487,7 +487,11 @@ class MeshCoordinator:
     # -- membership ------------------------------------------------------------------------
 
     def _unheard_for(self, sid: str, now: float) -> float:
+        """Seconds since ``sid`` was last heard (a cleared presence counts as the last time:
+        a broker blip that publishes a will must not change the membership at once)."""
         last = self.tracker.view.last_heard(sid)
+        if last is None:
+            last = self.tracker.departed.get(sid)
         return float("inf") if last is None else now - last
 
     def _gone(self, sid: str, now: float) -> bool:

@@ -225,6 +225,8 @@ class PresenceTracker:
         self.peers: dict[str, Presence] = {}
         """The latest heartbeat of every server heard (departed ones removed)."""
         self.agreed: AgreedMembership = NO_MEMBERSHIP
+        self.departed: dict[str, float] = {}
+        """When each server's presence was last cleared (its will, or a goodbye)."""
         self.left: dict[str, int] = {}
         """Servers that left cleanly (said goodbye, or the store says so), by incarnation:
         they count in no majority until a newer incarnation is heard."""
@@ -288,6 +290,7 @@ class PresenceTracker:
             known = got.server_id in self.peers
             self.view.left(got.server_id, got.incarnation)
             self.peers.pop(got.server_id, None)
+            self.departed[got.server_id] = self.clock()
             if got.clean and got.incarnation is not None:
                 self.left[got.server_id] = got.incarnation
             if known or got.clean:

@@ -33,9 +33,7 @@ async def _populate(url: str) -> None:
         await w.store.release(K, "gs-1", w.leases()[K].epoch)
 
 
-def test_inspect_views(
-    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_inspect_views(sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     asyncio.run(_populate(sqlite_url))  # the CLI runs its own event loop
     assert main(["inspect", "--store", sqlite_url, "regions", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
