@@ -28,6 +28,20 @@ SCHEMA_VERSION = 1
 
 metadata = MetaData()
 
+
+def _snapshot_columns() -> list[Column[Any]]:
+    """The columns of one stored snapshot, shared by the current row and its history."""
+    return [
+        Column("epoch", BigInteger, nullable=False),
+        Column("object_count", Integer, nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("checksum", LargeBinary, nullable=False),
+        Column("write_id", String(36), nullable=False),
+        Column("stored_by", Text, nullable=False),
+        Column("stored_at", Double, nullable=False),
+    ]
+
+
 meta = Table(
     "ws_meta",
     metadata,
@@ -44,13 +58,7 @@ regions = Table(
     Column("region_key", BigInteger, primary_key=True, autoincrement=False),
     Column("version", BigInteger, nullable=False),
     Column("payload_version", BigInteger, nullable=False),
-    Column("epoch", BigInteger, nullable=False),
-    Column("object_count", Integer, nullable=False),
-    Column("payload", LargeBinary, nullable=False),
-    Column("checksum", LargeBinary, nullable=False),
-    Column("write_id", String(36), nullable=False),
-    Column("stored_by", Text, nullable=False),
-    Column("stored_at", Double, nullable=False),
+    *_snapshot_columns(),
 )
 
 # The last N versions of each region (the current one included): a second copy of the
@@ -60,13 +68,7 @@ region_history = Table(
     metadata,
     Column("region_key", BigInteger, primary_key=True, autoincrement=False),
     Column("version", BigInteger, primary_key=True, autoincrement=False),
-    Column("epoch", BigInteger, nullable=False),
-    Column("object_count", Integer, nullable=False),
-    Column("payload", LargeBinary, nullable=False),
-    Column("checksum", LargeBinary, nullable=False),
-    Column("write_id", String(36), nullable=False),
-    Column("stored_by", Text, nullable=False),
-    Column("stored_at", Double, nullable=False),
+    *_snapshot_columns(),
 )
 
 # Authority: one row per region that was ever leased. epoch is the fencing token.
