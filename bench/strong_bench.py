@@ -30,7 +30,7 @@ from regions import RegionKey
 from worldstate import Config, PlaceStructure, StoreUnavailable
 from worldstate.results import Committed, Rejected, Result
 from worldstate.store.strong_commit import commit_region_batch
-from worldstate.strong_path import to_result
+from worldstate.strong._path import to_result
 
 PG = os.environ.get("WORLDSTATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 

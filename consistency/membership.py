@@ -1,6 +1,6 @@
 """Membership as one server sees it: who it has heard from lately, and whether its side of
 a partition keeps authority. Pure state machines over values (time is a parameter), driven
-by the asyncio code in `worldstate.membership` and, at full speed, by the deterministic
+by the asyncio code in `worldstate.mesh._agent` and, at full speed, by the deterministic
 mesh simulation in the tests.
 
 The authority rule itself is `conflicts.decide_partition`: a strict majority of the last

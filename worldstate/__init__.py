@@ -9,11 +9,11 @@ async with worldstate.connect("sqlite+aiosqlite:///world.db", server_id="gs-1") 
 from consistency import ConsistencyClass, Registry
 from regions import Box, RegionKey, Sphere
 from worldstate.config import Config
-from worldstate.coordinator import HandoffFailed, MeshCoordinator, Move
 from worldstate.errors import (
     BusUnavailable,
     CorruptRegion,
     Fenced,
+    HandoffFailed,
     NotAuthoritative,
     Overloaded,
     RegionOwned,
@@ -23,7 +23,8 @@ from worldstate.errors import (
     WorldClosed,
     WorldStateError,
 )
-from worldstate.objects import Lease, RegionSnapshot, WorldObject
+from worldstate.mesh import MeshCoordinator, Move
+from worldstate.objects import Lease, RegionSnapshot, ResourceNode, WorldObject
 from worldstate.operations import (
     BUILTIN_OPERATIONS,
     ChangeInventory,
@@ -40,7 +41,6 @@ from worldstate.operations import (
     TransferCreature,
     TransferItems,
 )
-from worldstate.resources import ResourceNode
 from worldstate.results import Accepted, Committed, Rejected, Result
 from worldstate.updates import CausalDelivery, EntityBatch, RegionChanged, StateChange, Update
 from worldstate.world import World, connect

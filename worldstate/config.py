@@ -116,7 +116,7 @@ class Config:
                 f"Config.lease_renew_interval ({self.lease_renew_interval}) must be shorter "
                 f"than lease_ttl ({self.lease_ttl})"
             )
-        from worldstate.ids import check_id  # local: ids imports errors only
+        from worldstate._validation import check_id  # local: ids imports errors only
 
         check_id(self.server_id, "server_id", self.max_id_length)
         check_id(self.namespace, "namespace", self.max_id_length)

@@ -114,3 +114,15 @@ __all__ = [
     "WorldClosed",
     "WorldStateError",
 ]
+
+
+class HandoffFailed(WorldStateError):
+    """A hand-off or assignment step failed; the region stays where it was (or, if the
+    release went through, unowned until the coordinator places it again)."""
+
+    def __init__(self, key: Any, server: str, step: str, reason: str) -> None:
+        self.key, self.server, self.step, self.reason = key, server, step, reason
+        super().__init__(
+            f"region {key}: {step} on {server!r} failed: {reason}; the coordinator will "
+            "place the region again on its next cycle — retry the hand-off if still wanted"
+        )

@@ -31,7 +31,7 @@ class WorldObject:
     bounding box in metres, and a JSON-serialisable ``data`` mapping.
 
     Instances are plain values; validate untrusted ones with
-    `worldstate.validation.check_object` (every public call does).
+    `worldstate._validation.check_object` (every public call does).
     """
 
     id: str
@@ -104,3 +104,13 @@ class Lease:
 
     def remaining(self, now: float) -> float:
         return max(0.0, self.expires_at - now)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceNode:
+    """A claimable resource: ``remaining`` of ``capacity`` is left to claim."""
+
+    resource_id: str
+    position: Vec3
+    capacity: float
+    remaining: float

@@ -30,9 +30,7 @@ from regions import (
     keys_of_shape,
     region_of,
 )
-from worldstate.bus import Bus, Message, open_bus
-from worldstate.cache import RegionCache, open_cache
-from worldstate.codec import (
+from worldstate._codec import (
     CodecError,
     Columns,
     decode_cache_entry,
@@ -40,6 +38,10 @@ from worldstate.codec import (
     encode_cache_entry,
     encode_objects,
 )
+from worldstate._validation import check_id, check_kind, check_region_objects, geometry, kinds_of
+from worldstate._validation import check_op_limits as _check_op_limits
+from worldstate.bus import Bus, Message, open_bus
+from worldstate.cache import RegionCache, open_cache
 from worldstate.config import Config
 from worldstate.errors import (
     NotAuthoritative,
@@ -48,20 +50,16 @@ from worldstate.errors import (
     WorldClosed,
     WorldStateError,
 )
-from worldstate.ids import check_id
-from worldstate.objects import Lease, RegionSnapshot, WorldObject
+from worldstate.objects import Lease, RegionSnapshot, ResourceNode, WorldObject
 from worldstate.operations import (
     BUILTIN_OPERATIONS,
     Operation,
     PlaceStructure,
 )
-from worldstate.resources import ResourceNode
-from worldstate.resources import check_op_limits as _check_op_limits
 from worldstate.results import Result
 from worldstate.store import Store
 from worldstate.store.retry import RetryPolicy
 from worldstate.updates import RegionChanged, Update, UpdateStream, interest_keys
-from worldstate.validation import check_kind, check_region_objects, geometry, kinds_of
 
 log = logging.getLogger("worldstate")
 
@@ -98,7 +96,7 @@ class World:
         self.op_types: dict[str, type[Operation]] = {t.__name__: t for t in BUILTIN_OPERATIONS}
         self.authoritative = True
         """False while this server is on the losing side of a partition (no strong writes)."""
-        from worldstate.membership import last_will
+        from worldstate.mesh._agent import last_will
 
         self.bus: Bus = open_bus(
             config.bus_url,
@@ -146,9 +144,9 @@ class World:
         if self._opened:
             raise RuntimeError("World.open() called twice")
         self._opened = True
-        from worldstate.causal_path import CausalPath
-        from worldstate.eventual_path import EventualPath
-        from worldstate.strong_path import StrongPath
+        from worldstate.causal._path import CausalPath
+        from worldstate.eventual._path import EventualPath
+        from worldstate.strong._path import StrongPath
 
         self.strong = StrongPath(self)
         self.causal = CausalPath(self)
@@ -162,8 +160,8 @@ class World:
             await self.causal.start()
             await self.eventual.start()
             # mesh: coordinator commands, then membership (heartbeats, split-brain verdict)
-            from worldstate.handoff import CommandHandler
-            from worldstate.membership import MembershipAgent
+            from worldstate.mesh._agent import MembershipAgent
+            from worldstate.mesh._handoff import CommandHandler
 
             self.commands = CommandHandler(self)
             self.commands.start()
@@ -274,7 +272,7 @@ class World:
     def partition_status(self) -> dict[str, Any]:
         """This server's standing in the mesh: ``{"view": [...], "majority": bool, "since":
         time, "membership": [...], "reason": str, "generation": int, ...}`` (see
-        `worldstate.membership`)."""
+        `worldstate.mesh._agent`)."""
         agent = getattr(self, "membership", None)
         if agent is None:
             return {
@@ -481,7 +479,7 @@ class World:
 
     async def submit(self, op: Operation) -> Result:
         """Route one operation by its consistency class (see the module docs of
-        `worldstate.strong_path`, `causal_path` and `eventual_path`).
+        `worldstate.strong._path`, `causal_path` and `eventual_path`).
 
         Strong: `Committed` only once durable, or `Rejected` with the rule that decided;
         raises `NotAuthoritative` in a minority partition. Causal/eventual: `Accepted`.

@@ -23,10 +23,10 @@ from consistency import VectorClock, pack
 from regions import RegionKey
 from tests.fix_services import Backend
 from worldstate import CausalDelivery, EmitEvent, PlaceStructure, StoreUnavailable, TransferCreature
-from worldstate import causal_wire as wire
 from worldstate.bus import get_hub, open_bus
-from worldstate.causal_path import CausalPath
+from worldstate.causal._path import CausalPath
 from worldstate.operations import Operation
+from worldstate.protocol import _causal as wire
 from worldstate.results import Accepted
 from worldstate.store import schema
 

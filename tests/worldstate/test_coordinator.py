@@ -30,7 +30,7 @@ from worldstate import (
     World,
     WorldStateError,
 )
-from worldstate.simulation import SimulationSettings, run_partition_scenario
+from worldstate.demo._simulation import SimulationSettings, run_partition_scenario
 
 from .fix_mesh import Mesh, config_for, keys, mesh, until
 

@@ -30,8 +30,9 @@ from worldstate import (
     StateChange,
     ValidationError,
 )
-from worldstate.eventual_path import MAX_MOVE_ROWS
-from worldstate.eventual_wire import (
+from worldstate.eventual._path import MAX_MOVE_ROWS
+from worldstate.objects import WorldObject
+from worldstate.protocol._eventual import (
     HEADER,
     Batch,
     MalformedBatch,
@@ -39,7 +40,6 @@ from worldstate.eventual_wire import (
     decode_batch,
     encode_batch,
 )
-from worldstate.objects import WorldObject
 from worldstate.updates import Update, UpdateStream
 
 from .fix_world import open_world

@@ -15,7 +15,7 @@ from regions import RegionKey
 from tests.fix_services import Backend
 from worldstate import Committed, NotAuthoritative, PlaceStructure
 from worldstate.bus import Message
-from worldstate.membership import (
+from worldstate.mesh._agent import (
     Departure,
     Presence,
     RegionLoad,

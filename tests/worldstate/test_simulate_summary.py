@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from worldstate.cli.main import main
-from worldstate.simulation import SimulationSettings, run_simulation
+from worldstate.demo._simulation import SimulationSettings, run_simulation
 
 
 async def test_simulation_summary_is_consistent() -> None:

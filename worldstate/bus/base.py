@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from worldstate._validation import check_id
 from worldstate.bus.topics import MQTT_MAX_TOPIC_BYTES, matches, validate_filter, validate_topic
 from worldstate.errors import BusUnavailable, ValidationError, WorldClosed, WorldStateError
-from worldstate.ids import check_id
 
 logger = logging.getLogger("worldstate.bus")
 

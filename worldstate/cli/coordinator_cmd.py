@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from worldstate.config import Config
-from worldstate.coordinator import MeshCoordinator
+from worldstate.mesh._coordinator import MeshCoordinator
 
 
 def add_parser(sub: Any) -> None:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from worldstate.cli.tables import emit_json
-from worldstate.simulation import SimulationSettings, run_simulation
+from worldstate.demo._simulation import SimulationSettings, run_simulation
 
 
 def add_parser(sub: Any) -> None:

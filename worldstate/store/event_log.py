@@ -1,5 +1,5 @@
 """The durable causal event log: the SQL of ``ws_events`` (with ``ws_outcomes`` for
-idempotency). What a body holds is `worldstate.causal_wire`'s business; here it is bytes.
+idempotency). What a body holds is `worldstate.protocol._causal`'s business; here it is bytes.
 
 One row per event, keyed ``(origin, seq)``: each origin's events are numbered 1, 2, 3, …
 with no hole, because only the origin appends its own rows and a seq is only taken by a
@@ -95,7 +95,7 @@ MESH_KEY_NAME = "causal_mesh_key"
 async def mesh_key(conn: AsyncConnection) -> bytes:
     """The world's causal message key (``ws_meta``), created by the first server that asks:
     every server reads it from the store, the one channel it already trusts, and signs its
-    bus messages with it (`worldstate.causal_wire`)."""
+    bus messages with it (`worldstate.protocol._causal`)."""
     m = s.meta
     ins = s.insert_for(conn.dialect.name, m).values(name=MESH_KEY_NAME, value=secrets.token_hex(32))
     await conn.execute(ins.on_conflict_do_nothing(index_elements=["name"]))

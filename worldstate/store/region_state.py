@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, delete, desc, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from regions import RegionKey
-from worldstate.codec import CodecError, Columns, checksum, decode_columns, encode_objects
+from worldstate._codec import CodecError, Columns, checksum, decode_columns, encode_objects
 from worldstate.errors import CorruptRegion, Fenced, RegionOwned, VersionConflict
 from worldstate.objects import RegionSnapshot, WorldObject
 from worldstate.store import schema as s

@@ -207,7 +207,7 @@ incidents = Table(
 )
 
 
-# -- mesh (see worldstate.membership and worldstate.coordinator) ------------------------
+# -- mesh (see worldstate.mesh._agent and worldstate.mesh._coordinator) ------------------------
 
 # Each server's heartbeat in the store (the bus carries the fast one): who it is, when it
 # last wrote, whether it believes it keeps authority, what it hears and its load. ``state``

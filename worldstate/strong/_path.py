@@ -37,8 +37,8 @@ from worldstate.errors import (
     WorldClosed,
     WorldStateError,
 )
-from worldstate.op_codec import decode_op, encode_op
 from worldstate.operations import ChangeInventory, Operation, TransferItems
+from worldstate.protocol._ops import decode_op, encode_op
 from worldstate.results import Committed, Rejected, Result
 from worldstate.store.strong_commit import (
     OpOutcome,
@@ -428,7 +428,7 @@ class StrongPath:
             req, sender = doc["r"], doc["from"]
             if not (isinstance(req, str) and len(req) == 32 and isinstance(sender, str)):
                 raise ValidationError("bad request header")
-            from worldstate.ids import check_id
+            from worldstate._validation import check_id
 
             check_id(sender, "sender")
             op = decode_op(orjson.dumps(doc["op"]), self.world.op_types)

@@ -24,7 +24,7 @@ Event body, JSON, stored as it is in ``ws_events.body`` and embedded as it is in
 
 ``d`` is the origin's delivered clock when it emitted the event (see
 `consistency.causal_buffer`), ``r`` the region's Morton code (null: the world-wide stream),
-``op`` the operation record of `worldstate.op_codec` (op_id, server_id = origin, hlc, fields).
+``op`` the operation record of `worldstate.protocol._ops` (op_id, server_id = origin, hlc, fields).
 
 Group message document: ``{"v": 1, "o": origin, "e": [body, ...]}``. Head message
 document: ``{"v": 1, "o": origin, "s": seq}``.
@@ -45,10 +45,10 @@ import orjson
 from consistency import CausalEvent, ConsistencyInputError, VectorClock
 from consistency.vector_clock import MAX_COUNTER
 from regions import RegionKey
+from worldstate._validation import check_id
 from worldstate.errors import ValidationError
-from worldstate.ids import check_id
-from worldstate.op_codec import op_from_dict
 from worldstate.operations import Operation
+from worldstate.protocol._ops import op_from_dict
 
 WIRE_VERSION = 1
 EVENTS_TOPIC = "causal/events"
@@ -114,7 +114,7 @@ def region_of_morton(code: int) -> RegionKey:
 
 
 def _plain(v: object) -> object:
-    # what orjson does not write by itself, written as `worldstate.op_codec` writes it
+    # what orjson does not write by itself, written as `worldstate.protocol._ops` writes it
     if isinstance(v, Mapping):
         return dict(v)
     if isinstance(v, RegionKey):
@@ -124,7 +124,7 @@ def _plain(v: object) -> object:
 
 def encode_body(seq: int, deps: VectorClock, region: RegionKey | None, op: Operation) -> bytes:
     """The JSON body of one event (stored in the log, embedded in messages). The op record
-    is `worldstate.op_codec`'s format, written straight by orjson (UUIDs, tuples natively)."""
+    is `worldstate.protocol._ops`'s format, written straight by orjson (UUIDs, tuples natively)."""
     return orjson.dumps(
         {
             "s": seq,

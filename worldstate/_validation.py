@@ -1,9 +1,12 @@
-"""Boundary checks for world objects and snapshots. Everything a caller hands in passes
-through here before anything is written; a failure is a `ValidationError` and no change."""
+"""The one rule set for what callers and the bus hand in: ids, kinds, data payloads, object
+snapshots and per-operation limits. Everything passes through here before anything is
+written; a failure is a `ValidationError` and no change."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import unicodedata
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -11,11 +14,33 @@ from typing import Any
 import orjson
 
 from regions import Box, GeometryError, RegionKey, WorldBounds, as_vec3
+from worldstate.config import Config
 from worldstate.errors import ValidationError
-from worldstate.ids import check_id
 from worldstate.objects import BASE_OBJECT_KINDS, WorldObject
+from worldstate.operations import Operation
 
 MAX_DATA_DEPTH = 32
+
+
+def check_id(value: object, name: str, max_length: int = 200) -> str:
+    """Return ``value`` if it is a usable id, else raise `ValidationError`.
+
+    Ids are stored and compared literally: quotes, semicolons and any printable unicode are
+    allowed (SQL always uses bound parameters). Refused: non-strings, empty strings, strings
+    longer than ``max_length`` characters, and control characters (which break logs, MQTT
+    topics and terminal output). ``/``, ``+`` and ``#`` are refused too: ids appear in MQTT
+    topic levels.
+    """
+    if not isinstance(value, str):
+        raise ValidationError(f"{name} must be a str, got {type(value).__name__}")
+    if not value:
+        raise ValidationError(f"{name} must not be empty")
+    if len(value) > max_length:
+        raise ValidationError(f"{name} is {len(value)} characters long; the limit is {max_length}")
+    for ch in value:
+        if ch in "/+#" or unicodedata.category(ch) in ("Cc", "Cs"):
+            raise ValidationError(f"{name} {value!r:.60} contains a forbidden character {ch!r}")
+    return value
 
 
 def geometry(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -133,3 +158,49 @@ def check_region_objects(
 
 def kinds_of(extra: Iterable[str]) -> frozenset[str]:
     return BASE_OBJECT_KINDS | frozenset(extra)
+
+
+ID_FIELDS = frozenset(
+    {
+        "structure_id",
+        "resource_id",
+        "claimant",
+        "inventory_id",
+        "item",
+        "from_inventory",
+        "to_inventory",
+        "item_id",
+        "picker",
+        "stream",
+        "to_server",
+        "owner",
+    }
+)
+DATA_FIELDS = frozenset({"data", "payload", "state"})
+
+
+_FIELDS: dict[type[Operation], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def _checked_fields(cls: type[Operation]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    got = _FIELDS.get(cls)
+    if got is None:
+        names = [f.name for f in dataclasses.fields(cls)]
+        got = _FIELDS[cls] = (
+            tuple(n for n in names if n in ID_FIELDS),
+            tuple(n for n in names if n in DATA_FIELDS),
+        )
+    return got
+
+
+def check_op_limits(op: Operation, config: Config) -> None:
+    """Ids well-formed and short enough, data JSON-safe and small enough."""
+    ids, datas = _checked_fields(type(op))
+    for name in ids:
+        v = getattr(op, name)
+        if not (name == "owner" and v == ""):
+            check_id(v, name, config.max_id_length)
+    for name in datas:
+        v = getattr(op, name)
+        if isinstance(v, Mapping) and v:
+            check_data(v, name, config.max_object_data_bytes)

@@ -13,7 +13,7 @@ What it does
   ``automation`` or ``power``. Writes are ordered by ``(HLC, server id)``: the higher HLC
   wins, equal HLCs go to the lowest server id (`consistency.lww_wins`).
 - A tick task (``Config.tick_rate`` Hz) turns what was queued into ONE message per region
-  (`worldstate.eventual_wire`; QoS 0 on ``eventual/{morton}``): entity ids, positions,
+  (`worldstate.protocol._eventual`; QoS 0 on ``eventual/{morton}``): entity ids, positions,
   velocities and HLCs as raw arrays, state changes as a small JSON section. Within a tick,
   the last write of an entity wins. A region with more than `MAX_ROWS_PER_MESSAGE` rows (or
   more than `MAX_STATE_SECTION_BYTES` of state) that tick is split over several messages, to
@@ -74,6 +74,7 @@ import orjson
 from consistency import ClockDriftError, ClockError, ConsistencyInputError, EntityTable, lww_wins
 from consistency.hlc import MAX_TIMESTAMP
 from regions import RegionKey, Vec3, morton
+from worldstate._validation import check_data, geometry
 from worldstate.bus import Message, Subscription
 from worldstate.errors import (
     BusUnavailable,
@@ -82,7 +83,15 @@ from worldstate.errors import (
     WorldClosed,
     WorldStateError,
 )
-from worldstate.eventual_wire import (
+from worldstate.objects import RegionSnapshot, WorldObject
+from worldstate.operations import (
+    CosmeticEffect,
+    MoveCreature,
+    Operation,
+    SetAutomation,
+    SetPowerGrid,
+)
+from worldstate.protocol._eventual import (
     STATE_KINDS,
     Batch,
     MalformedBatch,
@@ -94,17 +103,8 @@ from worldstate.eventual_wire import (
     peek_server_id,
     region_cells,
 )
-from worldstate.objects import RegionSnapshot, WorldObject
-from worldstate.operations import (
-    CosmeticEffect,
-    MoveCreature,
-    Operation,
-    SetAutomation,
-    SetPowerGrid,
-)
 from worldstate.results import Accepted
 from worldstate.updates import EntityBatch, StateChange
-from worldstate.validation import check_data, geometry
 
 if TYPE_CHECKING:
     from worldstate.world import World

@@ -44,8 +44,8 @@ import orjson
 from consistency import check_server_id
 from consistency.hlc import MAX_TIMESTAMP
 from regions import REGION_SIZE, GeometryError, RegionKey, Vec3, WorldBounds
+from worldstate._validation import check_id
 from worldstate.errors import ValidationError
-from worldstate.ids import check_id
 
 MAGIC = b"WSEB"
 VERSION = 1

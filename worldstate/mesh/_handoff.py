@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from regions import RegionKey
+from worldstate._validation import check_id
 from worldstate.bus import Message, Subscription
 from worldstate.errors import Fenced, RegionOwned, ValidationError, WorldStateError
-from worldstate.ids import check_id
 
 if TYPE_CHECKING:
     from worldstate.world import World
 
-log = logging.getLogger("worldstate.handoff")
+log = logging.getLogger("worldstate.mesh._handoff")
 
 COMMAND_TOPIC = "cmd"
 REPLY_TOPIC = "cmd-replies"

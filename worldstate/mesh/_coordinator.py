@@ -14,7 +14,7 @@ as it hears a server appear or go:
 - **Membership.** Records the agreed membership in the store (``ws_membership``, one
   generation per change, conditional writes) and publishes it, retained, on
   ``mesh/membership``: the servers it hears (their retained presence heartbeats, see
-  `worldstate.membership`), minus those that left cleanly. Servers it hears join; servers
+  `worldstate.mesh._agent`), minus those that left cleanly. Servers it hears join; servers
   unheard for twice ``Config.partition_timeout`` drop out (by then they have demoted
   themselves). It changes the membership only while what it hears holds a majority of it.
   Every coordinator, acting or not, also drops members that are *gone*: left cleanly, or
@@ -60,24 +60,25 @@ import orjson
 import conflicts
 from consistency import PartitionState
 from regions import RegionKey, as_region_key
+from worldstate._validation import check_id
 from worldstate.bus import Bus, Message, open_bus
 from worldstate.config import Config
 from worldstate.errors import (
     BusUnavailable,
+    HandoffFailed,
     NotAuthoritative,
     ValidationError,
     WorldClosed,
     WorldStateError,
 )
-from worldstate.handoff import COMMAND_TOPIC, REPLY_TOPIC, Command
-from worldstate.ids import check_id
-from worldstate.membership import MEMBERSHIP_TOPIC, PresenceTracker, encode_membership
+from worldstate.mesh._agent import MEMBERSHIP_TOPIC, PresenceTracker, encode_membership
+from worldstate.mesh._handoff import COMMAND_TOPIC, REPLY_TOPIC, Command
 from worldstate.objects import Lease
 from worldstate.store import Store, mesh_state
 from worldstate.store.mesh_state import AgreedMembership, CoordinatorLease, MemberRow
 from worldstate.store.retry import RetryPolicy
 
-log = logging.getLogger("worldstate.coordinator")
+log = logging.getLogger("worldstate.mesh._coordinator")
 
 ENTITY_UNIT = 1000
 """Eventual entities that weigh as much as one region."""
@@ -85,18 +86,6 @@ OPS_UNIT = 50.0
 """Strong operations per second that weigh as much as one region."""
 REGIONS_REFRESH = 10
 """Cycles between re-reads of the known regions (a `register_region` refreshes at once)."""
-
-
-class HandoffFailed(WorldStateError):
-    """A hand-off or assignment step failed; the region stays where it was (or, if the
-    release went through, unowned until the coordinator places it again)."""
-
-    def __init__(self, key: Any, server: str, step: str, reason: str) -> None:
-        self.key, self.server, self.step, self.reason = key, server, step, reason
-        super().__init__(
-            f"region {key}: {step} on {server!r} failed: {reason}; the coordinator will "
-            "place the region again on its next cycle — retry the hand-off if still wanted"
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,16 +48,16 @@ import orjson
 import conflicts
 from consistency import ConsistencyInputError, MembershipView, PartitionState, check_server_id
 from regions import RegionKey, region_keys
+from worldstate._validation import check_id
 from worldstate.bus import Bus, Message, Subscription
 from worldstate.errors import ValidationError, WorldStateError
-from worldstate.ids import check_id
 from worldstate.store import mesh_state
 from worldstate.store.mesh_state import NO_MEMBERSHIP, AgreedMembership, MemberRow
 
 if TYPE_CHECKING:
     from worldstate.world import World
 
-log = logging.getLogger("worldstate.membership")
+log = logging.getLogger("worldstate.mesh._agent")
 
 PRESENCE_TOPIC = "members"
 """``members/{server_id}``: a server's retained presence (its heartbeat)."""

@@ -19,7 +19,6 @@ from typing import Any
 from regions import RegionKey, Sphere
 from worldstate.bus import get_hub
 from worldstate.config import Config
-from worldstate.coordinator import MeshCoordinator
 from worldstate.errors import (
     Fenced,
     NotAuthoritative,
@@ -27,6 +26,7 @@ from worldstate.errors import (
     VersionConflict,
     WorldStateError,
 )
+from worldstate.mesh._coordinator import MeshCoordinator
 from worldstate.objects import WorldObject
 from worldstate.operations import PlaceStructure
 from worldstate.results import Committed
@@ -191,7 +191,7 @@ async def run_simulation(settings: SimulationSettings) -> SimulationReport:
                 report.query_hits += len(found)
             report.query_ms_p50, report.query_ms_p99 = _pct(lat, 50), _pct(lat, 99)
             # players move, build, claim, trade and emit quest events (every class)
-            from worldstate.simulation_load import run_load
+            from worldstate.demo._load import run_load
 
             report.classes = await run_load(worlds, owned, rng)
             # 3. authority: a hand-off, then the old owner's stale write is fenced

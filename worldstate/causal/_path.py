@@ -39,7 +39,7 @@ until it succeeds.
 
 Receiving and repair
 --------------------
-A message is validated whole before anything changes (`worldstate.causal_wire`: the
+A message is validated whole before anything changes (`worldstate.protocol._causal`: the
 world's signature, size, structure, ids, seq >= 1, vector clock, region, every op exactly
 as a local submit checks it, HLC drift) — anything wrong drops the message and counts it by
 reason. Each event is
@@ -55,7 +55,7 @@ with its own sequence and joins the others at their heads instead of replaying h
 
 Trust: messages are signed with the world's key, kept in the store, so a publisher that
 cannot reach the database cannot inject events; servers of the world are trusted not to
-lie (a broker ACL keeps each to its own topics, see `worldstate.causal_wire`). A signed
+lie (a broker ACL keeps each to its own topics, see `worldstate.protocol._causal`). A signed
 event that no server appended could at worst wait in the buffer (bounded by
 ``max_pending``) and cost a log read per `REPAIR_AFTER`. Own-origin messages are ignored
 outright: this server's events come only from itself.
@@ -88,7 +88,7 @@ from consistency import (
     VectorClock,
 )
 from regions import RegionKey
-from worldstate import causal_wire as wire
+from worldstate._validation import check_op_limits
 from worldstate.bus import Message, Subscription
 from worldstate.errors import (
     Overloaded,
@@ -98,7 +98,7 @@ from worldstate.errors import (
     WorldStateError,
 )
 from worldstate.operations import Operation, TransferCreature
-from worldstate.resources import check_op_limits
+from worldstate.protocol import _causal as wire
 from worldstate.results import Accepted
 from worldstate.store import event_log
 from worldstate.updates import CausalDelivery
