@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -18,7 +18,13 @@ import orjson
 from sqlalchemy import select
 
 import conflicts as cf
-from consistency import ConsistencyClass, ConsistencyInputError, HybridClock, Registry
+from consistency import (
+    CausalEvent,
+    ConsistencyClass,
+    ConsistencyInputError,
+    HybridClock,
+    Registry,
+)
 from regions import (
     Box,
     RegionKey,
@@ -50,6 +56,7 @@ from worldstate.errors import (
     WorldClosed,
     WorldStateError,
 )
+from worldstate.history._checkpoint import Checkpoint
 from worldstate.objects import Lease, RegionSnapshot, ResourceNode, WorldObject
 from worldstate.operations import (
     BUILTIN_OPERATIONS,
@@ -173,6 +180,10 @@ class World:
         self._tasks.append(
             asyncio.create_task(self._renew_loop(), name=f"ws-renew-{self.server_id}")
         )
+        if self.config.event_retention is not None or self.config.event_retention_count:
+            self._tasks.append(
+                asyncio.create_task(self._prune_loop(), name=f"ws-prune-{self.server_id}")
+            )
         return self
 
     async def close(self) -> None:
@@ -185,6 +196,8 @@ class World:
     async def _shutdown(self) -> None:
         for stream in list(self._streams):
             stream.fail(WorldClosed("the world was closed"))
+            if stream.task is not None:
+                stream.task.cancel()
         for part in ("membership", "commands"):  # leave the mesh first
             p = getattr(self, part, None)
             if p is not None:
@@ -597,23 +610,117 @@ class World:
         applied: int = self.eventual.move_entities(ids, positions, velocities)
         return applied
 
-    def updates(self, interest: object = None, *, capacity: int = 10_000) -> UpdateStream:
+    def updates(
+        self, interest: object = None, *, since: object = None, capacity: int = 10_000
+    ) -> UpdateStream:
         """What other servers change inside ``interest`` (region keys, a Box, a Sphere, a
         ``(lo, hi)`` pair, or None for everything): eventual batches, eventual state
         changes, causal events in causal order and strong-commit notices.
 
         ``async for update in world.updates(box): ...`` — the iterator ends with
         `WorldClosed` when the world closes or loses its bus, and with `Overloaded` when the
-        consumer falls ``capacity`` updates behind."""
+        consumer falls ``capacity`` updates behind.
+
+        ``since``: None is live from now. A cursor (``CausalDelivery.cursor``, or the
+        token ``str(cursor)`` a game stored) first delivers, in causal order, every causal
+        event in the interest after it (read from the durable log), then continues live
+        with no gap and no duplicate (`worldstate.history._resume`). A cursor older than
+        the log's retention ends the stream with `CursorExpired`."""
         self._check_open()
         keys = interest_keys(
             interest,
             region_size=self.config.region_size,
             max_keys=self.config.max_query_regions,
         )
+        cursor = None
+        if since is not None:
+            from worldstate.updates import Cursor
+
+            cursor = Cursor.decode(since)
         stream = UpdateStream(keys, capacity, self._streams.discard)
         self._streams.add(stream)
+        if cursor is not None:
+            from worldstate.history._resume import start_resume
+
+            stream.task = start_resume(
+                stream,
+                since=cursor,
+                live_from=self.causal.cursor,
+                store=self.store,
+                server_id=self.server_id,
+                op_types=self.op_types,
+            )
         return stream
+
+    # -- history ---------------------------------------------------------------------------
+
+    async def checkpoint(self, name: str | None = None) -> Checkpoint:
+        """A consistent copy of the world's durable state, kept in the store, taken in one
+        read-only snapshot without stopping writes (`worldstate.history`)."""
+        self._check_open()
+        from worldstate.history import create_checkpoint
+
+        return await create_checkpoint(self.store, name, by=self.server_id)
+
+    async def events(
+        self,
+        *,
+        stream: str | None = None,
+        region: object = None,
+        since: object = None,
+        until: object = None,
+    ) -> AsyncIterator[CausalEvent]:
+        """The durable causal log in causal order (the deterministic linearisation of
+        `worldstate.history._events`), optionally one ``stream`` (`EmitEvent.stream`), one
+        ``region`` (a region key; ``"world"`` for the world-wide stream), after ``since``
+        and up to ``until`` (each a cursor or a time in seconds). Each `CausalEvent`'s
+        payload is its `CausalDelivery` with a ``cursor``. Raises `CursorExpired` when
+        ``since`` is older than the log's retention."""
+        self._check_open()
+        from worldstate.history import read_events
+        from worldstate.updates import Cursor
+
+        regions = None
+        if region == "world":
+            regions = [-1]
+        elif region is not None:
+            regions = [self._key(region).morton]
+
+        def point(v: object, what: str) -> Cursor | float | None:
+            if v is None:
+                return None
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                return float(v)
+            try:
+                return Cursor.decode(v)
+            except ValidationError:
+                raise ValidationError(f"{what} must be a cursor or a time, got {v!r:.60}") from None
+
+        if stream is not None:
+            check_id(stream, "stream", self.config.max_id_length)
+        async for event in read_events(
+            self.store,
+            stream=stream,
+            regions=regions,
+            since=point(since, "since"),
+            until=point(until, "until"),
+            op_types=self.op_types,
+        ):
+            yield event
+
+    async def _prune_loop(self) -> None:
+        """Keep the causal log within ``Config.event_retention``/``event_retention_count``."""
+        from worldstate.history import prune_events
+
+        c = self.config
+        while True:
+            await asyncio.sleep(c.event_prune_interval)
+            try:
+                await prune_events(
+                    self.store, retention=c.event_retention, keep_per_origin=c.event_retention_count
+                )
+            except WorldStateError as e:
+                log.warning("pruning the causal log failed (will retry): %s", e)
 
     def publish_update(self, region: RegionKey | None, update: Update) -> None:
         """Hand an update to every stream interested in ``region`` (called by the paths)."""

@@ -101,7 +101,7 @@ from worldstate.operations import Operation, TransferCreature
 from worldstate.protocol import _causal as wire
 from worldstate.results import Accepted
 from worldstate.store import event_log
-from worldstate.updates import CausalDelivery
+from worldstate.updates import CausalDelivery, Cursor
 
 if TYPE_CHECKING:
     from worldstate.world import World
@@ -193,6 +193,8 @@ class CausalPath:
         self.publish_failures = 0
         self.heads_received = 0
         self.echoes = 0
+        self._cursor = Cursor(VectorClock())
+        """The resume point just after the last event delivered here (own ones included)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -214,6 +216,7 @@ class CausalPath:
                 continue
             valid[origin] = seq
         now = asyncio.get_running_loop().time()
+        self._cursor = Cursor(VectorClock(valid))
         for event in self.buffer.seed(VectorClock(valid), now=now):
             self._deliver(event)
         me = world.server_id
@@ -387,6 +390,7 @@ class CausalPath:
             log.error("own causal event %s:%d was not delivered locally", event.origin, event.seq)
             return
         self.emitted += 1
+        self._cursor = self._cursor.after(event.origin, event.seq)
         if isinstance(event.payload, wire.WireEvent):
             self._apply(event.payload)
 
@@ -542,6 +546,7 @@ class CausalPath:
         return fresh
 
     def _deliver(self, event: CausalEvent) -> None:
+        self._cursor = cursor = self._cursor.after(event.origin, event.seq)
         ev = event.payload
         if not isinstance(ev, wire.WireEvent):
             return
@@ -558,8 +563,15 @@ class CausalPath:
                 str(op.op_id),
                 MappingProxyType(wire.op_fields(op)),
                 MappingProxyType(ev.clock.to_dict()),
+                cursor,
             ),
         )
+
+    @property
+    def cursor(self) -> Cursor:
+        """The resume point just after the last causal event delivered on this server: an
+        update stream opened now receives, live, exactly the events after it."""
+        return self._cursor
 
     def _apply(self, ev: wire.WireEvent) -> None:
         """The effects of a delivered event on this server's state: ownership transfers."""

@@ -274,7 +274,9 @@ class Store:
             rows = (await conn.execute(select(i).order_by(desc(i.c.at)).limit(limit))).all()
             return [
                 {
-                    "region": str(RegionKey.from_morton(r.region_key)),
+                    "region": str(RegionKey.from_morton(r.region_key))
+                    if r.region_key >= 0
+                    else "world",  # a world-wide incident (a checkpoint restore)
                     "kind": r.kind,
                     "detail": r.detail,
                     "at": r.at,
