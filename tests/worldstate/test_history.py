@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,19 +22,24 @@ from regions import RegionKey
 from tests.fix_services import Backend
 from worldstate import (
     ChangeInventory,
+    ClaimResource,
     EmitEvent,
+    ModifyTerrain,
     NotAuthoritative,
     PlaceStructure,
     TransferItems,
 )
 from worldstate.errors import (
     CheckpointNotFound,
+    ExportFormatError,
     RestoreRefused,
     StoreUnavailable,
     ValidationError,
 )
 from worldstate.history import (
     Checkpoint,
+    export_checkpoint,
+    import_checkpoint,
     list_checkpoints,
     prune_checkpoints,
     restore_checkpoint,
@@ -43,7 +50,7 @@ from worldstate.results import Committed, Rejected
 from worldstate.store import Store
 from worldstate.store import schema as s
 
-from .fix_world import open_world
+from .fix_world import obj, open_world
 
 INVENTORIES = [f"acct-{i}" for i in range(8)]
 START = 100
@@ -309,3 +316,192 @@ async def test_checkpoint_lookup_names_and_prune(sqlite_url: str) -> None:
             )
 
         assert await w.store.run(chunks, "count", read=True) == 0
+
+
+# -- export / import between stores ----------------------------------------------------------
+
+
+async def build_world(url: str, namespace: str) -> None:
+    """A small world with every kind of durable state, written by two servers."""
+    bus = f"memory://{namespace}"
+    async with (
+        open_world(url, "gs-a", bus_url=bus, namespace=namespace) as a,
+        open_world(url, "gs-b", bus_url=bus, namespace=namespace) as b,
+    ):
+        lease = await a.acquire_region(R0)
+        await a.store_region(
+            worldstate.RegionSnapshot(R0, 0, "gs-a", lease.epoch, [obj("rock-1", R0, 100.0, kind="resource", hp=3), obj("tree-2", R0, 200.0)]),
+            expected_version=0,
+        )
+        for i in range(5):
+            assert isinstance(await a.submit(place(f"house-{i}", R0, i)), Committed)
+        await a.put_resource("ore-1", pos(R0, 300.0), 50.0)
+        assert isinstance(await a.submit(ClaimResource(resource_id="ore-1", claimant="p1", position=pos(R0, 300.0), amount=20.0)), Committed)
+        await a.submit(ModifyTerrain(center=pos(R0, 400.0), radius=5.0, delta=-1.5))
+        await a.submit(ChangeInventory(inventory_id="p1", item="gold", delta=40))
+        await a.submit(ChangeInventory(inventory_id="p2", item="wood", delta=7))
+        await a.submit(TransferItems(from_inventory="p1", to_inventory="p2", item="gold", quantity=15))
+        # a causal chain across the two servers
+        for i in range(4):
+            await a.submit(EmitEvent(position=pos(R0), stream="quest", payload={"step": 2 * i}))
+            await b.submit(EmitEvent(position=pos(R1), stream="chat", payload={"line": 2 * i + 1}))
+            await asyncio.sleep(0.05)
+
+
+async def world_view(url: str, namespace: str) -> dict[str, Any]:
+    async with open_world(url, "gs-view", bus_url=f"memory://{namespace}-v", namespace=namespace) as w:
+        lo, hi = R0.bounds
+        objects = await w.query((lo, hi))
+        events = [
+            (e.origin, e.seq, e.payload.op_id, e.payload.op_type, dict(e.payload.fields), dict(e.payload.vclock), str(e.payload.cursor))
+            async for e in w.events()
+        ]
+        return {
+            "objects": sorted((o.id, o.kind, o.lo, o.hi, dict(o.data)) for o in objects),
+            "inventories": {i: await w.get_inventory(i) for i in ("p1", "p2")},
+            "resource": await w.get_resource("ore-1"),
+            "events": events,
+            "quest": [e.payload.fields["payload"] async for e in w.events(stream="quest")],
+            "r1": [e.seq async for e in w.events(region=R1)],
+        }
+
+
+@pytest.mark.parametrize("direction", ["sqlite-to-postgresql", "postgresql-to-sqlite"])
+async def test_export_import_moves_a_world_between_stores(
+    direction: str, sqlite_url: str, pg_url: str, namespace: str, tmp_path: Path
+) -> None:
+    src, dst = (sqlite_url, pg_url) if direction.startswith("sqlite") else (pg_url, sqlite_url)
+    await build_world(src, namespace)
+    want = await world_view(src, namespace)
+    assert len(want["events"]) == 8 and len(want["objects"]) == 7
+    assert want["quest"] == [{"step": 0}, {"step": 2}, {"step": 4}, {"step": 6}]
+    out = tmp_path / "world.wscp"
+    source = Store(src)
+    try:
+        await source.open()
+        cp = await create_checkpoint_of(source, "before-patch")
+        steps: list[tuple[str, int]] = []
+        trailer = await export_checkpoint(source, "before-patch", out, progress=lambda t, n: steps.append((t, n)))
+        assert trailer["rows"] == cp.rows and steps
+    finally:
+        await source.close()
+    with gzip.open(out, "rb") as f:
+        head = f.readline()
+    assert b'"format":"worldstate-checkpoint"' in head and b'"version":1' in head
+    target = Store(dst)
+    try:
+        await target.open()
+        got = await import_checkpoint(target, out)
+        assert (got.name, got.regions, got.objects, got.rows) == (cp.name, cp.regions, cp.objects, cp.rows)
+        assert dict(got.heads) == dict(cp.heads)
+        await restore_checkpoint(target, "before-patch", by="tester")
+    finally:
+        await target.close()
+    assert await world_view(dst, namespace) == want
+
+
+async def create_checkpoint_of(store: Store, name: str) -> Checkpoint:
+    from worldstate.history import create_checkpoint
+
+    return await create_checkpoint(store, name, by="tester")
+
+
+async def _exported(sqlite_url: str, namespace: str, tmp_path: Path) -> Path:
+    await build_world(sqlite_url, namespace)
+    out = tmp_path / "w.wscp"
+    store = Store(sqlite_url)
+    try:
+        await store.open()
+        await create_checkpoint_of(store, "x")
+        await export_checkpoint(store, "x", out)
+    finally:
+        await store.close()
+    return out
+
+
+async def _nothing_imported(url: str) -> None:
+    store = Store(url)
+    try:
+        await store.open()
+
+        async def counts(c: Any) -> tuple[int, int]:
+            a = (await c.execute(select(func.count()).select_from(s.checkpoints))).scalar_one()
+            b = (await c.execute(select(func.count()).select_from(s.checkpoint_chunks))).scalar_one()
+            return int(a), int(b)
+
+        assert await store.run(counts, "count", read=True) == (0, 0)
+    finally:
+        await store.close()
+
+
+async def test_newer_format_and_truncated_files_are_refused(
+    sqlite_url: str, pg_url: str, namespace: str, tmp_path: Path
+) -> None:
+    good = await _exported(sqlite_url, namespace, tmp_path)
+    lines = gzip.decompress(good.read_bytes()).split(b"\n")
+    newer = tmp_path / "newer.wscp"
+    newer.write_bytes(gzip.compress(lines[0].replace(b'"version":1', b'"version":2') + b"\n" + b"\n".join(lines[1:])))
+    cut_bytes = tmp_path / "cut.wscp"
+    raw = good.read_bytes()
+    cut_bytes.write_bytes(raw[: len(raw) * 2 // 3])
+    no_trailer = tmp_path / "no-trailer.wscp"
+    no_trailer.write_bytes(gzip.compress(b"\n".join(lines[:-2]) + b"\n"))
+    bad_count = tmp_path / "bad-count.wscp"
+    bad_count.write_bytes(gzip.compress(b"\n".join(lines[:3] + lines[4:])))
+    not_ours = tmp_path / "other.wscp"
+    not_ours.write_bytes(gzip.compress(b'{"format":"something-else","version":1}\n'))
+    target = Store(pg_url)
+    try:
+        await target.open()
+        with pytest.raises(ExportFormatError, match="newer than this worldstate reads"):
+            await import_checkpoint(target, newer)
+        with pytest.raises(ExportFormatError, match="truncated"):
+            await import_checkpoint(target, cut_bytes)
+        with pytest.raises(ExportFormatError, match="truncated"):
+            await import_checkpoint(target, no_trailer)
+        with pytest.raises(ExportFormatError, match="trailer counts"):
+            await import_checkpoint(target, bad_count)
+        with pytest.raises(ExportFormatError, match="not a worldstate-checkpoint file"):
+            await import_checkpoint(target, not_ours)
+    finally:
+        await target.close()
+    await _nothing_imported(pg_url)
+    # and the good file still imports
+    target = Store(pg_url)
+    try:
+        await target.open()
+        assert (await import_checkpoint(target, good)).name == "x"
+    finally:
+        await target.close()
+
+
+async def test_per_region_and_per_inventory_export_restore_only_their_part(
+    sqlite_url: str, namespace: str, tmp_path: Path
+) -> None:
+    await build_world(sqlite_url, namespace)
+    store = Store(sqlite_url)
+    try:
+        await store.open()
+        await create_checkpoint_of(store, "full")
+        await export_checkpoint(store, "full", tmp_path / "r0.wscp", regions=[(0, 0, 0)])
+        await export_checkpoint(store, "full", tmp_path / "p1.wscp", inventories=["p1"])
+    finally:
+        await store.close()
+    async with open_world(sqlite_url, "gs-a", bus_url=f"memory://{namespace}", namespace=namespace) as a:
+        before_r0 = {o.id for o in (await a.load_region(R0)).objects}
+        await a.acquire_region(R0)
+        await a.submit(place("extra", R0, 50))
+        await a.submit(ChangeInventory(inventory_id="p1", item="gold", delta=1000))
+        await a.submit(ChangeInventory(inventory_id="p2", item="wood", delta=1000))
+        await a.release_region(R0)
+        r0 = await import_checkpoint(a.store, tmp_path / "r0.wscp", name="r0-only")
+        p1 = await import_checkpoint(a.store, tmp_path / "p1.wscp", name="p1-only")
+        assert r0.scope is not None and r0.scope.regions == {R0.morton}
+        assert p1.scope is not None and p1.scope.inventories == {"p1"}
+        await restore_checkpoint(a.store, "r0-only")
+        await restore_checkpoint(a.store, "p1-only")
+        assert {o.id for o in (await a.load_region(R0)).objects} == before_r0
+        assert await a.get_inventory("p1") == {"gold": 25}
+        assert await a.get_inventory("p2") == {"gold": 15, "wood": 1007}  # not in either scope
+        # R1's causal events are untouched by the R0 restore
+        assert [e.seq async for e in a.events(region=R1)] == [1, 2, 3, 4]
