@@ -101,6 +101,8 @@ class World:
         self.hlc = HybridClock(wall=clock)
         self.registry = Registry({t: t.default_consistency for t in BUILTIN_OPERATIONS})
         self.op_types: dict[str, type[Operation]] = {t.__name__: t for t in BUILTIN_OPERATIONS}
+        self.deliveries: dict[type[Operation], str] = {}
+        """Delivery guarantees registered per type (`delivery_of` gives the defaults)."""
         self.authoritative = True
         """False while this server is on the losing side of a partition (no strong writes)."""
         from worldstate.mesh._agent import last_will
@@ -444,16 +446,66 @@ class World:
 
     # -- operations ------------------------------------------------------------------------
 
-    def register_operation(self, cls: type[Operation], consistency: ConsistencyClass | str) -> None:
+    def register_operation(
+        self,
+        cls: type[Operation],
+        consistency: ConsistencyClass | str,
+        *,
+        delivery: str | None = None,
+    ) -> None:
         """Route a game-defined operation type (a subclass of a built-in operation, so the
-        world knows how to apply it) through ``consistency``."""
+        world knows how to apply it) through ``consistency``, with a delivery guarantee:
+
+        - ``"at-most-once"``: fire and forget (eventual tick batches, QoS 0); the default
+          for EVENTUAL.
+        - ``"at-least-once"``: acknowledged and redelivered until every server that hears
+          this one acknowledges; a receiver may see an op twice (EVENTUAL only; for CAUSAL
+          it is served as effectively-once).
+        - ``"effectively-once"``: at-least-once plus deduplication by ``op_id``; the
+          default (and the only choice) for STRONG, the default for CAUSAL.
+
+        Every server of the world must register the same types the same way."""
+        from worldstate.eventual._reliable import AT_MOST_ONCE, check_delivery
+
         if not isinstance(cls, type) or not issubclass(cls, Operation):
             raise ValidationError(f"{cls!r} is not an Operation subclass")
+        if delivery is not None:
+            delivery = check_delivery(delivery)
+            try:
+                cc = ConsistencyClass(consistency) if isinstance(consistency, str) else consistency
+            except ValueError:
+                cc = None
+            if cc is ConsistencyClass.STRONG and delivery != "effectively-once":
+                raise ValidationError(
+                    "strong operations are committed once by op_id: their delivery is "
+                    "effectively-once"
+                )
+            if cc is ConsistencyClass.CAUSAL and delivery == AT_MOST_ONCE:
+                raise ValidationError(
+                    "causal operations are logged before they are acknowledged and repaired "
+                    "from the log: at-most-once is not offered for them"
+                )
         try:
             self.registry.register(cls, consistency)
         except ConsistencyInputError as e:
             raise ValidationError(str(e)) from None
         self.op_types[cls.__name__] = cls
+        if delivery is not None:
+            self.deliveries[cls] = delivery
+        else:
+            self.deliveries.pop(cls, None)
+
+    def delivery_of(self, op_or_type: object) -> str:
+        """The delivery guarantee of an operation (or type): as registered, else the
+        default of its consistency class (STRONG and CAUSAL effectively-once, EVENTUAL
+        at-most-once)."""
+        cls = op_or_type if isinstance(op_or_type, type) else type(op_or_type)
+        got = self.deliveries.get(cls)
+        if got is not None:
+            return got
+        if self.consistency_of(cls) is ConsistencyClass.EVENTUAL:
+            return "at-most-once"
+        return "effectively-once"
 
     def consistency_of(self, op_or_type: object) -> ConsistencyClass:
         try:

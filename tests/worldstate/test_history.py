@@ -330,17 +330,32 @@ async def build_world(url: str, namespace: str) -> None:
     ):
         lease = await a.acquire_region(R0)
         await a.store_region(
-            worldstate.RegionSnapshot(R0, 0, "gs-a", lease.epoch, [obj("rock-1", R0, 100.0, kind="resource", hp=3), obj("tree-2", R0, 200.0)]),
+            worldstate.RegionSnapshot(
+                R0,
+                0,
+                "gs-a",
+                lease.epoch,
+                [obj("rock-1", R0, 100.0, kind="resource", hp=3), obj("tree-2", R0, 200.0)],
+            ),
             expected_version=0,
         )
         for i in range(5):
             assert isinstance(await a.submit(place(f"house-{i}", R0, i)), Committed)
         await a.put_resource("ore-1", pos(R0, 300.0), 50.0)
-        assert isinstance(await a.submit(ClaimResource(resource_id="ore-1", claimant="p1", position=pos(R0, 300.0), amount=20.0)), Committed)
+        assert isinstance(
+            await a.submit(
+                ClaimResource(
+                    resource_id="ore-1", claimant="p1", position=pos(R0, 300.0), amount=20.0
+                )
+            ),
+            Committed,
+        )
         await a.submit(ModifyTerrain(center=pos(R0, 400.0), radius=5.0, delta=-1.5))
         await a.submit(ChangeInventory(inventory_id="p1", item="gold", delta=40))
         await a.submit(ChangeInventory(inventory_id="p2", item="wood", delta=7))
-        await a.submit(TransferItems(from_inventory="p1", to_inventory="p2", item="gold", quantity=15))
+        await a.submit(
+            TransferItems(from_inventory="p1", to_inventory="p2", item="gold", quantity=15)
+        )
         # a causal chain across the two servers
         for i in range(4):
             await a.submit(EmitEvent(position=pos(R0), stream="quest", payload={"step": 2 * i}))
@@ -349,11 +364,21 @@ async def build_world(url: str, namespace: str) -> None:
 
 
 async def world_view(url: str, namespace: str) -> dict[str, Any]:
-    async with open_world(url, "gs-view", bus_url=f"memory://{namespace}-v", namespace=namespace) as w:
+    async with open_world(
+        url, "gs-view", bus_url=f"memory://{namespace}-v", namespace=namespace
+    ) as w:
         lo, hi = R0.bounds
         objects = await w.query((lo, hi))
         events = [
-            (e.origin, e.seq, e.payload.op_id, e.payload.op_type, dict(e.payload.fields), dict(e.payload.vclock), str(e.payload.cursor))
+            (
+                e.origin,
+                e.seq,
+                e.payload.op_id,
+                e.payload.op_type,
+                dict(e.payload.fields),
+                dict(e.payload.vclock),
+                str(e.payload.cursor),
+            )
             async for e in w.events()
         ]
         return {
@@ -381,7 +406,9 @@ async def test_export_import_moves_a_world_between_stores(
         await source.open()
         cp = await create_checkpoint_of(source, "before-patch")
         steps: list[tuple[str, int]] = []
-        trailer = await export_checkpoint(source, "before-patch", out, progress=lambda t, n: steps.append((t, n)))
+        trailer = await export_checkpoint(
+            source, "before-patch", out, progress=lambda t, n: steps.append((t, n))
+        )
         assert trailer["rows"] == cp.rows and steps
     finally:
         await source.close()
@@ -392,7 +419,12 @@ async def test_export_import_moves_a_world_between_stores(
     try:
         await target.open()
         got = await import_checkpoint(target, out)
-        assert (got.name, got.regions, got.objects, got.rows) == (cp.name, cp.regions, cp.objects, cp.rows)
+        assert (got.name, got.regions, got.objects, got.rows) == (
+            cp.name,
+            cp.regions,
+            cp.objects,
+            cp.rows,
+        )
         assert dict(got.heads) == dict(cp.heads)
         await restore_checkpoint(target, "before-patch", by="tester")
     finally:
@@ -426,7 +458,9 @@ async def _nothing_imported(url: str) -> None:
 
         async def counts(c: Any) -> tuple[int, int]:
             a = (await c.execute(select(func.count()).select_from(s.checkpoints))).scalar_one()
-            b = (await c.execute(select(func.count()).select_from(s.checkpoint_chunks))).scalar_one()
+            b = (
+                await c.execute(select(func.count()).select_from(s.checkpoint_chunks))
+            ).scalar_one()
             return int(a), int(b)
 
         assert await store.run(counts, "count", read=True) == (0, 0)
@@ -440,7 +474,11 @@ async def test_newer_format_and_truncated_files_are_refused(
     good = await _exported(sqlite_url, namespace, tmp_path)
     lines = gzip.decompress(good.read_bytes()).split(b"\n")
     newer = tmp_path / "newer.wscp"
-    newer.write_bytes(gzip.compress(lines[0].replace(b'"version":1', b'"version":2') + b"\n" + b"\n".join(lines[1:])))
+    newer.write_bytes(
+        gzip.compress(
+            lines[0].replace(b'"version":1', b'"version":2') + b"\n" + b"\n".join(lines[1:])
+        )
+    )
     cut_bytes = tmp_path / "cut.wscp"
     raw = good.read_bytes()
     cut_bytes.write_bytes(raw[: len(raw) * 2 // 3])
@@ -487,7 +525,9 @@ async def test_per_region_and_per_inventory_export_restore_only_their_part(
         await export_checkpoint(store, "full", tmp_path / "p1.wscp", inventories=["p1"])
     finally:
         await store.close()
-    async with open_world(sqlite_url, "gs-a", bus_url=f"memory://{namespace}", namespace=namespace) as a:
+    async with open_world(
+        sqlite_url, "gs-a", bus_url=f"memory://{namespace}", namespace=namespace
+    ) as a:
         before_r0 = {o.id for o in (await a.load_region(R0)).objects}
         await a.acquire_region(R0)
         await a.submit(place("extra", R0, 50))

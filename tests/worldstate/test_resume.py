@@ -92,13 +92,12 @@ async def kill_and_resume(url: str, bus: str, namespace: str) -> None:
         open_world(url, "gs-c", **common) as c,
     ):
         async with collecting(c) as at_c:
-            async with open_world(url, "gs-b", **common) as b:
-                async with collecting(b) as first:
-                    for i in range(1, 6):
-                        await a.submit(emit("chain", i))
-                    await eventually(lambda: len(first) == 5, "b to get a:1..5")
-                    cursor = first[-1].cursor
-                    assert cursor is not None and cursor.clock.get("gs-a") == 5
+            async with open_world(url, "gs-b", **common) as b, collecting(b) as first:
+                for i in range(1, 6):
+                    await a.submit(emit("chain", i))
+                await eventually(lambda: len(first) == 5, "b to get a:1..5")
+                cursor = first[-1].cursor
+                assert cursor is not None and cursor.clock.get("gs-a") == 5
             # b is gone; a goes on, and c answers some of a's events (depending on them)
             for i in range(6, 12):
                 await a.submit(emit("chain", i))
@@ -120,15 +119,21 @@ async def kill_and_resume(url: str, bus: str, namespace: str) -> None:
                     await a.submit(emit("chain", i))
                 await c.submit(emit("reply", 99, R1))
                 await eventually(
-                    lambda: sum(d.origin == "gs-a" for d in resumed) == 10
-                    and sum(d.origin == "gs-c" for d in resumed) == 4,
+                    lambda: (
+                        sum(d.origin == "gs-a" for d in resumed) == 10
+                        and sum(d.origin == "gs-c" for d in resumed) == 4
+                    ),
                     "b to get a:6..15 and c's 4 replies",
                 )
                 await asyncio.sleep(0.2)  # nothing more (no duplicate) arrives
                 check_resumed(resumed, cursor)
                 seqs = [d.seq for d in resumed if d.origin == "gs-a"]
                 assert seqs == list(range(6, 16))
-                at12 = next(i for i, d in enumerate(resumed) if d == resumed[i] and d.origin == "gs-a" and d.seq == 12)
+                at12 = next(
+                    i
+                    for i, d in enumerate(resumed)
+                    if d == resumed[i] and d.origin == "gs-a" and d.seq == 12
+                )
                 assert {d.seq for d in resumed[:at12] if d.origin == "gs-a"} == set(range(6, 12))
 
 
@@ -136,7 +141,9 @@ async def test_restarted_receiver_resumes_from_its_cursor(backend: Backend) -> N
     await kill_and_resume(backend.store_url, f"memory://{backend.namespace}", backend.namespace)
 
 
-async def test_restarted_receiver_resumes_over_mosquitto(pg_url: str, mqtt_url: str, namespace: str) -> None:
+async def test_restarted_receiver_resumes_over_mosquitto(
+    pg_url: str, mqtt_url: str, namespace: str
+) -> None:
     await kill_and_resume(pg_url, mqtt_url, namespace)
 
 
@@ -161,7 +168,9 @@ async def test_resume_respects_the_interest(sqlite_url: str, namespace: str) -> 
 # -- the log's linearisation -----------------------------------------------------------------
 
 
-async def test_events_are_causally_ordered_and_deterministic(sqlite_url: str, namespace: str) -> None:
+async def test_events_are_causally_ordered_and_deterministic(
+    sqlite_url: str, namespace: str
+) -> None:
     common: dict[str, Any] = {"bus_url": f"memory://{namespace}", "namespace": namespace}
     async with (
         open_world(sqlite_url, "gs-a", **common) as a,
@@ -198,7 +207,9 @@ async def test_events_are_causally_ordered_and_deterministic(sqlite_url: str, na
 
 
 async def test_pruned_cursor_raises_cursor_expired(sqlite_url: str, namespace: str) -> None:
-    async with open_world(sqlite_url, "gs-a", bus_url=f"memory://{namespace}", namespace=namespace) as a:
+    async with open_world(
+        sqlite_url, "gs-a", bus_url=f"memory://{namespace}", namespace=namespace
+    ) as a:
         for i in range(10):
             await a.submit(emit("s", i))
         events = [e async for e in a.events()]
@@ -209,14 +220,18 @@ async def test_pruned_cursor_raises_cursor_expired(sqlite_url: str, namespace: s
         with pytest.raises(CursorExpired, match="resync from a checkpoint"):
             _ = [e async for e in a.events(since=old)]
         assert [e.seq async for e in a.events(since=events[8].payload.cursor)] == [10]
-        async with open_world(sqlite_url, "gs-b", bus_url=f"memory://{namespace}", namespace=namespace) as b:
+        async with open_world(
+            sqlite_url, "gs-b", bus_url=f"memory://{namespace}", namespace=namespace
+        ) as b:
             stream = b.updates(since=old)
             with pytest.raises(CursorExpired):
                 async with asyncio.timeout(10):
                     await stream.__anext__()
 
 
-async def test_pruning_keeps_what_the_oldest_checkpoint_needs(sqlite_url: str, namespace: str) -> None:
+async def test_pruning_keeps_what_the_oldest_checkpoint_needs(
+    sqlite_url: str, namespace: str
+) -> None:
     clock = FakeClock()
     async with open_world(
         sqlite_url, "gs-a", clock=clock, bus_url=f"memory://{namespace}", namespace=namespace

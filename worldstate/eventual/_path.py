@@ -83,6 +83,7 @@ from worldstate.errors import (
     WorldClosed,
     WorldStateError,
 )
+from worldstate.eventual._reliable import RELIABLE, ReliableChannel
 from worldstate.objects import RegionSnapshot, WorldObject
 from worldstate.operations import (
     CosmeticEffect,
@@ -104,6 +105,7 @@ from worldstate.protocol._eventual import (
     region_cells,
 )
 from worldstate.results import Accepted
+from worldstate.store import event_log
 from worldstate.updates import EntityBatch, StateChange
 
 if TYPE_CHECKING:
@@ -215,6 +217,8 @@ class EventualPath:
         """Seconds from send (sender's clock) to merge (ours) of recent received batches."""
         self.dropped: collections.Counter[str] = collections.Counter()
         self._counts: collections.Counter[str] = collections.Counter()
+        self.reliable: ReliableChannel | None = None
+        """Acknowledged delivery of types registered at-least-once / effectively-once."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -226,6 +230,18 @@ class EventualPath:
             await self._sub.wait_active(timeout=SUBSCRIBE_TIMEOUT)
         except BusUnavailable as e:  # made again on reconnection; say so and carry on
             log.warning("%s: eventual subscription not yet active: %s", world.server_id, e)
+        key = await world.store.run(event_log.mesh_key, "read the mesh key")
+        self.reliable = ReliableChannel(
+            bus=world.bus,
+            server_id=world.server_id,
+            key=lambda: key,
+            peers=lambda: world.partition_status()["view"],
+            types=world.op_types,
+            delivery_of=world.delivery_of,
+            check=self._check_reliable,
+            apply=self._apply_reliable,
+        )
+        await self.reliable.start()
         sid = world.server_id
         self._tasks = [
             asyncio.create_task(self._tick_loop(), name=f"ws-eventual-tick-{sid}"),
@@ -234,6 +250,8 @@ class EventualPath:
 
     async def close(self) -> None:
         """Stop the tasks and the subscription. Nothing queued is sent or stored."""
+        if self.reliable is not None:
+            await self.reliable.close()
         tasks, self._tasks = self._tasks, []
         for t in tasks:
             t.cancel()
@@ -253,6 +271,10 @@ class EventualPath:
             raise ValidationError(f"{op.op_type} has no position: eventual writes are spatial")
         if op.op_id in self._seen_ops:
             return Accepted(op.op_id)
+        acked = self.reliable is not None and self.world.delivery_of(type(op)) in RELIABLE
+        if acked:
+            assert self.reliable is not None
+            self.reliable.check_room()
         if isinstance(op, MoveCreature):
             self._apply_local(
                 np.array([op.creature_id], np.int64),
@@ -261,6 +283,7 @@ class EventualPath:
                 op.hlc,
                 op.server_id,
                 np.array([_key_code(key)], np.int64),
+                queue=not acked,
             )
         elif isinstance(op, (CosmeticEffect, SetAutomation, SetPowerGrid)):
             kind = _state_kind(op)
@@ -268,7 +291,7 @@ class EventualPath:
             assert kind is not None and where is not None  # a position or a region, always
             state = check_data(op.state, "state", self.world.config.max_object_data_bytes)
             record = StateRecord(kind, op.op_type, op.entity_id, op.hlc, where, state)
-            if self._merge_state(record, op.server_id, key):
+            if self._merge_state(record, op.server_id, key) and not acked:
                 self._pending_states.setdefault(_key_code(key), {})[(kind, op.entity_id)] = record
         else:
             raise ValidationError(
@@ -276,7 +299,61 @@ class EventualPath:
                 "CosmeticEffect, SetAutomation, SetPowerGrid and their subclasses can"
             )
         self._remember(op.op_id)
+        if acked:
+            assert self.reliable is not None
+            self.reliable.send(op)  # instead of the tick batch
         return Accepted(op.op_id)
+
+    def _check_reliable(self, op: Operation) -> RegionKey | None:
+        """A received acknowledged op, checked as a local submit checks it."""
+        from consistency import ConsistencyClass
+        from worldstate._validation import check_op_limits
+
+        world = self.world
+        if world.consistency_of(type(op)) is not ConsistencyClass.EVENTUAL:
+            raise ValidationError(f"{op.op_type} is not routed EVENTUAL on this server")
+        check_op_limits(op, world.config)
+        key = world.region_key_of(op)
+        if key is None:
+            raise ValidationError(f"{op.op_type} has no position")
+        if isinstance(op, (CosmeticEffect, SetAutomation, SetPowerGrid)):
+            check_data(op.state, "state", world.config.max_object_data_bytes)
+        elif not isinstance(op, MoveCreature):
+            raise ValidationError(f"{op.op_type} cannot take the eventual path")
+        return key
+
+    def _apply_reliable(self, op: Operation, key: Any, sender: str, duplicate: bool) -> None:
+        """Merge a received acknowledged op (last-writer-wins) and tell the update streams:
+        when it won, and for an at-least-once copy of an op already received (a receiver of
+        at-least-once ops may see them twice)."""
+        world = self.world
+        with contextlib.suppress(ClockError):
+            world.hlc.update(op.hlc)
+        if isinstance(op, MoveCreature):
+            ids = np.array([op.creature_id], np.int64)
+            pos = np.array([op.position], np.float64)
+            vel = np.array([op.velocity], np.float64)
+            if not self._room_for(ids):
+                self._drop("table_full", f"more than {MAX_ENTITIES} creatures")
+                return
+            won = bool(self.positions.apply_batch_mask(ids, pos, op.hlc, sender).all())
+            if won:
+                self.velocities.apply_batch(ids, vel, op.hlc, sender)
+            if won or duplicate:
+                world.publish_update(key, EntityBatch(key, sender, op.hlc, ids, pos, vel))
+            return
+        kind = _state_kind(op)
+        where = op.where()
+        if kind is None or where is None or not isinstance(
+            op, (CosmeticEffect, SetAutomation, SetPowerGrid)
+        ):
+            return
+        state = MappingProxyType(dict(op.state))
+        record = StateRecord(kind, op.op_type, op.entity_id, op.hlc, where, state)
+        if self._merge_state(record, sender, key) or duplicate:
+            world.publish_update(
+                key, StateChange(key, sender, op.hlc, op.op_type, op.entity_id, state)
+            )
 
     def _remember(self, op_id: uuid.UUID) -> None:
         seen = self._seen_ops
@@ -320,6 +397,8 @@ class EventualPath:
         hlc: int,
         server_id: str,
         cells: IntArray,
+        *,
+        queue: bool = True,
     ) -> int:
         if not self._room_for(ids):
             raise ValidationError(
@@ -339,7 +418,8 @@ class EventualPath:
             velocities, cells = velocities[won], cells[won]
         if ids.size:
             self.velocities.apply_batch(ids, velocities, hlc, server_id)
-            self._pending_moves.append(_Moves(ids, hlc, positions, velocities, cells))
+            if queue:
+                self._pending_moves.append(_Moves(ids, hlc, positions, velocities, cells))
         return int(ids.size)
 
     def _room_for(self, ids: IntArray) -> bool:
@@ -731,6 +811,8 @@ class EventualPath:
         )
         out: dict[str, Any] = {name: c[name] for name in names}
         out["dropped"] = dict(self.dropped)
+        if self.reliable is not None:
+            out["reliable"] = self.reliable.stats()
         out["dropped_total"] = sum(self.dropped.values())
         out["entities"] = len(self.positions)
         out["states"] = len(self.states)
