@@ -110,31 +110,29 @@ async def kill_and_resume(url: str, bus: str, namespace: str) -> None:
             await eventually(lambda: sum(d.origin == "gs-a" for d in at_c) == 11, "c to get a:11")
             await a.submit(emit("chain", 12))  # 12 depends on 6-11 (and c's replies)
         token = str(cursor)
-        async with open_world(url, "gs-b", **common) as b2:
-            async with collecting(b2, since=token) as resumed:
-                await eventually(
-                    lambda: sum(d.origin == "gs-a" for d in resumed) >= 7, "b to replay a:6..12"
-                )
-                for i in range(13, 16):  # live again
-                    await a.submit(emit("chain", i))
-                await c.submit(emit("reply", 99, R1))
-                await eventually(
-                    lambda: (
-                        sum(d.origin == "gs-a" for d in resumed) == 10
-                        and sum(d.origin == "gs-c" for d in resumed) == 4
-                    ),
-                    "b to get a:6..15 and c's 4 replies",
-                )
-                await asyncio.sleep(0.2)  # nothing more (no duplicate) arrives
-                check_resumed(resumed, cursor)
-                seqs = [d.seq for d in resumed if d.origin == "gs-a"]
-                assert seqs == list(range(6, 16))
-                at12 = next(
-                    i
-                    for i, d in enumerate(resumed)
-                    if d == resumed[i] and d.origin == "gs-a" and d.seq == 12
-                )
-                assert {d.seq for d in resumed[:at12] if d.origin == "gs-a"} == set(range(6, 12))
+        async with (
+            open_world(url, "gs-b", **common) as b2,
+            collecting(b2, since=token) as resumed,
+        ):
+            await eventually(
+                lambda: sum(d.origin == "gs-a" for d in resumed) >= 7, "b to replay a:6..12"
+            )
+            for i in range(13, 16):  # live again
+                await a.submit(emit("chain", i))
+            await c.submit(emit("reply", 99, R1))
+            await eventually(
+                lambda: (
+                    sum(d.origin == "gs-a" for d in resumed) == 10
+                    and sum(d.origin == "gs-c" for d in resumed) == 4
+                ),
+                "b to get a:6..15 and c's 4 replies",
+            )
+            await asyncio.sleep(0.2)  # nothing more (no duplicate) arrives
+            check_resumed(resumed, cursor)
+            seqs = [d.seq for d in resumed if d.origin == "gs-a"]
+            assert seqs == list(range(6, 16))
+            at12 = next(i for i, d in enumerate(resumed) if d.origin == "gs-a" and d.seq == 12)
+            assert {d.seq for d in resumed[:at12] if d.origin == "gs-a"} == set(range(6, 12))
 
 
 async def test_restarted_receiver_resumes_from_its_cursor(backend: Backend) -> None:
@@ -152,15 +150,17 @@ async def test_resume_respects_the_interest(sqlite_url: str, namespace: str) -> 
     async with open_world(sqlite_url, "gs-a", **common) as a:
         for i in range(4):
             await a.submit(emit("x", i, R0 if i % 2 else R1))
-        async with open_world(sqlite_url, "gs-b", **common) as b:
-            async with collecting(b, [R1], since=Cursor(VectorClock())) as got:
-                await eventually(lambda: len(got) == 2, "the two R1 events")
-                await a.submit(emit("x", 9, R1))
-                await a.submit(emit("x", 10, R0))
-                await eventually(lambda: len(got) == 3, "the live R1 event")
-                await asyncio.sleep(0.1)
-                assert [d.fields["payload"]["n"] for d in got] == [0, 2, 9]
-                assert all(d.region == R1 for d in got)
+        async with (
+            open_world(sqlite_url, "gs-b", **common) as b,
+            collecting(b, [R1], since=Cursor(VectorClock())) as got,
+        ):
+            await eventually(lambda: len(got) == 2, "the two R1 events")
+            await a.submit(emit("x", 9, R1))
+            await a.submit(emit("x", 10, R0))
+            await eventually(lambda: len(got) == 3, "the live R1 event")
+            await asyncio.sleep(0.1)
+            assert [d.fields["payload"]["n"] for d in got] == [0, 2, 9]
+            assert all(d.region == R1 for d in got)
         with pytest.raises(ValidationError, match="bad cursor"):
             a.updates(since="not-a-cursor")
 
