@@ -28,7 +28,9 @@ def add_parser(sub: Any) -> None:
     one.add_argument("--json", action="store_true")
     s = v.add_parser("servers", help="servers holding leases, with region counts")
     s.add_argument("--json", action="store_true")
-    inc = v.add_parser("incidents", help="corruption detected and repaired by the store")
+    inc = v.add_parser(
+        "incidents", help="corruption repaired by the store, and checkpoint restores"
+    )
     inc.add_argument("--limit", type=int, default=100)
     inc.add_argument("--json", action="store_true")
     cf = v.add_parser("conflicts", help="recent conflict decisions of the strong pipeline")
@@ -39,6 +41,13 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--namespace", help="key namespace (default: $WORLDSTATE_NAMESPACE or ws)")
     c.add_argument("--limit", type=int, default=100)
     c.add_argument("--json", action="store_true")
+    ev = v.add_parser("events", help="the durable causal log, in causal order")
+    ev.add_argument("--stream", help="only EmitEvents of this stream")
+    ev.add_argument("--region", help="only this region (ix,iy,iz, a Morton code, or 'world')")
+    ev.add_argument("--since", help="after a cursor token, or at/after a time (Unix seconds)")
+    ev.add_argument("--until", help="up to a cursor token, or up to a time (Unix seconds)")
+    ev.add_argument("--limit", type=int, default=1000, help="most events to show (default 1000)")
+    ev.add_argument("--json", action="store_true")
     m = v.add_parser("map", help="a top-down picture of regions by owner (PNG)")
     m.add_argument("--out", required=True, help="PNG file to write")
     m.add_argument("--z", type=int, default=None, help="only this iz layer (default: all)")
@@ -280,7 +289,85 @@ async def _map(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+def _plain(v: Any) -> Any:
+    """Mappings (read-only proxies included) and tuples as JSON objects and lists."""
+    from collections.abc import Mapping
+
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _point(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        from worldstate.updates import Cursor
+
+        return Cursor.decode(text)
+
+
+async def _events(args: argparse.Namespace, store: Store) -> int:
+    from worldstate.history import read_events
+
+    regions = None
+    if args.region == "world":
+        regions = [-1]
+    elif args.region is not None:
+        try:
+            regions = [RegionKey.parse(args.region).morton]
+        except ValueError as e:
+            raise ValidationError(str(e)) from None
+    rows: list[dict[str, Any]] = []
+    async for event in read_events(
+        store,
+        stream=args.stream,
+        regions=regions,
+        since=_point(args.since),
+        until=_point(args.until),
+    ):
+        d = event.payload
+        rows.append(
+            {
+                "origin": d.origin,
+                "seq": d.seq,
+                "region": str(d.region) if d.region is not None else "world",
+                "op_type": d.op_type,
+                "op_id": d.op_id,
+                "fields": _plain(d.fields),
+                "vclock": dict(d.vclock),
+                "cursor": str(d.cursor),
+            }
+        )
+        if len(rows) >= args.limit:
+            break
+    if args.json:
+        emit_json(rows)
+        return 0
+    table(
+        ["origin", "seq", "region", "type", "stream", "op", "cursor"],
+        [
+            (
+                r["origin"],
+                r["seq"],
+                r["region"],
+                r["op_type"],
+                r["fields"].get("stream", "-"),
+                r["op_id"][:8],
+                r["cursor"],
+            )
+            for r in rows
+        ],
+    )
+    return 0
+
+
 VIEWS: dict[str, Any] = {
+    "events": _events,
     "regions": _regions,
     "region": _region,
     "servers": _servers,

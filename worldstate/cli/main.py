@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from worldstate.cli import coordinator_cmd, inspect_cmd, simulate_cmd
+from worldstate.cli import checkpoint_cmd, coordinator_cmd, inspect_cmd, simulate_cmd
 from worldstate.errors import WorldStateError
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect_cmd.add_parser(sub)
     simulate_cmd.add_parser(sub)
     coordinator_cmd.add_parser(sub)
+    checkpoint_cmd.add_parser(sub)
     return p
 
 
@@ -33,15 +34,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command == "inspect":
+        if args.command in ("inspect", "checkpoint"):
             url = args.store or os.environ.get("WORLDSTATE_STORE_URL")
             if not url:
                 print(
-                    "worldstate inspect: give --store URL or set WORLDSTATE_STORE_URL",
+                    f"worldstate {args.command}: give --store URL or set WORLDSTATE_STORE_URL",
                     file=sys.stderr,
                 )
                 return 2
-            return asyncio.run(inspect_cmd.run(args, url))
+            if args.command == "inspect":
+                return asyncio.run(inspect_cmd.run(args, url))
+            return asyncio.run(checkpoint_cmd.run(args, url))
         if args.command == "coordinator":
             return asyncio.run(coordinator_cmd.run(args))
         return asyncio.run(simulate_cmd.run(args))
