@@ -87,7 +87,9 @@ class Cursor:
 
     def after(self, origin: str, seq: int) -> Cursor:
         """The cursor once ``origin``'s event ``seq`` is delivered too."""
-        return Cursor(self.clock.with_counter(origin, seq))
+        if seq < 1:
+            raise ValidationError(f"an event seq is >= 1, got {seq!r}")
+        return Cursor(VectorClock._trusted({**self.clock.to_dict(), origin: seq}))
 
 
 @dataclass(frozen=True, slots=True)

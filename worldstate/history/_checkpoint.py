@@ -40,7 +40,9 @@ from worldstate.store.engine import READ_OPTION
 log = logging.getLogger("worldstate.history")
 
 CHUNK_ROWS = 2000
-"""Rows per stored chunk."""
+"""Most rows per stored chunk."""
+CHUNK_BYTES = 4 * 1024 * 1024
+"""Most JSON bytes per stored chunk (region snapshots are large rows)."""
 COMPRESS_LEVEL = 1
 """zlib level of chunks: fast (a 2-core server must not spend a checkpoint compressing)."""
 STALE_WRITING = 3600.0
@@ -167,14 +169,17 @@ class _ChunkWriter:
     def __init__(self, store: Store, checkpoint_id: str, layout: Layout) -> None:
         self.store, self.cid, self.layout = store, checkpoint_id, layout
         self.lines: list[bytes] = []
+        self.pending_bytes = 0
         self.chunk_no = 0
         self.rows = 0
         self.bytes = 0
         self.raw_bytes = 0
 
     async def add(self, values: list[Any]) -> None:
-        self.lines.append(orjson.dumps(values))
-        if len(self.lines) >= CHUNK_ROWS:
+        line = orjson.dumps(values)
+        self.lines.append(line)
+        self.pending_bytes += len(line)
+        if len(self.lines) >= CHUNK_ROWS or self.pending_bytes >= CHUNK_BYTES:
             await self.flush()
 
     async def flush(self) -> None:
@@ -198,6 +203,7 @@ class _ChunkWriter:
         self.raw_bytes += len(raw)
         self.chunk_no += 1
         self.lines = []
+        self.pending_bytes = 0
 
 
 async def create_checkpoint(

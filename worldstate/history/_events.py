@@ -24,7 +24,6 @@ Resume points are `Cursor` s; a cursor the log was pruned past raises `CursorExp
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -35,10 +34,10 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consistency import CausalEvent, VectorClock
-from regions import RegionKey
 from worldstate.errors import CursorExpired, ValidationError
 from worldstate.operations import BUILTIN_OPERATIONS, Operation
 from worldstate.protocol import _causal as wire
+from worldstate.protocol._ops import op_from_dict
 from worldstate.store import Store
 from worldstate.store import schema as s
 from worldstate.store.event_log import GLOBAL_REGION
@@ -106,21 +105,21 @@ def _event_of(
     op_types: Mapping[str, type[Operation]],
 ) -> tuple[wire.WireEvent | None, VectorClock, int, dict[str, Any]]:
     """Decode a log row: the event (None if this worldstate cannot rebuild its op), its
-    deps, its HLC and its raw op record."""
+    deps, its HLC and its raw op record. The log is trusted (servers wrote it after
+    validating each op): the body is parsed once and the clock taken as it is."""
     doc = orjson.loads(body)
-    deps = VectorClock.from_dict(doc["d"])
+    raw = doc.get("d")
+    deps = VectorClock._trusted(
+        {str(k): int(v) for k, v in raw.items() if v} if isinstance(raw, dict) else {}
+    )
     record = doc.get("op") or {}
     hlc = int((record.get("f") or {}).get("hlc") or 0)
     region = None if region_key == GLOBAL_REGION else wire.region_of_morton(region_key)
     try:
-        ev = wire.decode_body(origin, body, op_types, functools.partial(_fixed, region), seq=seq)
-    except wire.WireError:
-        ev = None
-    return ev, deps, hlc, record
-
-
-def _fixed(region: RegionKey | None, op: Operation) -> RegionKey | None:
-    return region  # rows of the log are trusted: their region is what the appender computed
+        op = op_from_dict(record, op_types)
+    except ValidationError:
+        return None, deps, hlc, record
+    return wire.WireEvent(origin, seq, deps, region, op), deps, hlc, record
 
 
 def delivery(
@@ -134,7 +133,7 @@ def delivery(
 ) -> CausalDelivery:
     """The `CausalDelivery` of a log row (what a live delivery of it looks like)."""
     region = None if region_key == GLOBAL_REGION else wire.region_of_morton(region_key)
-    clock = deps.with_counter(origin, seq)
+    clock = VectorClock._trusted({**deps.to_dict(), origin: seq})
     if ev is not None:
         op = ev.op
         return CausalDelivery(

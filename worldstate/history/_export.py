@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from regions import RegionKey
 from worldstate.errors import ExportFormatError, ValidationError
 from worldstate.history._checkpoint import (
+    CHUNK_BYTES,
     CHUNK_ROWS,
     COMPRESS_LEVEL,
     Checkpoint,
@@ -322,14 +323,18 @@ class _ImportSink:
         self.lines: dict[str, list[bytes]] = {}
         self.chunks: dict[str, int] = {}
         self.counts: dict[str, int] = {}
+        self.sizes: dict[str, int] = {}
         self.rows = self.bytes = self.raw_bytes = 0
 
     async def add(self, layout: Layout, values: list[Any]) -> int:
         lines = self.lines.setdefault(layout.table, [])
-        lines.append(orjson.dumps(values))
+        line = orjson.dumps(values)
+        lines.append(line)
         self.counts[layout.table] = self.counts.get(layout.table, 0) + 1
         self.rows += 1
-        if len(lines) >= CHUNK_ROWS:
+        size = self.sizes.get(layout.table, 0) + len(line)
+        self.sizes[layout.table] = size
+        if len(lines) >= CHUNK_ROWS or size >= CHUNK_BYTES:
             await self._flush(layout.table)
         return self.counts[layout.table]
 
@@ -350,6 +355,7 @@ class _ImportSink:
             )
         )
         self.chunks[table] = no + 1
+        self.sizes[table] = 0
         self.bytes += len(body)
         self.raw_bytes += len(raw)
         self.lines[table] = []

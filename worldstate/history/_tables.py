@@ -45,6 +45,9 @@ BY_NAME: dict[str, Table] = {str(t.name): t for t in WORLD_TABLES}
 
 PAGE_ROWS = 5000
 """Rows read per statement when scanning a table (keyset pages by primary key)."""
+PAGE_ROWS_OF = {"ws_regions": 32, "ws_region_history": 32}
+"""Smaller pages for tables of large rows (region snapshots, up to
+``Config.max_snapshot_bytes`` each)."""
 
 
 def columns_of(table: Table) -> list[str]:
@@ -116,12 +119,14 @@ def target_layout(name: str, columns: Sequence[str]) -> tuple[Table, Layout]:
 
 
 async def scan(
-    conn: AsyncConnection, table: Table, *, where: Any = None, page: int = PAGE_ROWS
+    conn: AsyncConnection, table: Table, *, where: Any = None, page: int | None = None
 ) -> AsyncIterator[list[Sequence[Any]]]:
     """Every row of ``table`` (values in column order), in pages ordered by primary key:
     keyset pagination (``WHERE pk > last ORDER BY pk LIMIT page``), so memory stays bounded
     and no server-side cursor is needed; inside one REPEATABLE READ / read-only transaction
     the pages together are one snapshot."""
+    if page is None:
+        page = PAGE_ROWS_OF.get(str(table.name), PAGE_ROWS)
     pk = list(table.primary_key.columns)
     last: tuple[Any, ...] | None = None
     while True:
