@@ -1,5 +1,5 @@
 """World history on PostgreSQL: checkpoint, restore, export and import of a world of
-``--regions`` regions × ``--objects`` objects (MB/s, seconds, peak memory), and replay of
+``--regions`` regions x ``--objects`` objects (MB/s, seconds, peak memory), and replay of
 the causal log (events/s).
 
     python -m bench.history_bench [--regions 1000] [--objects 1000] [--events 20000]
@@ -93,7 +93,7 @@ async def populate(url: str, regions: int, objects: int) -> int:
         for iy in range(side + 1)
         for iz in range(side + 1)
     ][:regions]
-    sem = asyncio.Semaphore(4)
+    sem = asyncio.Semaphore(1)  # serialisable writes into one small table: one at a time
 
     async def one(k: RegionKey) -> None:
         async with sem:

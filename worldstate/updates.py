@@ -164,6 +164,7 @@ class UpdateStream(AsyncIterator[Update]):
         self._error: WorldStateError | None = None
         self._on_close = on_close
         self._held: collections.deque[Update] | None = None
+        self._room = asyncio.Event()
         self._since: VectorClock | None = None
         self.task: asyncio.Task[None] | None = None
         """The replay task of a resumed stream (``since=``), cancelled when it closes."""
@@ -180,6 +181,13 @@ class UpdateStream(AsyncIterator[Update]):
 
     def put_replayed(self, update: Update) -> None:
         self._put(update, self._items)
+
+    async def wait_room(self) -> None:
+        """Wait until the consumer has taken enough for another replayed update (a replay
+        goes at the consumer's pace instead of overflowing the stream)."""
+        while self._error is None and len(self._items) >= max(1, self.capacity // 2):
+            self._room.clear()
+            await self._room.wait()
 
     def release(self) -> None:
         """End of the replay: the held live updates follow it."""
@@ -217,6 +225,7 @@ class UpdateStream(AsyncIterator[Update]):
         if self._error is None:
             self._error = err
             self._wakeup.set()
+            self._room.set()
 
     def __aiter__(self) -> UpdateStream:
         return self
@@ -224,6 +233,7 @@ class UpdateStream(AsyncIterator[Update]):
     async def __anext__(self) -> Update:
         while True:
             if self._items:
+                self._room.set()
                 return self._items.popleft()
             if self._error is not None:
                 self.close()

@@ -265,7 +265,8 @@ async def import_checkpoint(
                     layout = layouts.get(table) if isinstance(table, str) else None
                     if layout is None or not isinstance(values, list) or not isinstance(table, str):
                         raise ExportFormatError(f"a row of unknown table {table!r:.60}")
-                    layout.decode(values)  # checks the arity and the binary columns
+                    layout.check(values)  # arity and JSON types of every column
+                    layout.decode(values)  # and the binary columns
                     n = await sink.add(layout, values)
                     if progress is not None and n % CHUNK_ROWS == 0:
                         progress(table, n)

@@ -25,8 +25,8 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from regions import RegionKey
-from worldstate._codec import checksum
-from worldstate.errors import RestoreRefused
+from worldstate._codec import CodecError, checksum, decode_columns
+from worldstate.errors import ExportFormatError, RestoreRefused
 from worldstate.history._checkpoint import (
     PRUNED_META,
     Checkpoint,
@@ -207,6 +207,23 @@ def _restamp(
     next epoch, a fresh write id and checksum."""
     version = max(versions.get(rk, 0), int(row.get("version", 0))) + 1
     payload = bytes(row["payload"])
+    # the snapshot as the checkpoint copied it: its own checksum must still hold
+    if (
+        "checksum" in row
+        and "payload_version" in row
+        and checksum(rk, int(row["payload_version"]), payload) != bytes(row["checksum"])
+    ):
+        raise ExportFormatError(
+            f"region {RegionKey.from_morton(rk)}: the snapshot in checkpoint {cp.name!r} "
+            "fails its checksum (corrupt); nothing was restored"
+        )
+    try:
+        decode_columns(payload)
+    except CodecError as e:
+        raise ExportFormatError(
+            f"region {RegionKey.from_morton(rk)}: the snapshot in checkpoint {cp.name!r} does "
+            f"not decode ({e}); nothing was restored"
+        ) from None
     row.update(
         version=version,
         payload_version=version,

@@ -53,6 +53,7 @@ def start_resume(
             ):
                 d = event.payload
                 if isinstance(d, CausalDelivery) and (d.region is not None or regions is None):
+                    await stream.wait_room()
                     stream.put_replayed(d)
         except WorldStateError as e:
             stream.fail(e)

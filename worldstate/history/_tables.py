@@ -18,7 +18,18 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import LargeBinary, Table, select, tuple_
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Double,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    select,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from worldstate.errors import ExportFormatError
@@ -66,10 +77,32 @@ class Layout:
     table: str
     columns: tuple[str, ...]
     binary: frozenset[str]
+    kinds: tuple[type | tuple[type, ...] | None, ...] | None = None
+    """Per column, the JSON types its values may have (None: not checked)."""
 
     @classmethod
     def of(cls, table: Table) -> Layout:
         return cls(str(table.name), tuple(columns_of(table)), binary_columns(table))
+
+    def check(self, values: Sequence[Any]) -> None:
+        """Refuse a row whose values do not fit their columns (`ExportFormatError`)."""
+        if len(values) != len(self.columns):
+            raise ExportFormatError(
+                f"a {self.table} row has {len(values)} values; its layout has "
+                f"{len(self.columns)} columns"
+            )
+        if self.kinds is None:
+            return
+        for name, v, kind in zip(self.columns, values, self.kinds, strict=True):
+            if v is None or kind is None:
+                continue
+            if isinstance(v, bool) and kind is not bool:
+                raise ExportFormatError(f"{self.table}.{name}: a boolean where none belongs")
+            if not isinstance(v, kind):
+                raise ExportFormatError(
+                    f"{self.table}.{name}: {type(v).__name__} value where "
+                    f"{getattr(kind, '__name__', kind)} belongs"
+                )
 
     def encode(self, row: Sequence[Any]) -> list[Any]:
         """A database row (values in `columns` order) as JSON-ready values."""
@@ -91,7 +124,10 @@ class Layout:
         for n in self.binary:
             v = out[n]
             if v is not None:
-                out[n] = base64.b64decode(v)
+                try:
+                    out[n] = base64.b64decode(v, validate=True)
+                except (ValueError, TypeError):
+                    raise ExportFormatError(f"{self.table}.{n}: not base64") from None
         return out
 
 
@@ -115,7 +151,24 @@ def target_layout(name: str, columns: Sequence[str]) -> tuple[Table, Layout]:
     if missing:
         raise ExportFormatError(f"table {name}: rows lack the required columns {missing}")
     binary = binary_columns(table) & set(columns)
-    return table, Layout(name, tuple(columns), binary)
+    kinds = tuple(_json_kind(table.c[c]) for c in columns)
+    return table, Layout(name, tuple(columns), binary, kinds)
+
+
+def _json_kind(col: Any) -> type | tuple[type, ...] | None:
+    """The JSON type a column's values travel as."""
+    t = col.type
+    if isinstance(t, LargeBinary):
+        return str
+    if isinstance(t, (Integer, BigInteger)):
+        return int
+    if isinstance(t, Double):
+        return (int, float)
+    if isinstance(t, Boolean):
+        return bool
+    if isinstance(t, (String, Text)):
+        return str
+    return None
 
 
 async def scan(
