@@ -165,6 +165,7 @@ async def test_checkpoint_is_one_instant_while_four_worlds_write_and_restore_is_
             )
         stop = asyncio.Event()
         placed = 0
+        transferred = [0]
 
         async def transfers(w: worldstate.World, seed: int) -> None:
             rng = random.Random(seed)
@@ -175,6 +176,7 @@ async def test_checkpoint_is_one_instant_while_four_worlds_write_and_restore_is_
                 )
                 with contextlib.suppress(StoreUnavailable):
                     assert isinstance(await w.submit(op), (Committed, Rejected))
+                    transferred[0] += 1
                 await asyncio.sleep(0.002)
 
         async def emits(w: worldstate.World) -> None:
@@ -203,7 +205,13 @@ async def test_checkpoint_is_one_instant_while_four_worlds_write_and_restore_is_
         cps: list[Checkpoint] = []
         try:
             for i in range(3):
-                await asyncio.sleep(0.3)
+                # progress, not time: each checkpoint lands amid writes of every kind
+                want, t_want = placed + 3, transferred[0] + 10
+                while placed < want or transferred[0] < t_want:
+                    for t in tasks:
+                        if t.done():
+                            t.result()  # a writer that failed fails the test now
+                    await asyncio.sleep(0.01)
                 cps.append(await worlds[2 + i % 2].checkpoint(f"during-{i}"))
         finally:
             stop.set()
