@@ -208,9 +208,9 @@ async def test_checkpoint_is_one_instant_while_four_worlds_write_and_restore_is_
                 # progress, not time: each checkpoint lands amid writes of every kind
                 want, t_want = placed + 3, transferred[0] + 10
                 while placed < want or transferred[0] < t_want:
-                    for t in tasks:
-                        if t.done():
-                            t.result()  # a writer that failed fails the test now
+                    for task in tasks:
+                        if task.done():
+                            task.result()  # a writer that failed fails the test now
                     await asyncio.sleep(0.01)
                 cps.append(await worlds[2 + i % 2].checkpoint(f"during-{i}"))
         finally:
