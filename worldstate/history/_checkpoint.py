@@ -214,6 +214,11 @@ async def create_checkpoint(
     progress: ProgressFn | None = None,
 ) -> Checkpoint:
     """Take a checkpoint of the world in ``store`` (see the module docstring)."""
+    if store.dialect == "sqlite" and store.url.database in (None, "", ":memory:"):
+        raise ValidationError(
+            "an in-memory SQLite store cannot be checkpointed (the snapshot needs a second "
+            "connection); use a SQLite file or a database server"
+        )
     cid = str(uuid.uuid4())
     now = store.clock()
     name = (
