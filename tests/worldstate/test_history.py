@@ -553,3 +553,46 @@ async def test_per_region_and_per_inventory_export_restore_only_their_part(
         assert await a.get_inventory("p2") == {"gold": 15, "wood": 1007}  # not in either scope
         # R1's causal events are untouched by the R0 restore
         assert [e.seq async for e in a.events(region=R1)] == [1, 2, 3, 4]
+
+
+async def test_corrupt_rows_in_a_file_are_refused(
+    sqlite_url: str, pg_url: str, namespace: str, tmp_path: Path
+) -> None:
+    good = await _exported(sqlite_url, namespace, tmp_path)
+    lines = gzip.decompress(good.read_bytes()).split(b"\n")
+    import orjson
+
+    def rewrite(name: str, change: Any) -> Path:
+        out = []
+        for line in lines:
+            doc = orjson.loads(line) if line else None
+            if isinstance(doc, dict) and doc.get("t") == s.regions.name:
+                change(doc["r"])
+                line = orjson.dumps(doc)
+            out.append(line)
+        path = tmp_path / name
+        path.write_bytes(gzip.compress(b"\n".join(out)))
+        return path
+
+    cols = list(s.regions.c.keys())
+    i_payload, i_version = cols.index("payload"), cols.index("version")
+
+    def flip(row: list[Any]) -> None:
+        b = row[i_payload]
+        row[i_payload] = b[:-8] + ("A" if b[-8] != "A" else "B") + b[-7:]
+
+    def wrong_type(row: list[Any]) -> None:
+        row[i_version] = "seven"
+
+    rotten, typed = rewrite("rotten.wscp", flip), rewrite("typed.wscp", wrong_type)
+    target = Store(pg_url)
+    try:
+        await target.open()
+        with pytest.raises(ExportFormatError, match="ws_regions.version: str value"):
+            await import_checkpoint(target, typed)
+        await import_checkpoint(target, rotten)  # well-formed: stored as it is
+        with pytest.raises(ExportFormatError, match="fails its checksum"):
+            await restore_checkpoint(target, "x")
+        assert await live_rows(target, s.regions.name) == []  # the restore changed nothing
+    finally:
+        await target.close()
