@@ -588,7 +588,7 @@ async def test_corrupt_rows_in_a_file_are_refused(
     target = Store(pg_url)
     try:
         await target.open()
-        with pytest.raises(ExportFormatError, match="ws_regions.version: str value"):
+        with pytest.raises(ExportFormatError, match=r"ws_regions\.version: str value"):
             await import_checkpoint(target, typed)
         await import_checkpoint(target, rotten)  # well-formed: stored as it is
         with pytest.raises(ExportFormatError, match="fails its checksum"):
