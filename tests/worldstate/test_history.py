@@ -14,6 +14,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import func, select
 
@@ -560,7 +561,6 @@ async def test_corrupt_rows_in_a_file_are_refused(
 ) -> None:
     good = await _exported(sqlite_url, namespace, tmp_path)
     lines = gzip.decompress(good.read_bytes()).split(b"\n")
-    import orjson
 
     def rewrite(name: str, change: Any) -> Path:
         out = []
