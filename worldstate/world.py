@@ -500,9 +500,10 @@ class World:
         default of its consistency class (STRONG and CAUSAL effectively-once, EVENTUAL
         at-most-once)."""
         cls = op_or_type if isinstance(op_or_type, type) else type(op_or_type)
-        got = self.deliveries.get(cls)
-        if got is not None:
-            return got
+        for c in cls.__mro__:  # a subclass of a registered type inherits its delivery
+            got = self.deliveries.get(c)
+            if got is not None:
+                return got
         if self.consistency_of(cls) is ConsistencyClass.EVENTUAL:
             return "at-most-once"
         return "effectively-once"

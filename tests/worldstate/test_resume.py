@@ -267,3 +267,18 @@ async def test_prune_loop_runs_when_retention_is_set(sqlite_url: str, namespace:
         while [e.seq async for e in a.events()] != [6, 7, 8]:
             assert time.monotonic() < deadline, "the prune loop never pruned"
             await asyncio.sleep(0.05)
+
+
+def test_retention_settings_from_the_environment() -> None:
+    cfg = worldstate.Config.from_env(
+        {"WORLDSTATE_EVENT_RETENTION": "3600", "WORLDSTATE_EVENT_RETENTION_COUNT": "none"}
+    )
+    assert cfg.event_retention == 3600.0 and cfg.event_retention_count is None
+    assert (
+        worldstate.Config.from_env({"WORLDSTATE_EVENT_RETENTION_COUNT": "50"}).event_retention_count
+        == 50
+    )
+    with pytest.raises(ValidationError, match="event_retention"):
+        worldstate.Config(event_retention=-1.0)
+    with pytest.raises(ValidationError, match="event_retention_count"):
+        worldstate.Config(event_retention_count=0)
