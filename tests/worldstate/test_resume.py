@@ -183,6 +183,17 @@ async def test_events_are_causally_ordered_and_deterministic(
                 await b.submit(emit("t", i, R1))
         events = [e async for e in a.events()]
         again = [e async for e in b.events()]
+        # a replayed event looks exactly as it did live (b got a's events live)
+        logged = {(e.origin, e.seq): e.payload for e in events}
+        for live in at_b:
+            replayed = logged[(live.origin, live.seq)]
+            assert (replayed.op_id, replayed.op_type, replayed.region) == (
+                live.op_id,
+                live.op_type,
+                live.region,
+            )
+            assert dict(replayed.fields) == dict(live.fields)
+            assert dict(replayed.vclock) == dict(live.vclock)
         assert [(e.origin, e.seq) for e in events] == [(e.origin, e.seq) for e in again]
         assert len(events) == 12
         # a:i, then b:i which depends on it

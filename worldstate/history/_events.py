@@ -24,6 +24,7 @@ Resume points are `Cursor` s; a cursor the log was pruned past raises `CursorExp
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -34,10 +35,10 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consistency import CausalEvent, VectorClock
+from regions import RegionKey
 from worldstate.errors import CursorExpired, ValidationError
-from worldstate.operations import BUILTIN_OPERATIONS, Operation
+from worldstate.operations import Operation
 from worldstate.protocol import _causal as wire
-from worldstate.protocol._ops import op_from_dict
 from worldstate.store import Store
 from worldstate.store import schema as s
 from worldstate.store.event_log import GLOBAL_REGION
@@ -97,16 +98,10 @@ def check_resume(mark: Watermark, since: Cursor | float | None) -> None:
         )
 
 
-def _event_of(
-    origin: str,
-    seq: int,
-    region_key: int,
-    body: bytes,
-    op_types: Mapping[str, type[Operation]],
-) -> tuple[wire.WireEvent | None, VectorClock, int, dict[str, Any]]:
-    """Decode a log row: the event (None if this worldstate cannot rebuild its op), its
-    deps, its HLC and its raw op record. The log is trusted (servers wrote it after
-    validating each op): the body is parsed once and the clock taken as it is."""
+def _event_of(body: bytes) -> tuple[VectorClock, int, dict[str, Any]]:
+    """Decode a log row's body: its deps, its HLC and its op record. The log is trusted
+    (servers wrote it after validating each op): the body is parsed once, the clock taken
+    as it is, and the op is not rebuilt (its fields are all a delivery needs)."""
     doc = orjson.loads(body)
     raw = doc.get("d")
     deps = VectorClock._trusted(
@@ -114,50 +109,46 @@ def _event_of(
     )
     record = doc.get("op") or {}
     hlc = int((record.get("f") or {}).get("hlc") or 0)
-    region = None if region_key == GLOBAL_REGION else wire.region_of_morton(region_key)
-    try:
-        op = op_from_dict(record, op_types)
-    except ValidationError:
-        return None, deps, hlc, record
-    return wire.WireEvent(origin, seq, deps, region, op), deps, hlc, record
+    return deps, hlc, record
+
+
+_IDENTITY = ("op_id", "server_id", "hlc", "priority")
+
+
+def _field(v: Any) -> Any:
+    """A logged field as the operation holds it: lists are tuples, mappings read-only,
+    region keys `RegionKey` (what `CausalDelivery.fields` carries live)."""
+    if isinstance(v, list):
+        return tuple(v)
+    if isinstance(v, dict):
+        if set(v) == {"__region__"}:
+            with contextlib.suppress(TypeError, ValueError):
+                return RegionKey(*v["__region__"])
+        return MappingProxyType(v)
+    return v
 
 
 def delivery(
     origin: str,
     seq: int,
     region_key: int,
-    ev: wire.WireEvent | None,
     deps: VectorClock,
     record: Mapping[str, Any],
     cursor: Cursor | None,
 ) -> CausalDelivery:
     """The `CausalDelivery` of a log row (what a live delivery of it looks like)."""
     region = None if region_key == GLOBAL_REGION else wire.region_of_morton(region_key)
-    clock = VectorClock._trusted({**deps.to_dict(), origin: seq})
-    if ev is not None:
-        op = ev.op
-        return CausalDelivery(
-            region,
-            origin,
-            seq,
-            op.op_type,
-            str(op.op_id),
-            MappingProxyType(wire.op_fields(op)),
-            MappingProxyType(clock.to_dict()),
-            cursor,
-        )
-    fields = dict(record.get("f") or {})
-    op_id = str(fields.pop("op_id", ""))
-    for k in ("server_id", "hlc", "priority"):
-        fields.pop(k, None)
+    clock = {**deps.to_dict(), origin: seq}
+    raw = record.get("f") or {}
+    fields = {k: _field(v) for k, v in raw.items() if k not in _IDENTITY}
     return CausalDelivery(
         region,
         origin,
         seq,
         str(record.get("t") or "?"),
-        op_id,
+        str(raw.get("op_id", "")),
         MappingProxyType(fields),
-        MappingProxyType(clock.to_dict()),
+        MappingProxyType(clock),
         cursor,
     )
 
@@ -168,7 +159,6 @@ class _Row:
     seq: int
     region_key: int
     at: float
-    ev: wire.WireEvent | None
     deps: VectorClock
     hlc: int
     record: dict[str, Any]
@@ -208,7 +198,7 @@ async def read_events(
     one origin's events (a server's own, which it never delivers to itself).
     Raises `CursorExpired` (before yielding anything) when ``since`` is older than what the
     log still holds."""
-    types = op_types if op_types is not None else {t.__name__: t for t in BUILTIN_OPERATIONS}
+    _ = op_types  # kept for callers: fields come from the trusted log, ops are not rebuilt
     region_set = frozenset(regions) if regions is not None else None
     start_clock = since.clock if isinstance(since, Cursor) else VectorClock()
     e = s.events
@@ -254,10 +244,10 @@ async def read_events(
                 rk = int(r.region_key)
                 if region_set is not None and rk not in region_set:
                     continue
-                ev, deps, hlc, record = _event_of(qu.origin, int(r.seq), rk, bytes(r.body), types)
+                deps, hlc, record = _event_of(bytes(r.body))
                 if stream is not None and (record.get("f") or {}).get("stream") != stream:
                     continue  # only EmitEvents carry a stream
-                rows.append(_Row(qu.origin, int(r.seq), rk, float(r.at), ev, deps, hlc, record))
+                rows.append(_Row(qu.origin, int(r.seq), rk, float(r.at), deps, hlc, record))
             qu.rows, qu.pos = rows, 0
 
     cursor = Cursor(start_clock)
@@ -287,9 +277,7 @@ async def read_events(
             best.origin,
             best.seq,
             best.deps,
-            delivery(
-                best.origin, best.seq, best.region_key, best.ev, best.deps, best.record, cursor
-            ),
+            delivery(best.origin, best.seq, best.region_key, best.deps, best.record, cursor),
         )
         best_q.pos += 1
         if best_q.head() is None:
