@@ -179,6 +179,11 @@ class UpdateStream(AsyncIterator[Update]):
         self._held = collections.deque()
         self._since = since.clock
 
+    @property
+    def failed(self) -> bool:
+        """Whether the stream has ended (closed, failed or overloaded)."""
+        return self._error is not None
+
     def put_replayed(self, update: Update) -> None:
         self._put(update, self._items)
 

@@ -37,17 +37,20 @@ import orjson
 
 from worldstate.bus import Bus, Message, Subscription
 from worldstate.errors import Overloaded, ValidationError, WorldStateError
+from worldstate.node._routing import (
+    AT_LEAST_ONCE,
+    AT_MOST_ONCE,
+    DELIVERIES,
+    EFFECTIVELY_ONCE,
+    RELIABLE,
+    check_delivery,
+)
+from worldstate.node._tasks import Supervisor
 from worldstate.operations import Operation
 from worldstate.protocol import _causal as signing
 from worldstate.protocol._ops import encode_op, op_from_dict
 
 log = logging.getLogger("worldstate.eventual")
-
-AT_MOST_ONCE = "at-most-once"
-AT_LEAST_ONCE = "at-least-once"
-EFFECTIVELY_ONCE = "effectively-once"
-DELIVERIES = (AT_MOST_ONCE, AT_LEAST_ONCE, EFFECTIVELY_ONCE)
-RELIABLE = frozenset({AT_LEAST_ONCE, EFFECTIVELY_ONCE})
 
 TOPIC = "rel"
 ACK_TOPIC = "relack"
@@ -64,12 +67,6 @@ Check = Callable[[Operation], object]
 region."""
 Apply = Callable[[Operation, Any, str, bool], None]
 """Applies a received op (op, its region, its sender, whether it is a duplicate copy)."""
-
-
-def check_delivery(delivery: object) -> str:
-    if delivery not in DELIVERIES:
-        raise ValidationError(f"delivery must be one of {', '.join(DELIVERIES)}, got {delivery!r}")
-    return str(delivery)
 
 
 @dataclass(slots=True)
@@ -97,14 +94,15 @@ class ReliableChannel:
         delivery_of: Callable[[type[Operation]], str],
         check: Check,
         apply: Apply,
+        tasks: Supervisor,
     ) -> None:
         self.bus, self.me = bus, server_id
+        self._supervisor = tasks
         self._key, self._peers, self._types = key, peers, types
         self._delivery_of, self._check, self._apply = delivery_of, check, apply
         self._outbox: dict[str, _Pending] = {}
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._subs: list[Subscription] = []
-        self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
         self.counts: Counter[str] = Counter()
@@ -121,17 +119,17 @@ class ReliableChannel:
         for sub in self._subs:
             with contextlib.suppress(WorldStateError):
                 await sub.wait_active(timeout=5.0)
-        self._loop_task = asyncio.create_task(self._retry_loop(), name=f"ws-reliable-{me}")
+        self._loop_task = self._supervisor.spawn(self._retry_loop(), f"ws-reliable-{me}")
 
     async def close(self) -> None:
+        """Stop receiving and redelivering (the supervisor owns and reaps the tasks)."""
         for sub in self._subs:
             sub.cancel()
-        tasks = [t for t in (self._loop_task, *self._tasks) if t is not None]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
+        task, self._loop_task = self._loop_task, None
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+                await task
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -160,9 +158,10 @@ class ReliableChannel:
 
     def _publish(self, topic: str, document: bytes) -> None:
         payload = signing.sign(self._key(), topic, document)
-        task = asyncio.create_task(self._publish_now(topic, payload))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        with contextlib.suppress(RuntimeError):  # closing: redelivery is over anyway
+            self._supervisor.spawn(
+                self._publish_now(topic, payload), f"ws-rel-pub-{self.me}", job=True
+            )
 
     async def _publish_now(self, topic: str, payload: bytes) -> None:
         try:

@@ -15,9 +15,9 @@ from a server further ahead) are dropped by the stream.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
 from worldstate.errors import WorldStateError
 from worldstate.history._events import read_events
@@ -36,8 +36,10 @@ def start_resume(
     store: Store,
     server_id: str,
     op_types: Mapping[str, type[Operation]],
-) -> asyncio.Task[None]:
-    """Put ``stream`` in resume mode and start its replay task (module docstring)."""
+    spawn: Callable[[Coroutine[Any, Any, None], str], object],
+) -> None:
+    """Put ``stream`` in resume mode and start its replay task with ``spawn`` (the
+    world's supervisor, as a job) (module docstring)."""
     stream.resume_after(since)
     regions = None if stream.keys is None else sorted(k.morton for k in stream.keys)
 
@@ -51,6 +53,8 @@ def start_resume(
                 exclude_origin=server_id,
                 op_types=op_types,
             ):
+                if stream.failed:
+                    return  # closed or overloaded meanwhile: nobody to replay to
                 d = event.payload
                 if isinstance(d, CausalDelivery) and (d.region is not None or regions is None):
                     await stream.wait_room()
@@ -64,7 +68,7 @@ def start_resume(
             return
         stream.release()
 
-    return asyncio.create_task(replay(), name=f"ws-resume-{server_id}")
+    stream.task = spawn(replay(), f"ws-resume-{server_id}")  # type: ignore[assignment]
 
 
 __all__ = ["start_resume"]
