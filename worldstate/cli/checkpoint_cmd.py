@@ -71,6 +71,7 @@ def add_parser(sub: Any) -> None:
     )
     r.add_argument("--by", help="who restores, for the incident record (default: user@host)")
     r.add_argument("--json", action="store_true")
+    _quiet(r)
 
     e = v.add_parser("export", help="write a checkpoint to a file (whole world or a part)")
     e.add_argument("name", help="checkpoint name or id")
@@ -202,7 +203,10 @@ async def _show(args: argparse.Namespace, store: Store) -> int:
 
 
 async def _restore(args: argparse.Namespace, store: Store) -> int:
-    report = await restore_checkpoint(store, args.name, force=args.force, by=args.by)
+    with progress_bar(args, f"restore {args.name}") as progress:
+        report = await restore_checkpoint(
+            store, args.name, force=args.force, by=args.by, progress=progress
+        )
     doc = {
         "checkpoint": report.checkpoint.name,
         "id": report.checkpoint.id,

@@ -30,6 +30,7 @@ from worldstate.errors import ExportFormatError, RestoreRefused
 from worldstate.history._checkpoint import (
     PRUNED_META,
     Checkpoint,
+    ProgressFn,
     chunk_numbers,
     default_actor,
     get_checkpoint,
@@ -67,6 +68,7 @@ async def restore_checkpoint(
     *,
     force: bool = False,
     by: str | None = None,
+    progress: ProgressFn | None = None,
 ) -> RestoreReport:
     """Restore the complete checkpoint ``ref`` (id or name) into ``store`` (module docs)."""
     cp = await get_checkpoint(store, ref)
@@ -127,6 +129,8 @@ async def restore_checkpoint(
                 if hist:
                     await conn.execute(insert(s.region_history), hist)
                 written += len(batch)
+                if progress is not None:
+                    progress(table.name, written)
 
         # regions that exist now but not in the checkpoint: empty, at a new version
         emptied = [rk for rk in versions if rk not in restored]
