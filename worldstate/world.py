@@ -581,6 +581,7 @@ class World:
                 "served_forwards": self.strong.served_forwards,
                 "direct_commits": self.strong.direct_commits,
                 "dropped_requests": self.strong.dropped_requests,
+                "dropped_replies": self.strong.rpc.dropped_replies,
                 "pipelines": len(self.strong.pipelines),
             },
             "causal": self.causal.stats(),
