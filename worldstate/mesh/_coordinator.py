@@ -253,7 +253,7 @@ class MeshCoordinator:
         if self._closing is None:
             self._closed = True
             # owned: the close itself, awaited here and by every later close()
-            self._closing = asyncio.get_running_loop().create_task(
+            self._closing = asyncio.get_running_loop().create_task(  # owned
                 self._shutdown(release=release), name=f"ws-close-{self.coordinator_id}"
             )
         await asyncio.shield(self._closing)
@@ -264,7 +264,7 @@ class MeshCoordinator:
         if self._closing is None:
             self._closed = True
             # owned: awaited by close(), which the coordinator's owner still calls
-            self._closing = asyncio.get_running_loop().create_task(
+            self._closing = asyncio.get_running_loop().create_task(  # owned
                 self._shutdown(release=True), name=f"ws-close-{self.coordinator_id}"
             )
 
