@@ -48,12 +48,13 @@ from worldstate.node._routing import (
 from worldstate.node._tasks import Supervisor
 from worldstate.operations import Operation
 from worldstate.protocol import _causal as signing
+from worldstate.protocol import _topics as topics
 from worldstate.protocol._ops import encode_op, op_from_dict
 
 log = logging.getLogger("worldstate.eventual")
 
-TOPIC = "rel"
-ACK_TOPIC = "relack"
+TOPIC = topics.RELIABLE
+ACK_TOPIC = topics.RELIABLE_ACKS
 RETRY_MIN, RETRY_MAX = 0.1, 2.0
 """Seconds before the first redelivery, and the cap of the backoff."""
 GIVE_UP = 60.0
