@@ -1,5 +1,22 @@
 """The worldstate error tree. Every error says what was wrong and what to do, and carries
-its facts as attributes (and survives pickling, for process pools and logs)."""
+its facts as attributes (and survives pickling, for process pools and logs).
+
+Catch by category (each a `WorldStateError`)::
+
+    WorldStateError
+    ├── RetryableError      retry the same call; for submit, resubmit the SAME op_id (never
+    │   │                   applied twice): Overloaded, BusUnavailable, StoreUnavailable,
+    │   │                   SubmitTimeout
+    ├── AuthorityLost       this server may not write the region (now): Fenced, RegionOwned,
+    │                       NotAuthoritative — reacquire, hand off, or wait for the mesh
+    ├── ValidationError     invalid input, nothing changed (also a ValueError); do not retry
+    ├── WorldClosed         the world is closed (``.cause``: the crash that closed it, if any)
+    └── VersionConflict, CorruptRegion, HandoffFailed   specific outcomes, see each
+
+Errors of the packages below worldstate (`regions.GeometryError`,
+`conflicts.ConflictInputError`, `consistency.ConsistencyInputError`) reach callers as
+`ValidationError`: they are translated at one seam (`worldstate._validation.inner_errors`).
+"""
 
 from __future__ import annotations
 
@@ -20,8 +37,21 @@ def _rebuild(cls: type[WorldStateError], args: tuple[Any, ...], state: dict[str,
     return err
 
 
+class RetryableError(WorldStateError):
+    """Category: a transient failure. Retry the call later; for `submit`, resubmit the same
+    ``op_id`` (an op is never applied twice, so a retry is safe even when the first attempt
+    may have applied)."""
+
+
+class AuthorityLost(WorldStateError):
+    """Category: this server does not (or no longer) hold authority over the region, so it
+    may not write it: reacquire the region, ask the coordinator for a hand-off, or wait
+    until this server is back in the majority partition."""
+
+
 class ValidationError(WorldStateError, ValueError):
-    """An input was refused at the boundary; nothing was changed."""
+    """Category: an input was refused at the boundary; nothing was changed. Fix the input;
+    retrying it unchanged fails the same way."""
 
 
 class VersionConflict(WorldStateError):
@@ -36,7 +66,7 @@ class VersionConflict(WorldStateError):
         )
 
 
-class Fenced(WorldStateError):
+class Fenced(AuthorityLost):
     """The caller's lease epoch is stale: another owner took the region over."""
 
     def __init__(self, key: Any, epoch: int, current: int, owner: str | None = None) -> None:
@@ -49,7 +79,7 @@ class Fenced(WorldStateError):
         )
 
 
-class RegionOwned(WorldStateError):
+class RegionOwned(AuthorityLost):
     """Another live server holds the region's lease."""
 
     def __init__(self, key: Any, owner: str, epoch: int, expires_at: float) -> None:
@@ -60,7 +90,7 @@ class RegionOwned(WorldStateError):
         )
 
 
-class NotAuthoritative(WorldStateError):
+class NotAuthoritative(AuthorityLost):
     """This server may not perform strong writes now (minority partition, or no lease)."""
 
     def __init__(self, message: str, *, key: Any = None) -> None:
@@ -68,7 +98,7 @@ class NotAuthoritative(WorldStateError):
         super().__init__(message)
 
 
-class StoreUnavailable(WorldStateError):
+class StoreUnavailable(RetryableError):
     """The durable store could not be reached, or retries were exhausted."""
 
     def __init__(self, message: str, *, attempts: int = 0) -> None:
@@ -88,27 +118,52 @@ class CorruptRegion(WorldStateError):
         )
 
 
-class Overloaded(WorldStateError):
+class Overloaded(RetryableError):
     """A bounded queue is full (a region's strong pipeline): the operation was not taken;
     retry it later with the same op_id."""
 
 
-class BusUnavailable(WorldStateError):
+class BusUnavailable(RetryableError):
     """The message bus could not be reached in time (a QoS-1 publish or a forwarded op)."""
 
 
+class SubmitTimeout(RetryableError):
+    """A submit's deadline (``submit(op, timeout=...)``, default ``Config.submit_timeout``)
+    passed before its outcome was known. ``may_have_applied`` says whether the op may have
+    been applied anyway (it was handed to a commit or to another server); either way,
+    resubmit the same ``op_id`` to learn its outcome — it is never applied twice."""
+
+    def __init__(self, op_id: Any, timeout: float, *, may_have_applied: bool) -> None:
+        self.op_id, self.timeout, self.may_have_applied = op_id, timeout, may_have_applied
+        maybe = "it may or may not have been applied" if may_have_applied else "it was not applied"
+        super().__init__(
+            f"op {op_id}: no outcome within {timeout:g}s; {maybe} — resubmit the same op_id "
+            "to learn its outcome (it never applies twice)"
+        )
+
+
 class WorldClosed(WorldStateError):
-    """The world was closed (or lost its bus); open a new one with `worldstate.connect`."""
+    """Category: the world was closed (or lost its bus, or a supervised background loop
+    crashed); open a new one with `worldstate.connect`. ``cause`` is the exception that
+    closed it when it did not close on request (None otherwise)."""
+
+    def __init__(self, message: str = "the world is closed", *, cause: Any = None) -> None:
+        self.cause = cause
+        super().__init__(message)
 
 
 __all__ = [
+    "AuthorityLost",
     "BusUnavailable",
     "CorruptRegion",
     "Fenced",
+    "HandoffFailed",
     "NotAuthoritative",
     "Overloaded",
     "RegionOwned",
+    "RetryableError",
     "StoreUnavailable",
+    "SubmitTimeout",
     "ValidationError",
     "VersionConflict",
     "WorldClosed",

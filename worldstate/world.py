@@ -38,8 +38,16 @@ from worldstate._codec import (
     encode_cache_entry,
     encode_objects,
 )
-from worldstate._validation import check_id, check_kind, check_region_objects, geometry, kinds_of
-from worldstate._validation import check_op_limits as _check_op_limits
+from worldstate._validation import (
+    KindRule,
+    check_id,
+    check_kind_filter,
+    check_operation,
+    check_ops,
+    check_region_objects,
+    check_registration,
+    geometry,
+)
 from worldstate.bus import Bus, Message, open_bus
 from worldstate.cache import RegionCache, open_cache
 from worldstate.config import Config
@@ -54,7 +62,6 @@ from worldstate.objects import Lease, RegionSnapshot, ResourceNode, WorldObject
 from worldstate.operations import (
     BUILTIN_OPERATIONS,
     Operation,
-    PlaceStructure,
 )
 from worldstate.results import Result
 from worldstate.store import Store
@@ -105,7 +112,7 @@ class World:
             will=last_will(config.server_id),  # clears our retained presence if we die
         )
         self._streams: set[UpdateStream] = set()
-        self.kinds = kinds_of(config.extra_object_kinds)
+        self.kinds = KindRule.of(config)
         self.store = Store(
             config.store_url,
             policy=RetryPolicy(
@@ -434,10 +441,9 @@ class World:
     def register_operation(self, cls: type[Operation], consistency: ConsistencyClass | str) -> None:
         """Route a game-defined operation type (a subclass of a built-in operation, so the
         world knows how to apply it) through ``consistency``."""
-        if not isinstance(cls, type) or not issubclass(cls, Operation):
-            raise ValidationError(f"{cls!r} is not an Operation subclass")
+        parsed = check_registration(cls, consistency, self.op_types)
         try:
-            self.registry.register(cls, consistency)
+            self.registry.register(cls, parsed)
         except ConsistencyInputError as e:
             raise ValidationError(str(e)) from None
         self.op_types[cls.__name__] = cls
@@ -463,14 +469,7 @@ class World:
             raise ValidationError(f"expected an Operation, got {type(op).__name__}")
         cls = self.consistency_of(op)
         key = self.region_key_of(op)
-        _check_op_limits(op, self.config)
-        if isinstance(op, PlaceStructure):
-            size = max(h - lo for lo, h in zip(op.lo, op.hi, strict=True))
-            if size > self.config.max_structure_size:
-                raise ValidationError(
-                    f"structure {op.structure_id!r} is {size:.1f} m across; the limit is "
-                    f"{self.config.max_structure_size} m (Config.max_structure_size)"
-                )
+        check_operation(op, self.config, self.kinds)
         # the op was validated when built: stamp a copy without validating it again
         stamped = copy.copy(op)
         object.__setattr__(stamped, "server_id", self.server_id)
@@ -505,7 +504,7 @@ class World:
         """Submit several operations concurrently; results in the same order. Every op is
         validated before any is submitted (one bad op: `ValidationError`, nothing done)."""
         self._check_open()
-        items = list(ops)
+        items = check_ops(ops)
         for o in items:
             self._prepare(o)
         return list(await asyncio.gather(*(self.submit(o) for o in items)))
@@ -674,7 +673,7 @@ class World:
         ``Config.query_staleness`` seconds. Ordered by region (Morton), then as stored."""
         self._check_open()
         q: Box | Sphere = geometry(as_shape, shape)
-        kind_set = None if kinds is None else {check_kind(k, self.kinds) for k in kinds}
+        kind_set = check_kind_filter(kinds, self.kinds)
         keys: list[RegionKey] = geometry(
             keys_of_shape, q, self.config.region_size, max_keys=self.config.max_query_regions
         )
