@@ -476,6 +476,18 @@ class World:
         object.__setattr__(stamped, "hlc", self.hlc.now())
         return stamped, cls, key
 
+    def check_forwarded(self, op: Operation) -> RegionKey | None:
+        """The rules of `_prepare` for an op that arrived over the bus (already built by its
+        constructor, stamped by its sender): routed by this server as it was by the sender,
+        within this world's limits; returns its region. `ValidationError` otherwise."""
+        cls = self.consistency_of(op)
+        if cls is not ConsistencyClass.STRONG:
+            raise ValidationError(f"{op.op_type} is not routed STRONG on this server")
+        key = self.region_key_of(op)
+        check_operation(op, self.config, self.kinds)
+        check_id(op.server_id, "server_id", self.config.max_id_length)
+        return key
+
     async def submit(self, op: Operation) -> Result:
         """Route one operation by its consistency class (see the module docs of
         `worldstate.strong._path`, `causal_path` and `eventual_path`).

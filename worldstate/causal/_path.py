@@ -88,7 +88,7 @@ from consistency import (
     VectorClock,
 )
 from regions import RegionKey
-from worldstate._validation import check_op_limits
+from worldstate._validation import check_operation
 from worldstate.bus import Message, Subscription
 from worldstate.errors import (
     Overloaded,
@@ -484,7 +484,7 @@ class CausalPath:
     def _check_op(self, op: Operation) -> RegionKey | None:
         if self.world.consistency_of(type(op)) is not ConsistencyClass.CAUSAL:
             raise ValidationError(f"{op.op_type} is not routed CAUSAL on this server")
-        check_op_limits(op, self.world.config)
+        check_operation(op, self.world.config, self.world.kinds)
         return self.world.region_key_of(op)
 
     def _drop(self, reason: str, err: Exception | None = None) -> None:

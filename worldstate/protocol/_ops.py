@@ -4,6 +4,7 @@ the way in exactly as a local `submit` validates them."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -65,6 +66,28 @@ def op_from_dict(doc: object, types: Mapping[str, type[Operation]]) -> Operation
         return cls(**kwargs)
     except TypeError as e:
         raise ValidationError(f"bad {cls.__name__} record: {e}") from None
+
+
+_STAMPED = frozenset({"server_id", "hlc"})
+DIGEST_BYTES = 16
+
+
+def op_digest(op: Operation) -> bytes:
+    """A stable digest (16 bytes, BLAKE2b) of what an operation asks for: its type and every
+    field except the ``server_id`` and ``hlc`` that each submit stamps anew. The same op
+    resubmitted (from any server, at any time) has the same digest; an op that reuses an
+    ``op_id`` for different fields has another. Independent of dict order and of the
+    process (no ``hash()``)."""
+    doc = {
+        "t": type(op).__name__,
+        "f": {
+            f.name: _plain(getattr(op, f.name))
+            for f in dataclasses.fields(op)
+            if f.name not in _STAMPED
+        },
+    }
+    blob = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS, default=_plain)
+    return hashlib.blake2b(blob, digest_size=DIGEST_BYTES).digest()
 
 
 def encode_op(op: Operation) -> bytes:

@@ -406,6 +406,10 @@ class StrongPath:
             )
         if kind == "not-owner":
             raise _NotOwner
+        if kind == "invalid":  # the owner's limits refuse it (its Config differs from ours)
+            raise ValidationError(
+                f"region owner {owner!r} refused op {op.op_id}: {reply.get('error')}"
+            )
         raise NotAuthoritative(f"owner {owner!r} refused op {op.op_id}: {reply.get('error')}")
 
     def _on_reply(self, msg: Message) -> None:
@@ -440,8 +444,15 @@ class StrongPath:
 
     async def _serve(self, req: str, sender: str, op: Operation) -> None:
         world = self.world
-        key = world.region_key_of(op)
         reply: dict[str, Any]
+        try:  # a forwarded op passes the same rules as a local submit
+            key = world.check_forwarded(op)
+        except ValidationError as e:
+            self.dropped_requests += 1
+            reply = {"r": req, "k": "invalid", "error": str(e)[:500]}
+            with contextlib.suppress(WorldStateError):
+                await world.bus.publish(f"replies/{sender}", orjson.dumps(reply), qos=1)
+            return
         if key is None or not world.holds(key):
             reply = {"r": req, "k": "not-owner"}
         else:
