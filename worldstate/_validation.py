@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
@@ -43,9 +44,11 @@ __all__ = [
     "MAX_KIND_LENGTH",
     "MAX_MAGNITUDE",
     "MAX_OPS_PER_CALL",
+    "MAX_STREAM_CAPACITY",
     "KindRule",
     "check_data",
     "check_id",
+    "check_int",
     "check_kind",
     "check_kind_filter",
     "check_kind_name",
@@ -81,6 +84,9 @@ MAX_KIND_LENGTH = 64
 
 MAX_OPS_PER_CALL = 100_000
 """Most operations one `submit_many` call takes."""
+
+MAX_STREAM_CAPACITY = 10_000_000
+"""Largest ``capacity`` of one `World.updates` stream."""
 
 _TOPIC_CHARS = frozenset("/+#")
 
@@ -118,6 +124,16 @@ def check_kind_name(kind: object, name: str = "kind") -> str:
         raise ValidationError(problem)
     assert isinstance(kind, str)
     return kind
+
+
+def check_int(value: object, name: str, lo: int = INT64_MIN, hi: int = INT64_MAX) -> int:
+    """A plain `int` (numpy integers accepted, bool refused) within ``lo..hi``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValidationError(f"{name} must be an int, got {type(value).__name__}")
+    i = int(value)
+    if not lo <= i <= hi:
+        raise ValidationError(f"{name} must be in [{lo}, {hi}], got {i}")
+    return i
 
 
 def check_magnitude(value: float, name: str) -> float:

@@ -75,6 +75,9 @@ def _num(
 
 
 def _int(v: object, name: str, *, lo: int | None = None, hi: int = INT64_MAX) -> int:
+    """A plain `int` (numpy integers accepted and converted; bool refused) in ``lo..hi``."""
+    if type(v) is int and (lo if lo is not None else -INT64_MAX - 1) <= v <= hi:
+        return v
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise ValidationError(f"{name} must be an int, got {type(v).__name__}")
     i = int(v)
@@ -117,8 +120,10 @@ class Operation:
             raise ValidationError(f"op_id must be a UUID, got {type(self.op_id).__name__}")
         if not isinstance(self.server_id, str):
             raise ValidationError("server_id must be a str (submit fills it in)")
-        _int(self.hlc, "hlc", lo=0)
-        _int(self.priority, "priority", lo=-(1 << 31), hi=(1 << 31) - 1)
+        object.__setattr__(self, "hlc", _int(self.hlc, "hlc", lo=0))
+        object.__setattr__(
+            self, "priority", _int(self.priority, "priority", lo=-(1 << 31), hi=(1 << 31) - 1)
+        )
 
     @property
     def op_type(self) -> str:
@@ -208,7 +213,9 @@ class ChangeInventory(Operation):
         super().__post_init__()
         _str(self.inventory_id, "inventory_id")
         _str(self.item, "item")
-        _int(self.delta, "delta", lo=-MAX_ITEM_DELTA, hi=MAX_ITEM_DELTA)
+        object.__setattr__(
+            self, "delta", _int(self.delta, "delta", lo=-MAX_ITEM_DELTA, hi=MAX_ITEM_DELTA)
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,7 +230,9 @@ class TransferItems(Operation):
         _str(self.from_inventory, "from_inventory")
         _str(self.to_inventory, "to_inventory")
         _str(self.item, "item")
-        _int(self.quantity, "quantity", lo=1, hi=MAX_ITEM_DELTA)
+        object.__setattr__(
+            self, "quantity", _int(self.quantity, "quantity", lo=1, hi=MAX_ITEM_DELTA)
+        )
         if self.from_inventory == self.to_inventory:
             raise ValidationError("from_inventory and to_inventory must differ")
 
@@ -275,7 +284,7 @@ class TransferCreature(Operation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _int(self.creature_id, "creature_id", lo=0)
+        object.__setattr__(self, "creature_id", _int(self.creature_id, "creature_id", lo=0))
         _str(self.to_server, "to_server")
         if self.position is not None:
             object.__setattr__(self, "position", _vec3(self.position, "position"))
@@ -297,7 +306,7 @@ class MoveCreature(Operation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _int(self.creature_id, "creature_id", lo=0)
+        object.__setattr__(self, "creature_id", _int(self.creature_id, "creature_id", lo=0))
         object.__setattr__(self, "position", _vec3(self.position, "position"))
         object.__setattr__(self, "velocity", _vec3(self.velocity, "velocity"))
 
@@ -318,7 +327,7 @@ class _EntityState(Operation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _int(self.entity_id, "entity_id", lo=0)
+        object.__setattr__(self, "entity_id", _int(self.entity_id, "entity_id", lo=0))
         object.__setattr__(self, "state", _mapping(self.state, "state"))
         if (self.position is None) == (self.region is None):
             raise ValidationError(f"{self.op_type} needs exactly one of position= or region=")

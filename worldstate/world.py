@@ -39,8 +39,10 @@ from worldstate._codec import (
     encode_objects,
 )
 from worldstate._validation import (
+    MAX_STREAM_CAPACITY,
     KindRule,
     check_id,
+    check_int,
     check_kind_filter,
     check_operation,
     check_ops,
@@ -617,6 +619,7 @@ class World:
         `WorldClosed` when the world closes or loses its bus, and with `Overloaded` when the
         consumer falls ``capacity`` updates behind."""
         self._check_open()
+        capacity = check_int(capacity, "capacity", 1, MAX_STREAM_CAPACITY)
         keys = interest_keys(
             interest,
             region_size=self.config.region_size,
