@@ -20,7 +20,7 @@ import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -29,10 +29,47 @@ from consistency import ConsistencyClass, ConsistencyInputError
 from regions import Box, GeometryError, RegionKey, WorldBounds, as_vec3
 from worldstate.errors import ValidationError
 from worldstate.objects import BASE_OBJECT_KINDS, WorldObject
+from worldstate.operations import (
+    MAX_ITEM_DELTA,
+    MAX_KIND_LENGTH,
+    ChangeInventory,
+    ClaimResource,
+    CosmeticEffect,
+    ModifyTerrain,
+    MoveCreature,
+    Operation,
+    PickUpItem,
+    PlaceStructure,
+    SetAutomation,
+    SetPowerGrid,
+    TransferItems,
+)
 
-if TYPE_CHECKING:
-    from worldstate.config import Config
-    from worldstate.operations import Operation
+
+class OpLimits(Protocol):
+    """The settings `check_op_limits` reads (a `worldstate.Config` has them)."""
+
+    @property
+    def max_id_length(self) -> int: ...
+    @property
+    def max_object_data_bytes(self) -> int: ...
+
+
+class OpRules(OpLimits, Protocol):
+    """The settings `check_operation` reads (a `worldstate.Config` has them)."""
+
+    @property
+    def max_structure_size(self) -> float: ...
+
+
+class KindSettings(Protocol):
+    """The settings `KindRule.of` reads (a `worldstate.Config` has them)."""
+
+    @property
+    def structure_kinds(self) -> tuple[str, ...] | None: ...
+    @property
+    def extra_object_kinds(self) -> tuple[str, ...]: ...
+
 
 __all__ = [
     "INT64_MAX",
@@ -46,6 +83,9 @@ __all__ = [
     "MAX_OPS_PER_CALL",
     "MAX_STREAM_CAPACITY",
     "KindRule",
+    "KindSettings",
+    "OpLimits",
+    "OpRules",
     "check_data",
     "check_id",
     "check_int",
@@ -66,6 +106,7 @@ __all__ = [
     "would_overflow",
 ]
 
+
 MAX_DATA_DEPTH = 32
 
 INT64_MIN = -(1 << 63)
@@ -73,14 +114,6 @@ INT64_MAX = (1 << 63) - 1
 
 MAX_COUNT = INT64_MAX
 """Largest item count an inventory may hold (the store's column is a signed 64-bit int)."""
-
-MAX_ITEM_DELTA = 1 << 53
-"""Largest ``|delta|`` of one `ChangeInventory` and largest `TransferItems` quantity: larger
-is refused as absurd (`ValidationError`). 2**53 is also the largest integer every JSON reader
-(and float64) holds exactly."""
-
-MAX_KIND_LENGTH = 64
-"""Longest object or structure kind, in characters."""
 
 MAX_OPS_PER_CALL = 100_000
 """Most operations one `submit_many` call takes."""
@@ -233,7 +266,7 @@ class KindRule:
     """None: open (any well-formed kind)."""
 
     @classmethod
-    def of(cls, config: Config) -> KindRule:
+    def of(cls, config: KindSettings) -> KindRule:
         declared = config.structure_kinds
         if declared is None:
             return cls(None, None)
@@ -391,7 +424,7 @@ def _checked_fields(cls: type[Operation]) -> tuple[tuple[str, ...], tuple[str, .
     return got
 
 
-def check_op_limits(op: Operation, config: Config) -> None:
+def check_op_limits(op: Operation, config: OpLimits) -> None:
     """Ids well-formed and short enough, data JSON-safe and small enough."""
     ids, datas = _checked_fields(type(op))
     for name in ids:
@@ -404,14 +437,12 @@ def check_op_limits(op: Operation, config: Config) -> None:
             check_data(v, name, config.max_object_data_bytes)
 
 
-def check_operation(op: Operation, config: Config, kinds: KindRule) -> None:
+def check_operation(op: Operation, config: OpRules, kinds: KindRule) -> None:
     """Every world-dependent rule for one operation, wherever it comes from (a local
     `submit`, an op forwarded over the bus, a causal event): ids and data (`check_op_limits`),
     the structure kind (`KindRule`) and size (``Config.max_structure_size``). Field types,
     finiteness and magnitudes were checked when the operation was built; its position
     against the world bounds is checked where its region is found."""
-    from worldstate.operations import PlaceStructure
-
     check_op_limits(op, config)
     if isinstance(op, PlaceStructure):
         kinds.check_structure_kind(op.kind)
@@ -443,20 +474,18 @@ def check_ops(ops: object) -> list[Any]:
 
 
 def _executable_bases(consistency: ConsistencyClass) -> tuple[type[Operation], ...]:
-    from worldstate import operations as o
-
     if consistency is ConsistencyClass.STRONG:
         return (
-            o.PlaceStructure,
-            o.ClaimResource,
-            o.ModifyTerrain,
-            o.ChangeInventory,
-            o.TransferItems,
-            o.PickUpItem,
+            PlaceStructure,
+            ClaimResource,
+            ModifyTerrain,
+            ChangeInventory,
+            TransferItems,
+            PickUpItem,
         )
     if consistency is ConsistencyClass.EVENTUAL:
-        return (o.MoveCreature, o.CosmeticEffect, o.SetAutomation, o.SetPowerGrid)
-    return (o.Operation,)  # the causal path logs and delivers any operation as an event
+        return (MoveCreature, CosmeticEffect, SetAutomation, SetPowerGrid)
+    return (Operation,)  # the causal path logs and delivers any operation as an event
 
 
 def check_registration(
@@ -472,8 +501,6 @@ def check_registration(
       `CosmeticEffect`, `SetAutomation` or `SetPowerGrid`; CAUSAL carries any operation;
     - a consistency that is not a `ConsistencyClass` or one's name.
     """
-    from worldstate.operations import Operation
-
     if not isinstance(cls, type) or not issubclass(cls, Operation) or cls is Operation:
         raise ValidationError(f"{cls!r} is not an Operation subclass")
     if not dataclasses.is_dataclass(cls):

@@ -1,21 +1,16 @@
 """The worldstate error tree. Every error says what was wrong and what to do, and carries
 its facts as attributes (and survives pickling, for process pools and logs).
 
-Catch by category (each a `WorldStateError`)::
+Four category bases tell a caller what to do without knowing every class:
 
-    WorldStateError
-    ├── RetryableError      retry the same call; for submit, resubmit the SAME op_id (never
-    │   │                   applied twice): Overloaded, BusUnavailable, StoreUnavailable,
-    │   │                   SubmitTimeout
-    ├── AuthorityLost       this server may not write the region (now): Fenced, RegionOwned,
-    │                       NotAuthoritative — reacquire, hand off, or wait for the mesh
-    ├── ValidationError     invalid input, nothing changed (also a ValueError); do not retry
-    ├── WorldClosed         the world is closed (``.cause``: the crash that closed it, if any)
-    └── VersionConflict, CorruptRegion, HandoffFailed   specific outcomes, see each
-
-Errors of the packages below worldstate (`regions.GeometryError`,
-`conflicts.ConflictInputError`, `consistency.ConsistencyInputError`) reach callers as
-`ValidationError`: they are translated at one seam (`worldstate._validation.inner_errors`).
+=====================  ==================================================================
+`RetryableError`       retry later with the SAME op_id (never applied twice):
+                       `Overloaded`, `BusUnavailable`, `StoreUnavailable`, `SubmitTimeout`
+`AuthorityLost`        this server may not write there now: `Fenced`, `RegionOwned`,
+                       `NotAuthoritative` (reacquire, hand off, or forward)
+`ValidationError`      invalid input, nothing changed (also a `ValueError`)
+`WorldClosed`          the world is closed; ``.cause`` holds the crash that closed it, if any
+=====================  ==================================================================
 """
 
 from __future__ import annotations
@@ -38,20 +33,16 @@ def _rebuild(cls: type[WorldStateError], args: tuple[Any, ...], state: dict[str,
 
 
 class RetryableError(WorldStateError):
-    """Category: a transient failure. Retry the call later; for `submit`, resubmit the same
-    ``op_id`` (an op is never applied twice, so a retry is safe even when the first attempt
-    may have applied)."""
+    """Category: a transient failure. Retry later with the same ``op_id``: an op that did
+    apply is never applied twice, and the retry returns its first outcome."""
 
 
 class AuthorityLost(WorldStateError):
-    """Category: this server does not (or no longer) hold authority over the region, so it
-    may not write it: reacquire the region, ask the coordinator for a hand-off, or wait
-    until this server is back in the majority partition."""
+    """Category: this server holds no (live, unfenced) authority for what it tried to write."""
 
 
 class ValidationError(WorldStateError, ValueError):
-    """Category: an input was refused at the boundary; nothing was changed. Fix the input;
-    retrying it unchanged fails the same way."""
+    """An input was refused at the boundary; nothing was changed."""
 
 
 class VersionConflict(WorldStateError):
@@ -128,26 +119,20 @@ class BusUnavailable(RetryableError):
 
 
 class SubmitTimeout(RetryableError):
-    """A submit's deadline (``submit(op, timeout=...)``, default ``Config.submit_timeout``)
-    passed before its outcome was known. ``may_have_applied`` says whether the op may have
-    been applied anyway (it was handed to a commit or to another server); either way,
-    resubmit the same ``op_id`` to learn its outcome — it is never applied twice."""
+    """A submit's deadline (``submit(op, timeout=...)``, default `Config.submit_timeout`)
+    passed before its outcome was known. ``may_have_applied`` says whether the op could
+    have been committed anyway: resubmit the same op to learn its outcome."""
 
-    def __init__(self, op_id: Any, timeout: float, *, may_have_applied: bool) -> None:
-        self.op_id, self.timeout, self.may_have_applied = op_id, timeout, may_have_applied
-        maybe = "it may or may not have been applied" if may_have_applied else "it was not applied"
-        super().__init__(
-            f"op {op_id}: no outcome within {timeout:g}s; {maybe} — resubmit the same op_id "
-            "to learn its outcome (it never applies twice)"
-        )
+    def __init__(self, message: str, *, op_id: Any = None, may_have_applied: bool = True) -> None:
+        self.op_id, self.may_have_applied = op_id, may_have_applied
+        super().__init__(message)
 
 
 class WorldClosed(WorldStateError):
-    """Category: the world was closed (or lost its bus, or a supervised background loop
-    crashed); open a new one with `worldstate.connect`. ``cause`` is the exception that
-    closed it when it did not close on request (None otherwise)."""
+    """The world was closed (or lost its bus); open a new one with `worldstate.connect`.
+    When a supervised background loop crashed, ``cause`` holds its exception."""
 
-    def __init__(self, message: str = "the world is closed", *, cause: Any = None) -> None:
+    def __init__(self, message: str, *, cause: BaseException | None = None) -> None:
         self.cause = cause
         super().__init__(message)
 

@@ -23,12 +23,29 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+from conflicts import MAX_MAGNITUDE, id_problem
 from consistency import ConsistencyClass
 from regions import RegionKey, Vec3
-from worldstate._validation import MAX_ITEM_DELTA, MAX_MAGNITUDE, check_kind_name
 from worldstate.errors import ValidationError
 
 INT64_MAX = (1 << 63) - 1
+
+MAX_ITEM_DELTA = 1 << 53
+"""Largest ``|delta|`` of one `ChangeInventory` and largest `TransferItems` quantity: larger
+is refused as absurd (`ValidationError`). 2**53 is also the largest integer every JSON reader
+(and float64) holds exactly."""
+
+MAX_KIND_LENGTH = 64
+"""Longest object or structure kind, in characters (kinds follow the id rule,
+`conflicts.id_problem`, with this length; see `worldstate._validation.check_kind_name`)."""
+
+
+def _kind(v: object, name: str) -> str:
+    problem = id_problem(v, name, MAX_KIND_LENGTH)
+    if problem is not None:
+        raise ValidationError(problem)
+    assert isinstance(v, str)
+    return v
 
 
 def _vec3(v: object, name: str) -> Vec3:
@@ -149,7 +166,7 @@ class PlaceStructure(Operation):
     def __post_init__(self) -> None:
         super().__post_init__()
         _str(self.structure_id, "structure_id")
-        check_kind_name(self.kind, "kind")
+        _kind(self.kind, "kind")
         lo, hi = _vec3(self.lo, "lo"), _vec3(self.hi, "hi")
         if any(a > b for a, b in zip(lo, hi, strict=True)):
             raise ValidationError(f"structure box lo {lo} exceeds hi {hi}")
