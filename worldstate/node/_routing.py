@@ -9,7 +9,13 @@ from collections.abc import Mapping
 
 from consistency import ConsistencyClass, ConsistencyInputError, HybridClock, Registry
 from regions import RegionKey, region_of
-from worldstate._validation import KindRule, check_operation, check_registration, geometry
+from worldstate._validation import (
+    KindRule,
+    check_id,
+    check_operation,
+    check_registration,
+    geometry,
+)
 from worldstate.config import Config
 from worldstate.errors import ValidationError
 from worldstate.operations import BUILTIN_OPERATIONS, Operation
@@ -74,6 +80,14 @@ class Router:
         key = self.region_key_of(op)
         check_operation(op, self.config, self.kinds)
         return op, cls, key
+
+    def check_received(self, op: object) -> tuple[Operation, ConsistencyClass, RegionKey | None]:
+        """`check` for an op that arrived over the bus (forwarded, or in a causal event):
+        also its sender's stamp, which a local submit would replace — the ``server_id``
+        follows the id rule (the conflict resolver orders by it)."""
+        checked, cls, key = self.check(op)
+        check_id(checked.server_id, "server_id", self.config.max_id_length)
+        return checked, cls, key
 
     def prepare(self, op: object) -> Prepared:
         """`check` the op, then stamp a copy with this server's id and a fresh HLC."""

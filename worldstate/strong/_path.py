@@ -456,7 +456,7 @@ class StrongPath:
         ctx = self.ctx
         reply: dict[str, Any]
         try:  # a forwarded op passes the same rules as a local submit
-            _, cls, key = self.router.check(op)
+            _, cls, key = self.router.check_received(op)
             if cls is not ConsistencyClass.STRONG:
                 raise ValidationError(f"{op.op_type} is not routed STRONG on this server")
         except ValidationError as e:
