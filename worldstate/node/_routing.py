@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 
-from consistency import ConsistencyClass, ConsistencyInputError, HybridClock, Registry
+from consistency import ConsistencyClass, HybridClock, Registry
 from regions import RegionKey, region_of
 from worldstate._validation import (
     KindRule,
@@ -15,6 +15,8 @@ from worldstate._validation import (
     check_operation,
     check_registration,
     geometry,
+    inner,
+    inner_errors,
 )
 from worldstate.config import Config
 from worldstate.errors import ValidationError
@@ -49,17 +51,12 @@ class Router:
         execute, or one named like another registered type, is refused here, at
         registration (`worldstate._validation.check_registration`)."""
         parsed = check_registration(cls, consistency, self._op_types)
-        try:
+        with inner_errors():
             self.registry.register(cls, parsed)
-        except ConsistencyInputError as e:
-            raise ValidationError(str(e)) from None
         self._op_types[cls.__name__] = cls
 
     def consistency_of(self, op_or_type: object) -> ConsistencyClass:
-        try:
-            return self.registry.of(op_or_type)
-        except ConsistencyInputError as e:
-            raise ValidationError(str(e)) from None
+        return inner(self.registry.of, op_or_type)
 
     def region_key_of(self, op: Operation) -> RegionKey | None:
         """The region an operation belongs to (None for non-spatial ones); the position is
