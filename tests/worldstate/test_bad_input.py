@@ -120,6 +120,7 @@ def drops(world: worldstate.World) -> int:
     """Every counter of dropped incoming messages, summed."""
     total: int = (
         world.strong.dropped_requests
+        + world.strong.rpc.dropped_replies
         + world.commands.dropped
         + world.membership.tracker.dropped
         + world.views.dropped_notices
