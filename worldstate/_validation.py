@@ -92,7 +92,6 @@ __all__ = [
     "check_kind",
     "check_kind_filter",
     "check_kind_name",
-    "check_magnitude",
     "check_object",
     "check_op_limits",
     "check_operation",
@@ -102,7 +101,6 @@ __all__ = [
     "geometry",
     "inner",
     "inner_errors",
-    "kinds_of",
     "would_overflow",
 ]
 
@@ -167,13 +165,6 @@ def check_int(value: object, name: str, lo: int = INT64_MIN, hi: int = INT64_MAX
     if not lo <= i <= hi:
         raise ValidationError(f"{name} must be in [{lo}, {hi}], got {i}")
     return i
-
-
-def check_magnitude(value: float, name: str) -> float:
-    """``value`` if finite and within ``+-MAX_MAGNITUDE`` (the `conflicts` rule)."""
-    if not (math.isfinite(value) and -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE):
-        raise ValidationError(f"{name} must be finite and within +-{MAX_MAGNITUDE:g}, got {value}")
-    return value
 
 
 def would_overflow(count: int, delta: int) -> bool:
@@ -383,12 +374,6 @@ def check_region_objects(
             )
         out.append(v)
     return tuple(out)
-
-
-def kinds_of(extra: Iterable[str]) -> frozenset[str]:
-    """The closed kind set of the built-in kinds plus ``extra`` (see `KindRule` for what a
-    world accepts)."""
-    return BASE_OBJECT_KINDS | frozenset(extra)
 
 
 ID_FIELDS = frozenset(
