@@ -44,6 +44,16 @@ class Door(SetAutomation):
     """A game type that must arrive exactly once."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class Wall(PlaceStructure):
+    """A strong game type."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Quest(EmitEvent):
+    """A causal game type."""
+
+
 def register(w: worldstate.World) -> None:
     w.register_operation(Alarm, "eventual", delivery="at-least-once")
     w.register_operation(Door, "eventual", delivery="effectively-once")
@@ -66,9 +76,10 @@ def test_defaults_and_refusals() -> None:
     assert w.delivery_of(MoveCreature) == "at-most-once"
     assert w.delivery_of(SetAutomation) == "at-most-once"
     with pytest.raises(ValidationError, match="effectively-once"):
-        w.register_operation(Door, "strong", delivery="at-least-once")
+        w.register_operation(Wall, "strong", delivery="at-least-once")
     with pytest.raises(ValidationError, match="at-most-once is not offered"):
-        w.register_operation(Door, "causal", delivery="at-most-once")
+        w.register_operation(Quest, "causal", delivery="at-most-once")
+    w.register_operation(Quest, "causal", delivery="at-least-once")  # served effectively-once
     with pytest.raises(ValidationError, match="delivery must be one of"):
         w.register_operation(Door, "eventual", delivery="twice")
     register(w)
