@@ -156,7 +156,8 @@ class PlayerModel:
             self.crosser, rng.uniform(40, 80, players), rng.uniform(2, 30, players)
         )
         speed = rng.uniform(1.5, 5.0, players)
-        self.omega: FloatArray = speed / self.radius
+        pace = 2 * math.pi / rng.uniform(10.0, 30.0, players)  # crossers: a 10-30 s round
+        self.omega: FloatArray = np.where(self.crosser, pace, speed / self.radius)
         self.phase: FloatArray = rng.uniform(0, 2 * math.pi, players)
         # every player's nearest hot spot (mining and quest sites)
         d = ((home[:, None, :] - hs[None, :, :]) ** 2).sum(axis=2)
