@@ -110,6 +110,7 @@ class Run:
             self.env.update({f"WORLDSTATE_{k.upper()}": str(v) for k, v in FAULT_TIMING.items()})
         self.cpu: dict[str, dict[str, list[float]]] = {}
         self._ps: dict[str, psutil.Process] = {}
+        self._me = psutil.Process()
         self.events: list[tuple[float, str]] = []
         (root / "run" / "status").mkdir(parents=True, exist_ok=True)
         (root / "servers").mkdir(parents=True, exist_ok=True)
@@ -151,7 +152,7 @@ class Run:
     def sample(self) -> None:
         t = time.time() - self.t0 if self.t0 else 0.0
         procs = dict(self._ps)
-        procs["orchestrator+coordinator"] = psutil.Process()
+        procs["orchestrator+coordinator"] = self._me
         for name, p in procs.items():
             try:
                 cpu = p.cpu_percent(None)
@@ -443,7 +444,7 @@ async def phase_worldstate(
                 display.update("settling")
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(faults_task, timeout=90)
-            await run.wait_exit(opts.settle + 60 + 30)
+            await run.wait_exit(opts.settle + 60 + 60)  # SETTLE_MAX + drain
             report["placement"] = placement
             report["coordinator"] = {
                 "placements": coord.placements,

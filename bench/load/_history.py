@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 LEASE_SAMPLE = 0.1
-STATUS_INTERVAL = 0.25
+STATUS_INTERVAL = 0.5
 STATUS_FRESH = 3.0
 """A status file older than this is a server that stopped or hangs."""
 

@@ -69,6 +69,8 @@ OP_TIMEOUT = 30.0
 INVENTORIES = 2000
 """Player ``p`` trades from inventory ``inv-{p % INVENTORIES}``."""
 GOLD = 100
+SETTLE_MAX = 60.0
+QUIET = 1.5
 QUEST_THINK = 0.2
 """Seconds between seeing a quest step and emitting the next one."""
 STRONG_KINDS = ("build", "mine", "trade")
@@ -143,7 +145,7 @@ class Recorder:
         if not rows:
             return None
         cut = self.rel() - window
-        recent = [ms for t, ms in rows[-5000:] if t >= cut]
+        recent = [ms for t, ms in rows[-2000:] if t >= cut]
         return float(np.percentile(recent, 99)) if recent else None
 
     def flush(self) -> None:
@@ -205,7 +207,7 @@ class WorldEngine:
 
     def owners(self) -> list[str | None]:
         now = time.monotonic()
-        if now - self._owners_at > 0.5:
+        if now - self._owners_at > 1.0:
             self._owners_at = now
             owners: list[str | None] = [None] * len(self.keys)
             for doc in read_status(self.run).values():
@@ -440,6 +442,29 @@ class Driver:
             await asyncio.wait(list(self.inflight), timeout=timeout)
 
 
+async def settle(world: worldstate.World, least: float, most: float) -> float:
+    """After the last tick: wait at least ``least`` s, then until no eventual or causal
+    message has arrived for `QUIET` s (the others' backlog has drained), at most ``most`` s.
+    Returns the seconds waited."""
+    t = time.monotonic()
+
+    def heard() -> int:
+        return int(world.eventual.stats()["messages_received"]) + int(
+            world.causal.stats()["received"]
+        )
+
+    await asyncio.sleep(least)
+    last, quiet_since = heard(), time.monotonic()
+    while time.monotonic() - t < most:
+        await asyncio.sleep(0.25)
+        now = heard()
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since >= QUIET:
+            break
+    return time.monotonic() - t
+
+
 async def _every(period: float, body: Callable[[], Any]) -> None:
     while True:
         body()
@@ -552,7 +577,7 @@ async def serve(args: argparse.Namespace) -> int:
                 runner.cancel()
             driver.stopping = True
         await driver.drain(OP_TIMEOUT)
-        await asyncio.sleep(args.settle)
+        settled = await settle(world, args.settle, SETTLE_MAX)
         lags()
         ids = world.eventual.positions.ids
         np.savez(
@@ -575,6 +600,7 @@ async def serve(args: argparse.Namespace) -> int:
                 "engine": "worldstate",
                 **rec.summary(),
                 "floor": floor,
+                "settled_s": settled,
                 "creature_owners": {str(int(c)): owners.get(int(c)) for c in crossers},
                 "stats": world.stats(),
                 "bus": {
