@@ -443,7 +443,7 @@ async def phase_worldstate(
                 load_end = os.getloadavg()
                 display.update("settling")
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(faults_task, timeout=90)
+                await asyncio.wait_for(faults_task, timeout=nemesis.RECOVERY_TIMEOUT + 30)
             await run.wait_exit(opts.settle + 60 + 60)  # SETTLE_MAX + drain
             report["placement"] = placement
             report["coordinator"] = {

@@ -118,6 +118,7 @@ async def inject(mesh: Mesh, fault: Fault) -> None:
         )
         fault.ended = rel()
         await mesh.restart(gone)
+        fault.details["rejoined_s"] = rel() - fault.ended
         fault.details["moved_back"] = await mesh.rebalance()
     elif fault.kind == "partition" and fault.target is not None:
         side = fault.target
@@ -169,7 +170,10 @@ async def inject(mesh: Mesh, fault: Fault) -> None:
 
 
 async def run(mesh: Mesh, faults: list[Fault], on_event: Callable[[str], None]) -> None:
-    for fault in sorted(faults, key=lambda f: f.at):
+    """Inject every fault at its time, each in its own task (a slow recovery never delays
+    the next fault), and wait for all of them."""
+
+    async def one(fault: Fault) -> None:
         wait = mesh.t0 + fault.at - time.time()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -179,6 +183,8 @@ async def run(mesh: Mesh, faults: list[Fault], on_event: Callable[[str], None]) 
         except Exception as e:  # a fault that could not be injected is reported, not fatal
             fault.note = f"{type(e).__name__}: {e}"
         on_event(f"fault {fault.kind}: recovered in {fault.recovered_s}")
+
+    await asyncio.gather(*(one(f) for f in faults))
 
 
 class PrivateBroker:
