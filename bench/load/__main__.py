@@ -70,7 +70,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--faults", default="none", choices=("none", *nemesis.FAULT_KINDS, "mixed"))
     p.add_argument("--baseline", action="store_true", help="also run the naive store")
     p.add_argument("--baseline-duration", type=float, default=None)
-    p.add_argument("--settle", type=float, default=3.0)
+    p.add_argument(
+        "--settle", type=float, default=2.0, help="least seconds to wait after the last tick"
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--quiet", action="store_true", help="no live display")
@@ -135,7 +137,6 @@ class Run:
                 "seed": self.opts.seed,
                 "mix": self.opts.mix,
                 "duration": self.duration,
-                "settle": self.opts.settle,
                 "engine": self.engine,
             }
         )
@@ -442,6 +443,7 @@ async def phase_worldstate(
                     await asyncio.sleep(1.0)
                 load_end = os.getloadavg()
                 display.update("settling")
+                report["settle"] = await settle(run, opts.settle)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(faults_task, timeout=nemesis.RECOVERY_TIMEOUT + 30)
             await run.wait_exit(opts.settle + 60 + 60)  # SETTLE_MAX + drain
@@ -499,12 +501,39 @@ async def phase_baseline(
                 run.sample()
                 display.update()
                 await asyncio.sleep(1.0)
+        write_json(out / "run" / "stop.json", {"t": time.time()})
         await run.wait_exit(60)
     finally:
         run.stop_all()
     rep = summarise_run(out, duration)
     rep["processes"] = run.processes()
     return rep
+
+
+def heard_everything(st: dict[str, dict[str, Any]]) -> bool:
+    """Every server is draining and has heard every eventual batch and causal event the
+    others sent (QoS 0 batches may be lost: see `settle`)."""
+    if not st or not all(d.get("draining") for d in st.values()):
+        return False
+    sent = {s: d["drain"]["batches_sent"] for s, d in st.items()}
+    emitted = {s: d["drain"]["delivered_clock"].get(s, 0) for s, d in st.items()}
+    for s, d in st.items():
+        dr = d["drain"]
+        if dr["batches_heard"] < sum(n for o, n in sent.items() if o != s):
+            return False
+        if any(dr["delivered_clock"].get(o, 0) < n for o, n in emitted.items() if o != s):
+            return False
+    return True
+
+
+async def settle(run: Run, least: float, most: float = 75.0) -> dict[str, Any]:
+    """After the last tick: wait ``least`` s, then until every live server has heard
+    everything the others sent (or ``most`` s), then tell them to stop (``stop.json``)."""
+    t = time.time()
+    await asyncio.sleep(least)
+    waited = await nemesis.until(lambda: heard_everything(run.status()), most)
+    write_json(run.root / "run" / "stop.json", {"t": time.time()})
+    return {"seconds": time.time() - t, "heard_everything": waited is not None}
 
 
 def targets(report: dict[str, Any]) -> dict[str, Any]:

@@ -69,8 +69,7 @@ OP_TIMEOUT = 30.0
 INVENTORIES = 2000
 """Player ``p`` trades from inventory ``inv-{p % INVENTORIES}``."""
 GOLD = 100
-SETTLE_MAX = 60.0
-QUIET = 1.5
+SETTLE_MAX = 90.0
 QUEST_THINK = 0.2
 """Seconds between seeing a quest step and emitting the next one."""
 STRONG_KINDS = ("build", "mine", "trade")
@@ -104,7 +103,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--mix", default="default", choices=sorted(MIXES))
     p.add_argument("--duration", type=float, required=True)
-    p.add_argument("--settle", type=float, default=3.0)
     p.add_argument("--engine", default="worldstate", choices=("worldstate", "baseline"))
     return p.parse_args(argv)
 
@@ -442,26 +440,25 @@ class Driver:
             await asyncio.wait(list(self.inflight), timeout=timeout)
 
 
-async def settle(world: worldstate.World, least: float, most: float) -> float:
-    """After the last tick: wait at least ``least`` s, then until no eventual or causal
-    message has arrived for `QUIET` s (the others' backlog has drained), at most ``most`` s.
-    Returns the seconds waited."""
+def drain_counts(world: worldstate.World) -> dict[str, Any]:
+    """What this server sent and heard, for the orchestrator to tell when every server
+    has heard everything the others sent (`bench.load.__main__.settle`)."""
+    ev = world.eventual.stats()
+    ca = world.causal.stats()
+    return {
+        "batches_sent": int(ev["batches_sent"]),
+        "batches_heard": int(ev["messages_received"]) - int(ev["echoes"]),
+        "delivered_clock": dict(ca["delivered_clock"]),
+    }
+
+
+async def settle(run: Path, most: float) -> float:
+    """After the last tick: keep receiving until the orchestrator writes ``stop.json``
+    (every server heard what the others sent) or ``most`` seconds pass."""
     t = time.monotonic()
-
-    def heard() -> int:
-        return int(world.eventual.stats()["messages_received"]) + int(
-            world.causal.stats()["received"]
-        )
-
-    await asyncio.sleep(least)
-    last, quiet_since = heard(), time.monotonic()
-    while time.monotonic() - t < most:
-        await asyncio.sleep(0.25)
-        now = heard()
-        if now != last:
-            last, quiet_since = now, time.monotonic()
-        elif time.monotonic() - quiet_since >= QUIET:
-            break
+    stop = run / "stop.json"
+    while not stop.exists() and time.monotonic() - t < most:  # noqa: ASYNC110 - another process
+        await asyncio.sleep(0.1)
     return time.monotonic() - t
 
 
@@ -502,6 +499,7 @@ async def serve(args: argparse.Namespace) -> int:
         floor = dict(world.causal.stats()["delivered_clock"])
         rec.deliveries.write(json.dumps({"floor": floor}) + "\n")
         ready = [False]
+        draining = [False]
 
         async def consume() -> None:
             async for u in stream:
@@ -537,6 +535,8 @@ async def serve(args: argparse.Namespace) -> int:
                         for k in (*STRONG_KINDS, "chat", "delivery", "eventual")
                     },
                     "lag": world.eventual.stats()["lag_ms"],
+                    "draining": draining[0],
+                    "drain": drain_counts(world),
                 },
             )
 
@@ -577,7 +577,9 @@ async def serve(args: argparse.Namespace) -> int:
                 runner.cancel()
             driver.stopping = True
         await driver.drain(OP_TIMEOUT)
-        settled = await settle(world, args.settle, SETTLE_MAX)
+        draining[0] = True
+        status()
+        settled = await settle(args.run, SETTLE_MAX)
         lags()
         ids = world.eventual.positions.ids
         np.savez(
