@@ -76,6 +76,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--quiet", action="store_true", help="no live display")
+    p.add_argument(
+        "--profile",
+        metavar="SERVER",
+        help="py-spy one server (e.g. gs-2) over the middle third of the run",
+    )
     a = p.parse_args(argv)
     if a.servers < 1 or a.players < 1 or a.duration <= 0:
         p.error("--servers and --players must be >= 1 and --duration > 0")
@@ -435,6 +440,11 @@ async def phase_worldstate(
             faults_task = asyncio.create_task(
                 nemesis.run(mesh, faults, lambda e: run.events.append((time.time() - run.t0, e)))
             )
+            profile_task = (
+                asyncio.create_task(profile(run, opts.profile, out))
+                if opts.profile in run.procs
+                else None
+            )
             with Display(run, opts.quiet) as display:
                 end = run.t0 + opts.duration
                 while time.time() < end:
@@ -446,6 +456,8 @@ async def phase_worldstate(
                 report["settle"] = await settle(run, opts.settle)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(faults_task, timeout=nemesis.RECOVERY_TIMEOUT + 30)
+            if profile_task is not None:
+                report["profile"] = await profile_task
             await run.wait_exit(opts.settle + 60 + 60)  # SETTLE_MAX + drain
             report["placement"] = placement
             report["coordinator"] = {
@@ -508,6 +520,21 @@ async def phase_baseline(
     rep = summarise_run(out, duration)
     rep["processes"] = run.processes()
     return rep
+
+
+async def profile(run: Run, server: str, out: Path) -> dict[str, Any]:
+    """py-spy ``server`` over the middle third of the run (`_profile`)."""
+    from bench.load import _profile
+
+    seconds = max(3.0, run.duration / 3)
+    await asyncio.sleep(max(0.0, run.t0 + run.duration / 3 - time.time()))
+    raw = out / f"profile-{server}.txt"
+    why = await _profile.record(run.procs[server].pid, seconds, raw)
+    if why is not None:
+        return {"server": server, "note": why}
+    return {"server": server, "seconds": seconds, "raw": raw.name} | _profile.summarise(
+        raw, seconds
+    )
 
 
 def heard_everything(st: dict[str, dict[str, Any]]) -> bool:
