@@ -168,7 +168,13 @@ class BaselineEngine:
     """`bench.load._server.Engine` over the `NaiveStore`."""
 
     def __init__(
-        self, store: NaiveStore, layout: WorldLayout, index: int, servers: list[str], rec: Any
+        self,
+        store: NaiveStore,
+        layout: WorldLayout,
+        index: int,
+        servers: list[str],
+        rec: Any,
+        players: int,
     ) -> None:
         self.store = store
         self.layout = layout
@@ -177,7 +183,10 @@ class BaselineEngine:
         self._held = np.array([c % len(servers) == index for c in range(cells)])
         self._owners: list[str | None] = [servers[c % len(servers)] for c in range(cells)]
         self.rec = rec
-        self.pending: dict[int, tuple[tuple[float, float, float], float]] = {}
+        self.pending = np.zeros((players, 3))
+        """Latest offered position of each player; ``dirty`` marks those not yet written."""
+        self.dirty = np.zeros(players, bool)
+        self.offered = np.zeros(players)
         self.wake = asyncio.Event()
         self.slots = {k: asyncio.Semaphore(WORKERS) for k in ("strong", "causal")}
 
@@ -188,23 +197,26 @@ class BaselineEngine:
         return self._owners
 
     def move(self, ids: np.ndarray[Any, Any], positions: np.ndarray[Any, Any]) -> int:
-        now = time.perf_counter()
-        shed = 0
-        for i, p in zip(ids.tolist(), positions.tolist(), strict=True):
-            shed += i in self.pending
-            self.pending[i] = ((p[0], p[1], p[2]), now)
-        self.rec.shed["move"] += shed
+        self.rec.shed["move"] += int(self.dirty[ids].sum())
+        self.pending[ids] = positions
+        self.dirty[ids] = True
+        self.offered[ids] = time.perf_counter()
         self.wake.set()
         return 0  # nothing is applied until a transaction commits (counted by the worker)
 
     async def move_worker(self) -> None:
+        rng = np.random.default_rng()
         while True:
-            if not self.pending:
+            waiting = np.flatnonzero(self.dirty)
+            if waiting.size == 0:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
-            eid, (pos, offered) = self.pending.popitem()
-            cell = int(self.layout.cell_of(np.array([pos]))[0])
+            eid = int(waiting[rng.integers(0, waiting.size)])
+            self.dirty[eid] = False
+            pos = [float(v) for v in self.pending[eid]]
+            offered = float(self.offered[eid])
+            cell = int(self.layout.cell_of(self.pending[eid : eid + 1])[0])
 
             def put(doc: dict[str, Any], eid: int = eid, pos: Any = pos) -> None:
                 doc.setdefault("entities", {})[str(eid)] = pos
@@ -259,7 +271,7 @@ async def serve_baseline(
 
     servers = args.servers.split(",")
     store = NaiveStore(args.store)
-    engine = BaselineEngine(store, layout, args.index, servers, rec)
+    engine = BaselineEngine(store, layout, args.index, servers, rec, model.n)
     driver = Driver(engine, rec, model, mix, index=args.index, servers=servers, seed=args.seed)
     driver.local_chains = True
     ready = [False]
