@@ -553,14 +553,36 @@ def heard_everything(st: dict[str, dict[str, Any]]) -> bool:
     return True
 
 
-async def settle(run: Run, least: float, most: float = 75.0) -> dict[str, Any]:
+def heard_total(st: dict[str, dict[str, Any]]) -> int:
+    return sum(
+        d["drain"]["batches_heard"] + sum(d["drain"]["delivered_clock"].values())
+        for d in st.values()
+        if "drain" in d
+    )
+
+
+async def settle(run: Run, least: float, most: float = 75.0, quiet: float = 5.0) -> dict[str, Any]:
     """After the last tick: wait ``least`` s, then until every live server has heard
-    everything the others sent (or ``most`` s), then tell them to stop (``stop.json``)."""
+    everything the others sent — or, when messages were lost (QoS 0 batches in a fault),
+    until nothing more was heard for ``quiet`` s; at most ``most`` s. Then tell the servers
+    to stop (``stop.json``)."""
     t = time.time()
     await asyncio.sleep(least)
-    waited = await nemesis.until(lambda: heard_everything(run.status()), most)
+    heard, since = -1, time.time()
+    everything = False
+    while time.time() - t < most:
+        st = run.status()
+        if heard_everything(st):
+            everything = True
+            break
+        now = heard_total(st)
+        if now != heard:
+            heard, since = now, time.time()
+        elif time.time() - since >= quiet:
+            break
+        await asyncio.sleep(0.2)
     write_json(run.root / "run" / "stop.json", {"t": time.time()})
-    return {"seconds": time.time() - t, "heard_everything": waited is not None}
+    return {"seconds": time.time() - t, "heard_everything": everything}
 
 
 def targets(report: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,7 @@
   on live servers (its leases expired, epoch + 1). The server is then started again (a new
   incarnation) and the coordinator rebalances.
 - ``partition``: cut one server's TCP proxy to the broker (a 3|1 split of the bus for 4
-  servers) for a while; recovered when, after the heal, every server is authoritative again
+  servers; with ``mixed``, not the server that ``kill`` killed) for a while; recovered when, after the heal, every server is authoritative again
   (the time until the cut side demoted and until its regions were reassigned is recorded).
 - ``broker``: stop the run's private Mosquitto and start it again on the same port;
   recovered when every server is connected and authoritative again.
@@ -61,12 +61,19 @@ def plan(kind: str, duration: float, servers: list[str]) -> list[Fault]:
     if any(k not in FAULT_KINDS for k in kinds):
         raise ValueError(f"unknown fault kind {kind!r}")
     slots = {"kill": 0.15, "partition": 0.4, "broker": 0.65, "db": 0.8}
-    target = servers[-1] if len(servers) > 1 else None
+    # with both, kill the last server and cut the one before it (a killed server that is
+    # still rejoining cannot also be partitioned)
+    targets = {
+        "kill": servers[-1] if len(servers) > 1 else None,
+        "partition": (servers[-2] if kind == "mixed" and len(servers) > 2 else servers[-1])
+        if len(servers) > 1
+        else None,
+    }
     out = []
     for k in kinds:
         at = duration * (slots[k] if kind == "mixed" else 0.3)
         length = min(8.0, 0.15 * duration) if k == "partition" else 0.0
-        out.append(Fault(k, at, length, target if k in ("kill", "partition") else None))
+        out.append(Fault(k, at, length, targets.get(k)))
     return out
 
 
