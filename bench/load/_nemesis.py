@@ -4,8 +4,9 @@
   on live servers (its leases expired, epoch + 1). The server is then started again (a new
   incarnation) and the coordinator rebalances.
 - ``partition``: cut one server's TCP proxy to the broker (a 3|1 split of the bus for 4
-  servers; with ``mixed``, not the server that ``kill`` killed) for a while; recovered when, after the heal, every server is authoritative again
-  (the time until the cut side demoted and until its regions were reassigned is recorded).
+  servers; with ``mixed``, not the server that ``kill`` killed) for a while; recovered
+  when, after the heal, every server is authoritative again (the time until the cut side
+  demoted and until its regions were reassigned is recorded).
 - ``broker``: stop the run's private Mosquitto and start it again on the same port;
   recovered when every server is connected and authoritative again.
 - ``db``: ``pg_terminate_backend`` every connection to the run's PostgreSQL database;
