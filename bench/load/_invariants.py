@@ -124,7 +124,9 @@ def check_single_owner(samples: Iterable[LeaseSample]) -> Verdict:
 
 
 Delivery = tuple[str, int, Mapping[str, int]]
-"""``(origin, seq, vector clock)`` of one delivered causal event, in delivery order."""
+"""``(origin, seq, vector clock)`` of one delivered causal event, in delivery order; a
+negative ``seq`` marks a floor (``("", -1, delivered vector)``): the receiver delivered up
+to there while its deliveries were not recorded (its update stream was re-opened)."""
 
 
 def check_causal(
@@ -149,6 +151,10 @@ def check_causal(
         own = me.get(receiver, receiver)
         last: dict[str, int] = dict((floors or {}).get(receiver, {}))
         for origin, seq, clock in events:
+            if seq < 0:  # a floor: what the receiver delivered while nobody recorded
+                for dep, n in clock.items():
+                    last[dep] = max(last.get(dep, 0), n)
+                continue
             total += 1
             have = last.get(origin, 0)
             if seq <= have:
@@ -205,6 +211,39 @@ def check_causal(
     }
 
 
+def check_causal_complete(
+    final_clocks: Mapping[str, Mapping[str, int]],
+    full_receivers: Iterable[str],
+    origin_of: Mapping[str, str] | None = None,
+) -> Verdict:
+    """Every event an origin acknowledged was delivered at every receiver that ran the
+    whole time: ``final_clocks[receiver]`` is its delivered vector at the end; an origin's
+    own entry (the highest over its incarnations) counts the events it acknowledged."""
+    me = dict(origin_of or {})
+    emitted: dict[str, int] = {}
+    for r, clock in final_clocks.items():
+        o = me.get(r, r)
+        emitted[o] = max(emitted.get(o, 0), clock.get(o, 0))
+    lost = 0
+    examples: list[str] = []
+    for r in sorted(full_receivers):
+        clock = final_clocks.get(r, {})
+        for o, n in sorted(emitted.items()):
+            if o == me.get(r, r):
+                continue
+            missing = n - clock.get(o, 0)
+            if missing > 0:
+                lost += missing
+                examples.append(f"{r} lacks {o}:{clock.get(o, 0) + 1}..{n}")
+    return {
+        "ok": lost == 0,
+        "receivers": len(list(full_receivers)),
+        "acknowledged": sum(emitted.values()),
+        "lost": lost,
+        "examples": examples[:LIST_LIMIT],
+    }
+
+
 Table = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 """A server's eventual entity table: ids and ``(N, 3)`` positions."""
 
@@ -249,6 +288,7 @@ __all__ = [
     "Verdict",
     "check_acknowledged",
     "check_causal",
+    "check_causal_complete",
     "check_claims",
     "check_conservation",
     "check_convergence",

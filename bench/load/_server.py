@@ -58,6 +58,8 @@ from worldstate import (
     Result,
     TransferCreature,
     TransferItems,
+    WorldClosed,
+    WorldStateError,
 )
 
 log = logging.getLogger("bench.load.server")
@@ -502,9 +504,21 @@ async def serve(args: argparse.Namespace) -> int:
         draining = [False]
 
         async def consume() -> None:
-            async for u in stream:
-                if isinstance(u, CausalDelivery):
-                    driver.on_delivery(u)
+            nonlocal stream
+            while True:
+                try:
+                    async for u in stream:
+                        if isinstance(u, CausalDelivery):
+                            driver.on_delivery(u)
+                except WorldStateError:
+                    pass  # the bus was lost (broker restart) or we fell behind: reopen
+                await asyncio.sleep(0.2)
+                try:
+                    stream = world.updates(None, capacity=1_000_000)
+                except WorldClosed:
+                    return
+                again = dict(world.causal.stats()["delivered_clock"])
+                rec.deliveries.write(json.dumps({"floor": again}) + "\n")
 
         def status() -> None:
             held = engine.held_cells()

@@ -7,6 +7,7 @@ import numpy as np
 from bench.load._invariants import (
     check_acknowledged,
     check_causal,
+    check_causal_complete,
     check_claims,
     check_conservation,
     check_convergence,
@@ -104,3 +105,21 @@ def test_convergence() -> None:
     assert not v["ok"] and v["mismatched"] == 1
     v = check_convergence({"a": (ids, pos), "b": (ids[:2], pos[:2])})
     assert not v["ok"] and v["missing"] == 1
+
+
+def test_a_floor_mid_stream_covers_what_was_not_recorded() -> None:
+    # the stream was re-opened after a:1..3 were delivered unseen; a:4 follows
+    events = [("a", 1, {"a": 1}), ("", -1, {"a": 3}), ("a", 4, {"a": 4})]
+    assert check_causal({"c": events})["ok"]
+    assert check_causal({"c": [("a", 1, {"a": 1}), ("a", 4, {"a": 4})]})["gaps"] == 1
+
+
+def test_completeness_by_delivered_clocks() -> None:
+    clocks = {"a": {"a": 5, "b": 2}, "b": {"a": 5, "b": 2}, "c.1": {"a": 4, "b": 2, "c": 1}}
+    origin_of = {"c.1": "c"}
+    v = check_causal_complete(clocks, {"a", "b"}, origin_of)
+    assert not v["ok"] and v["lost"] == 2 and "c:1" in v["examples"][0]
+    assert check_causal_complete(clocks, {"a"}, origin_of)["lost"] == 1
+    clocks["a"]["c"] = 1
+    clocks["b"]["c"] = 1
+    assert check_causal_complete(clocks, {"a", "b"}, origin_of)["ok"]
