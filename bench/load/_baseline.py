@@ -32,6 +32,7 @@ from bench.load._history import STATUS_INTERVAL, write_json
 from bench.load._players import Mix, PlayerModel, WorldLayout, boxes_overlap
 from worldstate import (
     Accepted,
+    Config,
     ClaimResource,
     Committed,
     EmitEvent,
@@ -189,6 +190,7 @@ class BaselineEngine:
         self.offered = np.zeros(players)
         self.wake = asyncio.Event()
         self.slots = {k: asyncio.Semaphore(WORKERS) for k in ("strong", "causal")}
+        self.deadline = Config.from_env().submit_timeout
 
     def held_cells(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
         return self._held
@@ -241,7 +243,8 @@ class BaselineEngine:
             if isinstance(op, (PlaceStructure, ClaimResource, TransferItems))
             else ("causal")
         )
-        async with self.slots[cls]:
+        # the same deadline as a World's submit (Config.submit_timeout), queueing included
+        async with asyncio.timeout(self.deadline), self.slots[cls]:
             result: Result = await self.store.change(doc_id, lambda d: _apply(op, d))
             return result
 
