@@ -32,9 +32,9 @@ from bench.load._history import STATUS_INTERVAL, write_json
 from bench.load._players import Mix, PlayerModel, WorldLayout, boxes_overlap
 from worldstate import (
     Accepted,
-    Config,
     ClaimResource,
     Committed,
+    Config,
     EmitEvent,
     Operation,
     PlaceStructure,
