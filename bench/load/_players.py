@@ -163,15 +163,26 @@ class PlayerModel:
         d = ((home[:, None, :] - hs[None, :, :]) ** 2).sum(axis=2)
         self.nearest_hotspot: IntArray = d.argmin(axis=1).astype(np.int64)
 
-    def positions(self, t: float) -> FloatArray:
-        """``(N, 3)`` positions at time ``t``."""
-        a = self.omega * t + self.phase
-        out = np.empty((self.n, 3))
-        cos, sin = np.cos(a), np.sin(a)
-        out[:, 0] = self.home[:, 0] + self.radius * cos
-        out[:, 1] = np.where(self.crosser, self.home[:, 1], self.home[:, 1] + self.radius * sin)
+        # the cells a player can be in: its home cell, and for a crosser the one west of it
+        home_cell = layout.cell_of(np.column_stack([home, np.full(players, Z)]))
+        self.home_cell: IntArray = home_cell
+        self.alt_cell: IntArray = np.where(self.crosser, home_cell - 1, home_cell)
+
+    def positions(self, t: float, which: IntArray | None = None) -> FloatArray:
+        """``(N, 3)`` positions at time ``t`` (of the players ``which``, default all)."""
+        sel = slice(None) if which is None else which
+        home, radius, crosser = self.home[sel], self.radius[sel], self.crosser[sel]
+        a = self.omega[sel] * t + self.phase[sel]
+        out = np.empty((home.shape[0], 3))
+        out[:, 0] = home[:, 0] + radius * np.cos(a)
+        out[:, 1] = np.where(crosser, home[:, 1], home[:, 1] + radius * np.sin(a))
         out[:, 2] = Z
         return out
+
+    def candidates(self, held: npt.NDArray[np.bool_]) -> IntArray:
+        """The players that can stand in a held cell (``held[cell]``), so that a server
+        computes only those positions each tick."""
+        return np.flatnonzero(held[self.home_cell] | held[self.alt_cell]).astype(np.int64)
 
     def resource_nodes(self) -> list[tuple[str, tuple[float, float, float]]]:
         """Two shared resource nodes per hot spot: ``(resource_id, position)``."""

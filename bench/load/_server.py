@@ -255,6 +255,8 @@ class Driver:
         self.t0 = 0.0
         self.t_end = 0.0
         self.stopping = False
+        self.local = 0
+        """Players this server moved in its last tick."""
         self.local_chains = len(servers) == 1
         """Continue quest chains on acceptance (no other server to pass them to)."""
 
@@ -342,7 +344,9 @@ class Driver:
         model, engine, rec, mix = self.model, self.engine, self.rec, self.mix
         layout = model.layout
         period = 1.0 / TICK_RATE
-        prev_cell: np.ndarray[Any, Any] | None = None
+        pos_all = model.positions(0.0)
+        """Last computed position of every player (only candidates are recomputed)."""
+        cell_all = model.home_cell.copy()
         prev_held: np.ndarray[Any, Any] | None = None
         self.start_quests()
         k = max(0, math.ceil((time.time() - t0) / period))  # a restarted server joins late
@@ -354,29 +358,37 @@ class Driver:
             if now < sched:
                 await asyncio.sleep(sched - now)
             start = time.time()
-            pos = model.positions(start - t0)
-            cell = layout.cell_of(pos)
             held = engine.held_cells()
-            idx = np.flatnonzero(held[cell])
+            cand = model.candidates(held)
+            pos_c = model.positions(start - t0, cand)
+            cell_c = layout.cell_of(pos_c)
+            crossed = (
+                cand[(cell_c != cell_all[cand]) & prev_held[cell_all[cand]]]
+                if prev_held is not None
+                else cand[:0]
+            )
+            pos_all[cand] = pos_c
+            cell_all[cand] = cell_c
+            local = held[cell_c]
+            idx = cand[local]
             if idx.size:
                 try:
-                    rec.moves += engine.move(model.ids[idx], pos[idx])
+                    rec.moves += engine.move(model.ids[idx], pos_c[local])
                 except Exception as e:
                     rec.error("move", e)
             owners = engine.owners()
-            if prev_cell is not None and prev_held is not None:
-                crossed = np.flatnonzero((cell != prev_cell) & prev_held[prev_cell])
-                for i in crossed:
-                    to = owners[int(cell[i])]
-                    if to is not None and to != engine.me:
-                        self.spawn(
-                            "handover",
-                            TransferCreature(
-                                creature_id=int(i), to_server=to, position=tuple(pos[i])
-                            ),
-                        )
-            prev_cell, prev_held = cell, held
-            self._act(sample_actions(self.rng, idx, mix, period), pos, cell, owners)
+            for i in crossed:
+                to = owners[int(cell_all[i])]
+                if to is not None and to != engine.me:
+                    self.spawn(
+                        "handover",
+                        TransferCreature(
+                            creature_id=int(i), to_server=to, position=tuple(pos_all[i])
+                        ),
+                    )
+            prev_held = held
+            self.local = int(idx.size)
+            self._act(sample_actions(self.rng, idx, mix, period), pos_all, cell_all, owners)
             end = time.time()
             rec.ticks.append((sched - t0, end - start, end - sched, float(idx.size)))
             k += 1
@@ -532,11 +544,7 @@ async def serve(args: argparse.Namespace) -> int:
                     "authoritative": world.authoritative,
                     "bus_connected": world.bus.connected,
                     "cells": [int(c) for c in np.flatnonzero(held)],
-                    "players": int(
-                        np.isin(
-                            layout.cell_of(model.positions(rec.rel())), np.flatnonzero(held)
-                        ).sum()
-                    ),
+                    "players": driver.local,
                     "ok": dict(rec.ok),
                     "rejected": dict(rec.rejected),
                     "errors": sum(sum(c.values()) for c in rec.errors.values()),

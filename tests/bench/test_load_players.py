@@ -48,3 +48,15 @@ def test_builds_snap_to_a_grid_so_neighbours_overlap() -> None:
     assert (lo1, hi1) == (lo2, hi2) and boxes_overlap(lo1, hi1, lo2, hi2)
     _, hi3 = build_box(np.array([1999.0, 10.0, 10.0]))
     assert hi3[0] < 2000.0  # kept inside its region
+
+
+def test_candidates_cover_every_player_in_a_held_cell() -> None:
+    layout = WorldLayout.for_servers(4)
+    m = PlayerModel(3000, layout, seed=2, crossers=0.05)
+    rng = np.random.default_rng(0)
+    for t in (0.0, 3.3, 17.0, 41.9):
+        held = rng.random(layout.cols * layout.rows) < 0.3
+        cand = m.candidates(held)
+        inside = np.flatnonzero(held[layout.cell_of(m.positions(t))])
+        assert np.isin(inside, cand).all()
+        assert np.array_equal(m.positions(t, cand), m.positions(t)[cand])
