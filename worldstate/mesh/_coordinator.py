@@ -55,24 +55,21 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-import orjson
-
 import conflicts
 from consistency import PartitionState
 from regions import RegionKey, as_region_key
 from worldstate._validation import check_id
-from worldstate.bus import Bus, Message, open_bus
+from worldstate.bus import Bus, open_bus
 from worldstate.config import Config
 from worldstate.errors import (
     BusUnavailable,
     HandoffFailed,
     NotAuthoritative,
     ValidationError,
-    WorldClosed,
     WorldStateError,
 )
 from worldstate.mesh._agent import MEMBERSHIP_TOPIC, PresenceTracker, encode_membership
-from worldstate.mesh._handoff import COMMAND_TOPIC, REPLY_TOPIC, Command
+from worldstate.mesh._handoff import Command
 from worldstate.mesh._placement import (
     LeaseView,
     plan_placements,
@@ -81,6 +78,8 @@ from worldstate.mesh._placement import (
 )
 from worldstate.node._tasks import Supervisor
 from worldstate.objects import Lease
+from worldstate.protocol import _topics as topics
+from worldstate.protocol._rpc import Rpc
 from worldstate.store import Store, mesh_state
 from worldstate.store.mesh_state import AgreedMembership, CoordinatorLease, MemberRow
 from worldstate.store.retry import RetryPolicy
@@ -183,6 +182,7 @@ class MeshCoordinator:
         self.bus: Bus = open_bus(
             config.bus_url, client_id=self.coordinator_id, prefix=config.namespace
         )
+        self.rpc = Rpc(self.bus)
         self.tracker = PresenceTracker(
             self.coordinator_id, config.partition_timeout, clock, self._poke
         )
@@ -210,7 +210,6 @@ class MeshCoordinator:
         self._placing: dict[int, str] = {}
         """Target server of each placement in flight."""
         self._region_locks: dict[int, asyncio.Lock] = {}
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._slots = asyncio.Semaphore(max_parallel_commands)
         self._wake = asyncio.Event()
         self._acting_changed = asyncio.Event()
@@ -231,7 +230,11 @@ class MeshCoordinator:
             await self.store.open()
             await self.bus.start()
             subs = self.tracker.subscribe(self.bus)
-            subs.append(self.bus.subscribe(f"{REPLY_TOPIC}/{self.coordinator_id}", self._on_reply))
+            subs.append(
+                self.bus.subscribe(
+                    topics.of(topics.COMMAND_REPLIES, self.coordinator_id), self.rpc.on_reply
+                )
+            )
             for sub in subs:
                 with contextlib.suppress(WorldStateError):
                     await sub.wait_active(timeout=5.0)
@@ -250,7 +253,7 @@ class MeshCoordinator:
         if self._closing is None:
             self._closed = True
             # owned: the close itself, awaited here and by every later close()
-            self._closing = asyncio.get_running_loop().create_task(
+            self._closing = asyncio.get_running_loop().create_task(  # owned
                 self._shutdown(release=release), name=f"ws-close-{self.coordinator_id}"
             )
         await asyncio.shield(self._closing)
@@ -261,7 +264,7 @@ class MeshCoordinator:
         if self._closing is None:
             self._closed = True
             # owned: awaited by close(), which the coordinator's owner still calls
-            self._closing = asyncio.get_running_loop().create_task(
+            self._closing = asyncio.get_running_loop().create_task(  # owned
                 self._shutdown(release=True), name=f"ws-close-{self.coordinator_id}"
             )
 
@@ -272,9 +275,7 @@ class MeshCoordinator:
 
     async def _shutdown(self, *, release: bool) -> None:
         await self.tasks.close()
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(WorldClosed("the coordinator closed"))
+        self.rpc.fail_all("the coordinator closed")
         if release and self._lease is not None:
             lease = self._lease
             with contextlib.suppress(Exception):
@@ -649,34 +650,20 @@ class MeshCoordinator:
 
     async def _command(self, server: str, name: str, key: RegionKey) -> dict[str, Any]:
         lease = self._require_acting()
-        req = uuid.uuid4().hex
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[req] = fut
-        cmd = Command(req, self.coordinator_id, lease.epoch, name, key)
+        request = Command("", self.coordinator_id, lease.epoch, name, key).fields()
         try:
-            await self.bus.publish(f"{COMMAND_TOPIC}/{server}", cmd.encode(), qos=1)
-            async with asyncio.timeout(self.command_timeout):
-                reply = await fut
+            reply = await self.rpc.call(
+                topics.of(topics.COMMANDS, server), request, self.command_timeout
+            )
         except TimeoutError:
             raise HandoffFailed(
                 key, server, name, f"no answer within {self.command_timeout} s"
             ) from None
         except BusUnavailable as e:
             raise HandoffFailed(key, server, name, str(e)) from None
-        finally:
-            self._pending.pop(req, None)
         if not reply.get("ok"):
             raise HandoffFailed(key, server, name, str(reply.get("error") or reply.get("code")))
         return reply
-
-    def _on_reply(self, msg: Message) -> None:
-        try:
-            doc = orjson.loads(msg.payload)
-            fut = self._pending.get(doc["r"]) if isinstance(doc, dict) else None
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            fut = None
-        if fut is not None and not fut.done() and isinstance(doc, dict):
-            fut.set_result(doc)
 
     async def _acquire_on(self, server: str, key: RegionKey) -> Lease:
         reply = await self._command(server, "acquire", key)
