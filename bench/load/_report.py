@@ -180,21 +180,22 @@ def _binned(rows: npt.NDArray[np.float64], n: int, step: float) -> dict[str, lis
     b = np.clip((rows[:, 0] // step).astype(np.int64), 0, n - 1) if rows.size else np.empty(0)
     per_s: list[float] = []
     p50: list[float | None] = []
+    p95: list[float | None] = []
     p99: list[float | None] = []
     mx: list[float | None] = []
     for i in range(n):
         ms = rows[b == i, 1] if rows.size else np.empty(0)
         per_s.append(ms.size / step)
         if ms.size:
-            q50, q99 = np.percentile(ms, [50, 99])
+            q50, q95, q99 = np.percentile(ms, [50, 95, 99])
             p50.append(float(q50))
+            p95.append(float(q95))
             p99.append(float(q99))
             mx.append(float(ms.max()))
         else:
-            p50.append(None)
-            p99.append(None)
-            mx.append(None)
-    return {"per_s": per_s, "p50": p50, "p99": p99, "max": mx}
+            for col in (p50, p95, p99, mx):
+                col.append(None)
+    return {"per_s": per_s, "p50": p50, "p95": p95, "p99": p99, "max": mx}
 
 
 # -- plots ------------------------------------------------------------------------------
