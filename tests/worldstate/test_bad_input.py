@@ -1279,3 +1279,39 @@ def test_op_records_from_the_wire_are_operations_or_validation_errors() -> None:
         with pytest.raises(ValidationError):
             op_from_dict(doc, types)
     assert decoded > 100 and refused_n > 500
+
+
+COORDINATOR_FAMILIES: list[tuple[str, str]] = [
+    ("command reply", "cmd-replies/coord-1"),
+    ("presence", "members/evil"),
+    ("membership", "mesh/membership"),
+]
+
+
+async def test_garbage_reaching_the_coordinator_is_dropped_and_counted(backend: Backend) -> None:
+    from tests.worldstate.fix_mesh import config_for
+
+    cfg = config_for(backend, server_id="coord-1")
+    async with worldstate.MeshCoordinator(cfg, coordinator_id="coord-1") as coord:
+        evil = open_bus(cfg.bus_url, client_id="evil", prefix=cfg.namespace)
+        await within(evil.start())
+
+        def counted() -> int:
+            return (
+                coord.rpc.dropped_replies + coord.tracker.dropped + coord.bus.stats.dropped_incoming
+            )
+
+        async def row(name: str, topic: str) -> None:
+            before = counted()
+            for payload in JUNK:
+                await within(evil.publish(topic, payload, qos=1))
+            assert await _wait_for(lambda: counted() >= before + len(JUNK)), (
+                f"{name}: {counted() - before} of {len(JUNK)} junk messages counted as dropped"
+            )
+            assert counted() == before + len(JUNK)
+            assert coord.bus.stats.handler_errors == 0
+
+        try:
+            await each(COORDINATOR_FAMILIES, row)
+        finally:
+            await evil.close()
