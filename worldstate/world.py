@@ -133,6 +133,13 @@ class World:
         self._opened = False
         self.dropped_messages = 0
         self.recoveries = 0
+        # operability (worldstate.metrics, /healthz, /readyz): counters read at scrape time
+        self.leases_renewed = 0
+        self.leases_lost: dict[str, int] = {}
+        """Leases this server lost, by reason (``fenced``, ``expired``, ``released``...)."""
+        self.last_renewal_ok: float | None = None
+        """When a renewal pass last completed without a store failure (by ``clock``)."""
+        self._metrics: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -288,7 +295,17 @@ class World:
 
     def lost_lease(self, key: RegionKey, why: str) -> None:
         if self._leases.pop(key, None) is not None:
-            log.warning("%s lost its lease on %s: %s", self.server_id, key, why)
+            self._count_lost("lost")
+            log.warning(
+                "%s lost its lease on %s: %s",
+                self.server_id,
+                key,
+                why,
+                extra={"event": "lease-lost", "region": str(key)},
+            )
+
+    def _count_lost(self, reason: str) -> None:
+        self.leases_lost[reason] = self.leases_lost.get(reason, 0) + 1
 
     def lease_of(self, key: RegionKey) -> Lease:
         """This server's live lease on ``key``, or `NotAuthoritative`."""
@@ -315,6 +332,7 @@ class World:
         server in a minority partition renews nothing: its leases run out."""
         if not self.authoritative:
             return
+        failed = False
         for key, lease in list(self._leases.items()):
             async with self._lease_lock:
                 if self._leases.get(key) is not lease:
@@ -323,11 +341,16 @@ class World:
                     self._leases[key] = await self.store.renew(
                         key, self.server_id, lease.epoch, self.config.lease_ttl
                     )
+                    self.leases_renewed += 1
                 except StoreUnavailable as e:
+                    failed = True
                     log.warning("renewing lease on %s failed: %s", key, e)
                 except Exception as e:  # Fenced: somebody took it over
                     log.warning("lease on %s lost: %s", key, e)
-                    self._leases.pop(key, None)
+                    if self._leases.pop(key, None) is not None:
+                        self._count_lost("fenced")
+        if not failed:
+            self.last_renewal_ok = self.clock()
 
     # -- state -----------------------------------------------------------------------------
 
@@ -487,6 +510,20 @@ class World:
         """
         self._check_open()
         stamped, cls, key = self._prepare(op)
+        if self._metrics is None:
+            return await self._route(stamped, cls, key)
+        t0 = time.perf_counter()
+        try:
+            result = await self._route(stamped, cls, key)
+        except BaseException as e:
+            self._metrics.observe_op(cls, e, time.perf_counter() - t0)
+            raise
+        self._metrics.observe_op(cls, result, time.perf_counter() - t0)
+        return result
+
+    async def _route(
+        self, stamped: Operation, cls: ConsistencyClass, key: RegionKey | None
+    ) -> Result:
         result: Result
         if cls is ConsistencyClass.STRONG:
             if not self.authoritative:
@@ -702,6 +739,107 @@ class World:
         return out
 
     # -- observability ---------------------------------------------------------------------
+
+    @property
+    def metrics(self) -> Any:
+        """This world's Prometheus registry (a ``prometheus_client.CollectorRegistry``):
+        every ``worldstate_*`` family, read from the world's counters at scrape time, plus
+        per-class op latency histograms observed by `submit` from the first access on. A
+        game mounts it on its own endpoint (``prometheus_client.generate_latest(world.
+        metrics)``); ``worldstate serve`` serves it on ``/metrics``."""
+        if self._metrics is None:
+            from worldstate.metrics import WorldMetrics
+
+            self._metrics = WorldMetrics(self)
+        return self._metrics.registry
+
+    def loops(self) -> dict[str, str]:
+        """Every background loop of this world, by task name: ``running``, ``stopped``
+        (ended without error), ``cancelled`` or ``crashed: <error>``. (The supervisor of
+        `worldstate.node` will answer this once it owns the loops.)"""
+        tasks: list[asyncio.Task[Any]] = list(self._tasks)
+        for part in ("strong", "causal", "eventual", "membership"):
+            p = getattr(self, part, None)
+            if p is None:
+                continue
+            for attr in ("_committers", "_tasks"):
+                tasks.extend(getattr(p, attr, ()))
+        bus_task = getattr(self.bus, "_task", None)
+        if isinstance(bus_task, asyncio.Task):
+            tasks.append(bus_task)
+        out: dict[str, str] = {}
+        for t in tasks:
+            if not t.done():
+                state = "running"
+            elif t.cancelled():
+                state = "cancelled"
+            elif (err := t.exception()) is not None:
+                state = f"crashed: {type(err).__name__}: {err}"[:300]
+            else:
+                state = "stopped"
+            out[t.get_name()] = state
+        return out
+
+    def health(self) -> dict[str, Any]:
+        """Liveness: ``{"ok": bool, "loops": {...}, "reason": str}``: ok while the world is
+        open and every background loop runs (see `loops`)."""
+        loops = self.loops()
+        bad = {n: s for n, s in loops.items() if s != "running"}
+        if not self._opened or self._closed:
+            reason = "not open" if not self._opened else "closed"
+        elif bad:
+            reason = "loop(s) not running: " + ", ".join(f"{n} ({s})" for n, s in bad.items())
+        else:
+            reason = "ok"
+        return {"ok": reason == "ok", "loops": loops, "reason": reason}
+
+    async def readiness(self, *, timeout: float = 1.0) -> dict[str, Any]:
+        """Readiness: the store answers within ``timeout`` s, this server is on the majority
+        side, and held leases are being renewed. ``{"ok": bool, "checks": {...}}``."""
+        checks: dict[str, Any] = {}
+        try:
+            async with asyncio.timeout(timeout):
+                await self.store.ping()
+            checks["store"] = "ok"
+        except (TimeoutError, WorldStateError, OSError) as e:
+            checks["store"] = f"unreachable: {str(e)[:200] or type(e).__name__}"
+        checks["majority"] = "ok" if self.authoritative else "minority side of a partition"
+        if not self._leases:
+            checks["leases"] = "ok (none held)"
+        else:
+            last = self.last_renewal_ok
+            limit = 2 * self.config.lease_renew_interval + timeout
+            if last is None or self.clock() - last <= limit:
+                # never renewed yet: acquired within one renew interval (acquire is fresh)
+                checks["leases"] = "ok"
+            else:
+                checks["leases"] = f"no successful renewal for {self.clock() - last:.1f} s"
+        health = self.health()
+        checks["loops"] = "ok" if health["ok"] else health["reason"]
+        ok = all(str(v).startswith("ok") for v in checks.values())
+        return {"ok": ok, "checks": checks}
+
+    async def drain(self) -> list[RegionKey]:
+        """Leave the mesh and hand every held region back: stop heartbeating (the
+        coordinator drops this server and places nothing more on it), stop taking
+        commands, then for each region drain its strong pipeline (queued ops commit and are
+        acknowledged), flush its eventual state into a snapshot and release the lease (the
+        next owner gets epoch + 1). Returns the regions released. The world stays open
+        (reads and forwarded ops still work) until `close`."""
+        self._check_open()
+        for part in ("membership", "commands"):
+            p = getattr(self, part, None)
+            if p is not None:
+                with contextlib.suppress(Exception):
+                    await p.close()
+        released: list[RegionKey] = []
+        for key in sorted(self._leases, key=lambda k: k.morton):
+            try:
+                if await self.release_region(key):
+                    released.append(key)
+            except WorldStateError as e:
+                log.warning("drain: releasing %s failed: %s", key, e)
+        return released
 
     def stats(self) -> dict[str, Any]:
         return {

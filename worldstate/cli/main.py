@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from worldstate.cli import coordinator_cmd, inspect_cmd, simulate_cmd
+from worldstate.cli import coordinator_cmd, inspect_cmd, migrate_cmd, serve_cmd, simulate_cmd
 from worldstate.errors import WorldStateError
 
 
@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect_cmd.add_parser(sub)
     simulate_cmd.add_parser(sub)
     coordinator_cmd.add_parser(sub)
+    serve_cmd.add_parser(sub)
+    migrate_cmd.add_parser(sub)
     return p
 
 
@@ -44,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(inspect_cmd.run(args, url))
         if args.command == "coordinator":
             return asyncio.run(coordinator_cmd.run(args))
+        if args.command == "serve":
+            return asyncio.run(serve_cmd.run(args))
+        if args.command == "migrate":
+            return asyncio.run(migrate_cmd.run(args))
         return asyncio.run(simulate_cmd.run(args))
     except WorldStateError as e:
         print(f"worldstate {args.command}: {e}", file=sys.stderr)

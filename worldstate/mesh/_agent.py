@@ -437,13 +437,20 @@ class MembershipAgent:
         world.authoritative = self.state.majority
         if self.state.majority:
             self.promotions += 1
-            log.warning("%s keeps authority again: %s", world.server_id, self.state.reason)
-        else:
-            self.demotions += 1
-            log.warning(
-                "%s demotes itself (no strong writes, no lease renewals): %s",
+            log.info(
+                "PROMOTED: %s keeps authority again: %s",
                 world.server_id,
                 self.state.reason,
+                extra={"event": "promoted"},
+            )
+        else:
+            self.demotions += 1
+            # expected in a partition (the split-brain rule at work), hence INFO
+            log.info(
+                "DEMOTED: %s is on the minority side (no strong writes, no lease renewals): %s",
+                world.server_id,
+                self.state.reason,
+                extra={"event": "demoted"},
             )
         return True
 

@@ -144,6 +144,16 @@ class Store:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    async def ping(self) -> None:
+        """One round trip to the store, not retried (health checks: fail fast)."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(select(1))
+        except DBAPIError as e:
+            raise StoreUnavailable(
+                f"the store at {self.describe()} failed: {str(e.orig).splitlines()[0]}"
+            ) from e
+
     # -- regions ---------------------------------------------------------------------------
 
     async def load_region(self, key: RegionKey, *, repair: bool = True) -> LoadResult:
