@@ -17,7 +17,6 @@ import numpy as np
 
 from regions import RegionKey
 from worldstate.errors import WorldStateError
-from worldstate.results import Committed
 from worldstate.operations import (
     ChangeInventory,
     ClaimResource,
@@ -25,6 +24,7 @@ from worldstate.operations import (
     PlaceStructure,
     TransferItems,
 )
+from worldstate.results import Committed
 from worldstate.world import World
 
 log = logging.getLogger("worldstate.serve.play")
