@@ -167,7 +167,7 @@ class ServerProcess:
 
 def _open_acks(path: str) -> TextIO:
     """The ``--record-acks`` file, opened once at start (a brief blocking open is fine)."""
-    return open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed when the run ends
+    return open(path, "a", encoding="utf-8")  # closed when the run ends
 
 
 def _json(status: int, doc: object) -> Response:
