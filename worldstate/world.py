@@ -632,6 +632,8 @@ class World:
         batch. Returns how many rows were applied."""
         self._check_open()
         applied: int = self.eventual.move_entities(ids, positions, velocities)
+        if self._metrics is not None:
+            self._metrics.observe_moves(applied)
         return applied
 
     def updates(self, interest: object = None, *, capacity: int = 10_000) -> UpdateStream:

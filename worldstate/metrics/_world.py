@@ -102,6 +102,11 @@ class WorldMetrics:
         if eventual is not None and hasattr(eventual, "on_tick"):
             eventual.on_tick = self.tick.observe
 
+    def observe_moves(self, rows: int) -> None:
+        """`World.move_entities`: each row applied is one eventual op, accepted."""
+        if rows:
+            self.ops.labels("eventual", "accepted").inc(rows)
+
     def observe_op(self, cls: ConsistencyClass, result: object, seconds: float) -> None:
         name = cls.name.lower()
         self.ops.labels(name, outcome_of(result)).inc()

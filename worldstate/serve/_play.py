@@ -106,7 +106,7 @@ class Players:
         key = rng.choice(held)
         lo, _ = key.bounds
         kind = rng.random()
-        if kind < 0.45:
+        if kind < 0.4:
             # builds cluster in a 150 m square: some overlap, and the conflict rules decide
             x, y = lo[0] + rng.uniform(100, 250), lo[1] + rng.uniform(100, 250)
             sid = f"play-{self.tag}-{self.actions}"
@@ -118,7 +118,7 @@ class Players:
             if isinstance(res, Committed) and self.acks is not None:
                 self.acks.write(f"{res.op_id} structure {sid}\n")
                 self.acks.flush()
-        elif kind < 0.65:
+        elif kind < 0.55:
             node = f"ore-{key.morton}"
             where = (lo[0] + 1500.0, lo[1] + 1500.0, lo[2] + 5.0)
             if key not in self._resources:
@@ -131,6 +131,12 @@ class Players:
                     position=where,
                     amount=rng.uniform(1, 20),
                 )
+            )
+        elif kind < 0.75:
+            # look around: a query through the R-tree (regions re-read from the cache)
+            c = (lo[0] + rng.uniform(0, 2000), lo[1] + rng.uniform(0, 2000), lo[2] + 10)
+            await w.query(
+                ((c[0] - 300, c[1] - 300, c[2] - 50), (c[0] + 300, c[1] + 300, c[2] + 50))
             )
         elif kind < 0.85:
             a, b = rng.sample(invs, 2)
