@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -34,7 +35,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--namespace", help="topic namespace of the mesh (default: WORLDSTATE_NAMESPACE)"
     )
-    p.add_argument("--id", dest="coordinator_id", help="this coordinator's id (default: random)")
+    p.add_argument(
+        "--id",
+        dest="coordinator_id",
+        default=os.environ.get("WORLDSTATE_COORDINATOR_ID"),
+        help="this coordinator's id (default: $WORLDSTATE_COORDINATOR_ID, else random)",
+    )
     p.add_argument(
         "--rebalance-interval",
         type=float,

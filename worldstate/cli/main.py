@@ -9,7 +9,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from worldstate.cli import coordinator_cmd, inspect_cmd, migrate_cmd, serve_cmd, simulate_cmd
+from worldstate.cli import (
+    coordinator_cmd,
+    inspect_cmd,
+    migrate_cmd,
+    probe_cmd,
+    serve_cmd,
+    simulate_cmd,
+)
 from worldstate.errors import WorldStateError
 
 
@@ -25,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     coordinator_cmd.add_parser(sub)
     serve_cmd.add_parser(sub)
     migrate_cmd.add_parser(sub)
+    probe_cmd.add_parser(sub)
     return p
 
 
@@ -50,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(serve_cmd.run(args))
         if args.command == "migrate":
             return asyncio.run(migrate_cmd.run(args))
+        if args.command == "probe":
+            return probe_cmd.run(args)
         return asyncio.run(simulate_cmd.run(args))
     except WorldStateError as e:
         print(f"worldstate {args.command}: {e}", file=sys.stderr)

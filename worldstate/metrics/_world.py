@@ -97,6 +97,13 @@ class WorldMetrics:
         )
         for cls in ConsistencyClass:  # every class shows up, at zero, from the start
             self.latency.labels(cls.name.lower())
+        for cls_name, outcome in (
+            ("strong", "committed"),
+            ("strong", "rejected"),
+            ("causal", "accepted"),
+            ("eventual", "accepted"),
+        ):
+            self.ops.labels(cls_name, outcome)
         self.registry.register(WorldCollector(world))
         eventual = getattr(world, "eventual", None)
         if eventual is not None and hasattr(eventual, "on_tick"):
