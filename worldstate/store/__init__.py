@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 import weakref
@@ -21,6 +22,7 @@ from worldstate.errors import StoreUnavailable, WorldStateError
 from worldstate.objects import Lease, WorldObject
 from worldstate.store import leases as lease_ops
 from worldstate.store import region_state, schema
+from worldstate.store.diagnosis import permanent_problem
 from worldstate.store.engine import dialect_of, make_engine, parse_store_url
 from worldstate.store.region_state import LoadResult, StoredRow, WriteRequest
 from worldstate.store.retry import RetryPolicy, RetryStats, transact
@@ -34,6 +36,10 @@ _SQLITE_WRITE_LOCKS: weakref.WeakValueDictionary[tuple[str, int], asyncio.Lock] 
 T = TypeVar("T")
 
 __all__ = ["LoadResult", "RegionSummary", "Store"]
+
+
+def _file_exists(path: str) -> bool:
+    return os.path.exists(path)  # one stat at open: not worth a thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +117,9 @@ class Store:
         except WorldStateError:
             raise
         except DBAPIError as e:
+            problem = permanent_problem(e, self.url)
+            if problem is not None:
+                raise StoreUnavailable(f"{what}: {problem}") from e
             raise StoreUnavailable(
                 f"{what}: the store at {self.describe()} failed: {str(e.orig).splitlines()[0]}"
             ) from e
@@ -122,7 +131,16 @@ class Store:
     async def open(self) -> None:
         """Create the schema if missing (idempotent; safe with many servers starting)."""
         if self.read_only:
-            await self.run(lambda c: c.execute(select(1)), "connect")
+            if self.dialect == "sqlite":
+                path = self.url.database
+                if path and path != ":memory:" and not _file_exists(path):
+                    raise StoreUnavailable(
+                        f"no SQLite database at {path} — check the path in the store URL "
+                        "(inspect never creates one)"
+                    )
+            await self.run(
+                lambda c: c.execute(select(schema.meta.c.value).limit(1)), "open the store"
+            )
             return
         stored = 0
         for attempt in range(5):
