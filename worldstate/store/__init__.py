@@ -296,6 +296,32 @@ class Store:
 
         return await self.run(body, "list regions", read=True)
 
+    async def region_checks(self, mortons: Sequence[int]) -> dict[int, tuple[int, bool]]:
+        """For the operator views: per region (Morton code), the committed objects of the
+        strong path (structures, items... in ``ws_objects``, not in the snapshot's count)
+        and whether the current row's checksum holds. One read per call."""
+        if not mortons:
+            return {}
+        codes = sorted(set(mortons))
+
+        async def body(conn: AsyncConnection) -> dict[int, tuple[int, bool]]:
+            o, r = schema.objects, schema.regions
+            counts = {
+                row.region_key: int(row.n)
+                for row in await conn.execute(
+                    select(o.c.region_key, func.count().label("n"))
+                    .where(o.c.region_key.in_(codes))
+                    .group_by(o.c.region_key)
+                )
+            }
+            out: dict[int, tuple[int, bool]] = {}
+            for row in await conn.execute(select(r).where(r.c.region_key.in_(codes))):
+                stored = region_state._row(RegionKey.from_morton(row.region_key), row)
+                out[row.region_key] = (counts.get(row.region_key, 0), stored.valid())
+            return out
+
+        return await self.run(body, "check regions", read=True)
+
     async def incidents(self, *, limit: int = 100) -> list[dict[str, Any]]:
         async def body(conn: AsyncConnection) -> list[dict[str, Any]]:
             i = schema.incidents
