@@ -51,6 +51,7 @@ def metric_values(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], floa
     """Family name → {sorted labels → value} for every sample (parsed by prometheus_client)."""
     out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
     for fam in text_string_to_metric_families(text):
+        out.setdefault(fam.name, {})  # a family without samples yet is still present
         for s in fam.samples:
             out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = float(s.value)
     return out

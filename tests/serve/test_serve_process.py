@@ -47,9 +47,9 @@ FAMILIES_NONZERO: list[tuple[str, dict[str, str]]] = [
     ("worldstate_causal_events_total", {"stage": "appended"}),
     ("worldstate_strong_group_commits_total", {}),
     ("worldstate_handoff_duration_seconds_count", {"command": "acquire", "outcome": "ok"}),
+    ("worldstate_conflicts_total", {}),
 ]
 FAMILIES_PRESENT = [
-    "worldstate_conflicts_total",
     "worldstate_store_retries_total",
     "worldstate_store_retries_exhausted_total",
     "worldstate_bus_dropped_total",

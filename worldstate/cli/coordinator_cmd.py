@@ -147,8 +147,8 @@ async def run(args: argparse.Namespace) -> int:
         return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
 
     def loops_ok() -> bool:
-        tasks = list(getattr(coord, "_tasks", ()))
-        return bool(tasks) and all(not t.done() for t in tasks)
+        status = coord.tasks.status()  # the coordinator's supervisor
+        return bool(status["healthy"] and status["loops"])
 
     async def healthz() -> Response:
         ok = loops_ok()
@@ -197,7 +197,8 @@ async def _status_loop(
     seen_events = 0
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
+            async with asyncio.timeout(0.5):
+                await stop.wait()
         new = min(coord.event_count - seen_events, len(coord.events))
         seen_events = coord.event_count
         for at, text in list(coord.events)[len(coord.events) - new :] if new else []:

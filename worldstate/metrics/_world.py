@@ -105,9 +105,7 @@ class WorldMetrics:
         ):
             self.ops.labels(cls_name, outcome)
         self.registry.register(WorldCollector(world))
-        eventual = getattr(world, "eventual", None)
-        if eventual is not None and hasattr(eventual, "on_tick"):
-            eventual.on_tick = self.tick.observe
+        world.eventual.on_tick = self.tick.observe
 
     def observe_moves(self, rows: int) -> None:
         """`World.move_entities`: each row applied is one eventual op, accepted."""
@@ -137,7 +135,7 @@ class WorldCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         w = self.world
-        if not getattr(w, "_opened", False) or not hasattr(w, "eventual"):
+        if not getattr(w, "_opened", False):
             return
         st = w.stats()
         info = InfoMetricFamily("worldstate_server", "This server's id and versions.")
@@ -281,15 +279,14 @@ def _authority_families(w: World) -> Iterator[Metric]:
     yield _gauge(
         "worldstate_regions_owned", "Regions this server holds a live lease on.", len(w.leases())
     )
-    yield _counter("worldstate_leases_renewed", "Lease renewals that succeeded.", w.leases_renewed)
-    lost = CounterMetricFamily(
-        "worldstate_leases_lost",
-        "Leases lost (fenced: another server took the region; lost: expired or refused).",
-        labels=["reason"],
+    yield _counter(
+        "worldstate_leases_renewed", "Lease renewals that succeeded.", w.authority.renewed
     )
-    for reason in ("fenced", "lost"):
-        lost.add_metric([reason], w.leases_lost.get(reason, 0))
-    yield lost
+    yield _counter(
+        "worldstate_leases_lost",
+        "Leases lost: fenced (another server took the region) or expired unrenewed.",
+        w.authority.lost_count,
+    )
     p = w.partition_status()
     yield _gauge(
         "worldstate_partition_majority",

@@ -50,6 +50,7 @@ class Players:
         self.actions = 0
         self.errors = 0
         self._resources: set[RegionKey] = set()
+        self._last_plot: tuple[float, float] | None = None
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -107,8 +108,13 @@ class Players:
         lo, _ = key.bounds
         kind = rng.random()
         if kind < 0.4:
-            # builds cluster in a 150 m square: some overlap, and the conflict rules decide
-            x, y = lo[0] + rng.uniform(100, 250), lo[1] + rng.uniform(100, 250)
+            # builds cluster in a 150 m square, and every 4th one races for the spot of the
+            # one before (two players, one plot): the conflict rules decide
+            if self._last_plot is not None and self.actions % 4 == 0:
+                x, y = self._last_plot
+            else:
+                x, y = lo[0] + rng.uniform(100, 250), lo[1] + rng.uniform(100, 250)
+            self._last_plot = (x, y)
             sid = f"play-{self.tag}-{self.actions}"
             res = await w.submit(
                 PlaceStructure(
