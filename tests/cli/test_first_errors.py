@@ -174,3 +174,26 @@ def test_broken_pipe_exits_quietly(tmp_path: Path) -> None:
     proc.wait(timeout=60)
     assert first.startswith(b"[")
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def _cache_cli(tmp_path: Path, cache_url: str, capsys: pytest.CaptureFixture[str]) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path}/w.db"
+    assert main(["migrate", "--store", url]) == 0
+    capsys.readouterr()
+    assert main(["inspect", "--store", url, "cache", "--cache", cache_url]) == 1
+    return capsys.readouterr().err.splitlines()[-1]
+
+
+def test_cache_unreachable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = _cache_cli(tmp_path, f"redis://127.0.0.1:{_closed_port()}/0", capsys)
+    assert line.startswith("worldstate inspect: cannot reach the cache (redis://127.0.0.1:")
+
+
+def test_cache_wrong_credentials(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parts = urlsplit(redis_url)
+    bad = f"redis://ws-nobody:wrong-secret@{parts.hostname}:{parts.port or 6379}/0"
+    line = _cache_cli(tmp_path, bad, capsys)
+    assert "refused the credentials (unauthorised)" in line
+    assert "wrong-secret" not in line  # no secret in the message

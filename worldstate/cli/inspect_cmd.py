@@ -8,10 +8,12 @@ import time
 from collections import Counter
 from typing import Any
 
+from redis.exceptions import AuthenticationError, RedisError
+
 from regions import RegionKey
 from worldstate.cache import open_cache
 from worldstate.cli.tables import emit_json, table, when
-from worldstate.errors import ValidationError
+from worldstate.errors import StoreUnavailable, ValidationError
 from worldstate.store import Store
 
 
@@ -405,7 +407,10 @@ async def _cache(args: argparse.Namespace, store: Store) -> int:
         breaker_reset=5.0,
     )
     try:
-        entries = await cache.entries(args.limit)
+        try:
+            entries = await cache.entries(args.limit)
+        except (OSError, RedisError) as e:
+            raise StoreUnavailable(cache_problem(e, cache.describe())) from None
         stored = {r.key.morton: r.version for r in await store.regions(limit=100_000)}
         rows = []
         for region, version, size in entries:
@@ -427,6 +432,16 @@ async def _cache(args: argparse.Namespace, store: Store) -> int:
         return 0
     finally:
         await cache.close()
+
+
+def cache_problem(err: BaseException, where: str) -> str:
+    """The first line for a cache that cannot be read: unauthorised vs unreachable."""
+    text = str(err)
+    if isinstance(err, AuthenticationError) or any(
+        w in text for w in ("NOAUTH", "WRONGPASS", "invalid password", "invalid username")
+    ):
+        return f"the cache ({where}) refused the credentials (unauthorised) — check the URL"
+    return f"cannot reach the cache ({where}): {text.splitlines()[0] if text else err!r}"
 
 
 def cache_state(version: int, size: int, stored: int | None) -> str:
