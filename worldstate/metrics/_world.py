@@ -43,6 +43,9 @@ LATENCY_BUCKETS = (
 )
 """Seconds: 100 µs to 10 s (eventual submits take microseconds, strong ones milliseconds)."""
 
+TOP_N = 5
+"""Ranks of the top-N region gauges."""
+
 _ERROR_OUTCOMES: tuple[tuple[type[BaseException], str], ...] = (
     (errors.ValidationError, "invalid"),
     (errors.NotAuthoritative, "not_authoritative"),
@@ -190,6 +193,19 @@ def _ops_families(w: World, st: dict[str, Any]) -> Iterator[Metric]:
         s["direct_commits"],
     )
     yield _gauge("worldstate_strong_pipelines", "Region commit pipelines running.", s["pipelines"])
+    # hot spots without per-region labels: the busiest few regions' figures, by rank
+    entities, ops = w._load_counters()
+    top = GaugeMetricFamily(
+        "worldstate_region_top",
+        "The busiest regions of this server by rank (1 = busiest): eventual entities in "
+        "them, and strong ops committed by their pipelines since they were taken. "
+        "`worldstate inspect regions` names them.",
+        labels=["measure", "rank"],
+    )
+    for measure, values in (("entities", entities.values()), ("strong_ops", ops.values())):
+        for rank, v in enumerate(sorted(values, reverse=True)[:TOP_N], start=1):
+            top.add_metric([measure, str(rank)], float(v))
+    yield top
 
 
 def _store_families(s: dict[str, Any]) -> Iterator[Metric]:
