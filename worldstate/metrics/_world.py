@@ -3,8 +3,8 @@ op latency and eventual tick histograms."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import (
@@ -16,12 +16,35 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+import worldstate.errors as errors
 from consistency import ConsistencyClass
-from worldstate import errors
 from worldstate.results import Accepted, Committed, Rejected
 
-if TYPE_CHECKING:
-    from worldstate.world import World
+
+class MeteredWorld(Protocol):
+    """What the metrics read of a `worldstate.World` (a Protocol, so that this layer sits
+    below ``world.py`` and imports nothing of it)."""
+
+    @property
+    def server_id(self) -> str: ...
+
+    authority: Any
+    eventual: Any
+    commands: Any
+
+    @property
+    def bus(self) -> Any: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def partition_status(self) -> dict[str, Any]: ...
+
+    def leases(self) -> Mapping[Any, Any]: ...
+
+    def _load_counters(self) -> tuple[dict[int, int], dict[Any, int]]: ...
+
+
+World = MeteredWorld
 
 LATENCY_BUCKETS = (
     0.0001,
