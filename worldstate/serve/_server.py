@@ -66,6 +66,7 @@ class ServerProcess:
             port=settings.metrics_port,
         )
         self.players: Players | None = None
+        self.failure: BaseException | None = None
 
     async def metrics(self) -> Response:
         if self.phase == "starting":
@@ -107,6 +108,7 @@ class ServerProcess:
             await self.http.close()
             raise
         _ = self.world.metrics  # start observing submits
+        self.world.tasks.on_failure(self._on_world_failure)
         self.phase = "serving"
         log.info(
             "worldstate serve %s: in the mesh (store %s, namespace %r)",
@@ -130,7 +132,16 @@ class ServerProcess:
             finally:
                 if acks is not None:
                     acks.close()
+        if self.failure is not None:
+            log.error("exiting 1: the world failed: %r", self.failure, extra={"event": "failed"})
+            return 1
         return 0
+
+    def _on_world_failure(self, cause: BaseException) -> None:
+        """A supervised loop crashed and the world closed itself: stop and exit non-zero,
+        so the container runtime restarts the process."""
+        self.failure = cause
+        self.stop.set()
 
     async def _stop(self, play_task: asyncio.Task[None] | None) -> None:
         self.phase = "draining"
@@ -144,7 +155,8 @@ class ServerProcess:
         released: list[object] = []
         try:
             async with asyncio.timeout(self.settings.drain_timeout):
-                released = list(await self.world.drain())
+                if self.failure is None:  # a failed world has closed itself already
+                    released = list(await self.world.drain())
         except TimeoutError:
             log.warning(
                 "hand-off did not finish within %.0f s; closing (unreleased leases expire)",
