@@ -130,7 +130,12 @@ async def transact(
     if stats is not None:
         stats.exhausted += 1
     last_text = str(last).splitlines()[0] if last else ""
-    if last_reason == "connection":
+    if "too many clients" in last_text or "connection slots" in last_text:
+        advice = (
+            "the store is up but refuses new connections (too many clients) — lower "
+            "Config.pool_size across servers or raise the server's connection limit"
+        )
+    elif last_reason == "connection":
         advice = (
             "the store is unreachable — check that it runs and the host and port in the "
             "store URL"
