@@ -147,3 +147,49 @@ def test_cache_states_are_truthful(
     version: int, size: int, stored: int | None, expected: str
 ) -> None:
     assert cache_state(version, size, stored).startswith(expected)
+
+
+def test_cache_view_on_redis(
+    pg_url: str, redis_url: str, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cache view against a real Redis: a current entry, a stale one, an empty marker."""
+    from worldstate.cache import open_cache
+
+    async def populate() -> None:
+        async with open_world(
+            pg_url, "gs-1", cache_url=redis_url, namespace=namespace, bus_url="memory://cv"
+        ) as w:
+            for k in (K1, K2, K3):
+                await w.acquire_region(k)
+                snap = await w.load_region(k)
+                await w.store_region(snap.with_objects([obj(f"o{k.ix}", k)]), expected_version=0)
+                await w.load_region(k)  # cached at the stored version
+            snap = await w.load_region(K2)
+            await w.store_region(snap, expected_version=snap.version)  # K2 moves on
+        cache = open_cache(
+            redis_url,
+            prefix=f"{namespace}:",
+            ttl=60.0,
+            max_entries=8,
+            timeout=1.0,
+            breaker_failures=3,
+            breaker_reset=1.0,
+        )
+        try:
+            await cache.invalidate(K2.morton)
+            assert await cache.put(K2.morton, 1, b"old")  # behind the store's version
+            await cache.invalidate(K3.morton)
+            assert await cache.put(K3.morton, 1, b"")  # an entry without a snapshot
+        finally:
+            await cache.close()
+
+    asyncio.run(populate())
+    argv = ["inspect", "--store", pg_url, "cache", "--cache", redis_url, "--namespace", namespace]
+    rows = _json(capsys, *argv, "--json")
+    assert isinstance(rows, list)
+    state = {r["region"]: r["state"] for r in rows}
+    assert state[str(K1)] == "current"
+    assert state[str(K2)].startswith("stale (store v")
+    assert state[str(K3)].startswith("empty marker")
+    text = _text(capsys, *argv)
+    assert "current" in text and "stale" in text and "empty marker" in text
