@@ -110,6 +110,7 @@ def test_every_view(
     cols = _json(capsys, *base, "map", "--json")
     assert isinstance(cols, list)
     assert {(c["ix"], c["iy"]) for c in cols} == {(0, 0), (1, 0), (2, 0)}
+    assert next(c for c in cols if (c["ix"], c["iy"]) == (0, 0))["objects"] == 2  # + p1
     png = tmp_path / "map.png"
     assert main([*base, "map", "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections import Counter
@@ -461,6 +462,11 @@ async def _map(args: argparse.Namespace, store: Store) -> int:
     from worldstate.cli.region_map import columns, render_map
 
     regions = await store.regions(limit=1_000_000)
+    committed = await store.region_checks([r.key.morton for r in regions], verify=False)
+    regions = [
+        dataclasses.replace(r, object_count=r.object_count + committed.get(r.key.morton, (0,))[0])
+        for r in regions
+    ]
     if args.json:
         cols = columns(regions, z=args.z)
         emit_json(

@@ -296,10 +296,13 @@ class Store:
 
         return await self.run(body, "list regions", read=True)
 
-    async def region_checks(self, mortons: Sequence[int]) -> dict[int, tuple[int, bool]]:
+    async def region_checks(
+        self, mortons: Sequence[int], *, verify: bool = True
+    ) -> dict[int, tuple[int, bool]]:
         """For the operator views: per region (Morton code), the committed objects of the
         strong path (structures, items... in ``ws_objects``, not in the snapshot's count)
-        and whether the current row's checksum holds. One read per call."""
+        and whether the current row's checksum holds (``verify=False``: not read, True).
+        One transaction per call."""
         if not mortons:
             return {}
         codes = sorted(set(mortons))
@@ -315,6 +318,8 @@ class Store:
                 )
             }
             out: dict[int, tuple[int, bool]] = {}
+            if not verify:
+                return {m: (counts.get(m, 0), True) for m in codes}
             for row in await conn.execute(select(r).where(r.c.region_key.in_(codes))):
                 stored = region_state._row(RegionKey.from_morton(row.region_key), row)
                 out[row.region_key] = (counts.get(row.region_key, 0), stored.valid())
