@@ -236,6 +236,8 @@ class EventualPath:
         self._counts: collections.Counter[str] = collections.Counter()
         self.reliable: ReliableChannel | None = None
         """Acknowledged delivery of types registered at-least-once / effectively-once."""
+        self.on_tick: Callable[[float], None] | None = None
+        """Called with each tick's duration in seconds (worldstate.metrics observes it)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -481,8 +483,14 @@ class EventualPath:
             else:
                 next_at = loop.time()  # fell behind: carry on, do not burst to catch up
             next_at += period
+            started = loop.time()
             try:
                 await self.tick()
+                took = loop.time() - started
+                if took > period:
+                    self._counts["tick_overruns"] += 1
+                if self.on_tick is not None:
+                    self.on_tick(took)
             except WorldClosed:
                 return
             except WorldStateError as e:  # the bus is down, a region moved: next tick
@@ -829,6 +837,7 @@ class EventualPath:
             "snapshot_failures",
             "publish_failures",
             "tick_errors",
+            "tick_overruns",
         )
         out: dict[str, Any] = {name: c[name] for name in names}
         out["dropped"] = dict(self.dropped)

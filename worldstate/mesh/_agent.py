@@ -444,7 +444,12 @@ class MembershipAgent:
         if self.state.majority:
             self.authority.promote(self.state.reason)
             self.promotions += 1
-            log.info("%s PROMOTED: keeps authority again: %s", me, self.state.reason)
+            log.info(
+                "%s PROMOTED: keeps authority again: %s",
+                me,
+                self.state.reason,
+                extra={"event": "promoted"},
+            )
         else:
             self.authority.demote(self.state.reason)
             self.demotions += 1
@@ -452,6 +457,7 @@ class MembershipAgent:
                 "%s DEMOTED (partition: no strong writes, no lease renewals): %s",
                 me,
                 self.state.reason,
+                extra={"event": "demoted"},
             )
         return True
 

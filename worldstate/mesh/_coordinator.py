@@ -194,6 +194,8 @@ class MeshCoordinator:
         """Events recorded since start (``events`` keeps the last 500)."""
         self.placements = 0
         self.handoffs = 0
+        self.handoff_seconds = 0.0
+        """Total seconds the completed hand-offs took (worldstate.metrics)."""
         self.failures = 0
         self._lease: CoordinatorLease | None = None
         self._holder: CoordinatorLease | None = None
@@ -735,6 +737,7 @@ class MeshCoordinator:
                 "heartbeat saying it keeps authority)",
             )
         m = k.morton
+        started = time.monotonic()
         async with self._region_locks.setdefault(m, asyncio.Lock()):
             # a placement under way finishes first (hand-offs queue on the lock)
             while (placing := self._busy.get(m)) is not None:
@@ -752,6 +755,7 @@ class MeshCoordinator:
             finally:
                 self._busy.pop(m, None)
         self.handoffs += 1
+        self.handoff_seconds += time.monotonic() - started
         self._leases[m] = new
         self._desired[m] = sid
         moved = lease is not None and lease.live(now) and lease.owner != sid

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -112,6 +113,8 @@ class CommandHandler:
         self.served = 0
         self.refused = 0
         self.dropped = 0
+        self.timings: dict[tuple[str, str], tuple[int, float]] = {}
+        """(command, ok|refused) → (count, total seconds): worldstate.metrics."""
         self._locks: dict[RegionKey, asyncio.Lock] = {}
         self._sub: Subscription | None = None
 
@@ -147,7 +150,11 @@ class CommandHandler:
             self.coordinator_epoch = cmd.coordinator_epoch
             lock = self._locks.setdefault(cmd.key, asyncio.Lock())
             async with lock:
+                started = time.monotonic()
                 reply.update(await self._run(cmd))
+                outcome = "ok" if reply.get("ok") else "refused"
+                n, total = self.timings.get((cmd.name, outcome), (0, 0.0))
+                self.timings[(cmd.name, outcome)] = (n + 1, total + time.monotonic() - started)
         with contextlib.suppress(WorldStateError):
             await self.ctx.bus.publish(f"{REPLY_TOPIC}/{cmd.sender}", orjson.dumps(reply), qos=1)
 
@@ -177,7 +184,13 @@ class CommandHandler:
         # owner's final snapshot are there) and seeds this server's eventual state from it
         lease = await self._acquire(key)
         self.served += 1
-        log.info("%s took region %s at epoch %d", self.ctx.server_id, key, lease.epoch)
+        log.info(
+            "%s took region %s at epoch %d",
+            self.ctx.server_id,
+            key,
+            lease.epoch,
+            extra={"event": "acquired", "region": str(key), "epoch": lease.epoch},
+        )
         return {"ok": True, "epoch": lease.epoch, "expires_at": lease.expires_at}
 
     async def release(self, key: RegionKey) -> dict[str, Any]:
@@ -185,5 +198,15 @@ class CommandHandler:
         lease = self.authority.live().get(key)
         released = await self._release(key)
         self.served += 1
-        log.info("%s released region %s (held: %s)", self.ctx.server_id, key, released)
+        log.info(
+            "%s released region %s (held: %s)",
+            self.ctx.server_id,
+            key,
+            released,
+            extra={
+                "event": "released",
+                "region": str(key),
+                "epoch": lease.epoch if lease else None,
+            },
+        )
         return {"ok": True, "released": released, "epoch": lease.epoch if lease else None}

@@ -55,6 +55,12 @@ async def prior_outcomes(conn: AsyncConnection, op_ids: Sequence[str]) -> dict[s
     }
 
 
+
+CONFLICT_DECISIONS: dict[tuple[str, str, str], int] = {}
+"""Conflict decisions recorded by this process: (writer server id, conflict type, rule) →
+count. Read by `worldstate.metrics`; a counter, never reset. (Counted at the decision; a
+transaction retried after it may count one decision twice.)"""
+
 def candidate(op: Operation) -> cf.Candidate:
     oid, sid, hlc, pri = str(op.op_id), op.server_id, op.hlc, op.priority
     if isinstance(op, PlaceStructure):
@@ -251,6 +257,9 @@ async def commit_batches(
         rows.append(_outcome_row(o, res, key, now))
     await conn.execute(insert(s.outcomes), rows)
     decisions = [d for d in resolution.decisions if d.losers]
+    for d in decisions:  # counted for worldstate.metrics (worldstate_conflicts_total)
+        counted = (writer, d.conflict_type.value, d.rule.value)
+        CONFLICT_DECISIONS[counted] = CONFLICT_DECISIONS.get(counted, 0) + 1
     if decisions:
         by_op = region_of_op
         await conn.execute(
