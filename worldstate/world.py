@@ -40,7 +40,7 @@ from worldstate._codec import (
 )
 from worldstate._validation import check_id, check_kind, check_region_objects, geometry, kinds_of
 from worldstate._validation import check_op_limits as _check_op_limits
-from worldstate.bus import Bus, Message, open_bus
+from worldstate.bus import Bus, Message, SignedBus, open_bus
 from worldstate.cache import RegionCache, open_cache
 from worldstate.config import Config
 from worldstate.errors import (
@@ -57,7 +57,7 @@ from worldstate.operations import (
     PlaceStructure,
 )
 from worldstate.results import Result
-from worldstate.store import Store
+from worldstate.store import Store, bus_keys
 from worldstate.store.retry import RetryPolicy
 from worldstate.updates import RegionChanged, Update, UpdateStream, interest_keys
 
@@ -98,12 +98,6 @@ class World:
         """False while this server is on the losing side of a partition (no strong writes)."""
         from worldstate.mesh._agent import last_will
 
-        self.bus: Bus = open_bus(
-            config.bus_url,
-            client_id=config.server_id,
-            prefix=config.namespace,
-            will=last_will(config.server_id),  # clears our retained presence if we die
-        )
         self._streams: set[UpdateStream] = set()
         self.kinds = kinds_of(config.extra_object_kinds)
         self.store = Store(
@@ -113,6 +107,20 @@ class World:
             ),
             pool_size=config.pool_size,
             clock=clock,
+        )
+        # every message signed and verified (worldstate.bus._signed), keys from the store
+        self.bus: Bus = SignedBus(
+            open_bus(
+                config.bus_url,
+                client_id=config.server_id,
+                prefix=config.namespace,
+                will=last_will(config.server_id),  # clears our retained presence if we die
+            ),
+            load_keys=bus_keys.loader(self.store, clock),
+            clock=clock,
+            max_age=config.bus_max_age,
+            skew=config.bus_clock_skew,
+            refresh=config.bus_key_refresh,
         )
         self.cache: RegionCache = open_cache(
             config.cache_url,

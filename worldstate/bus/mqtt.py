@@ -230,9 +230,10 @@ class MqttBus(Bus):
 
     def _new_client(self) -> aiomqtt.Client:
         will = None
-        if self._will is not None and self._wire_will is not None:
-            w = self._will
-            will = aiomqtt.Will(self._wire_will, w.payload, qos=w.qos, retain=w.retain)
+        current = self._current_will()
+        if current is not None:
+            wire, payload, qos, retain = current
+            will = aiomqtt.Will(wire, payload, qos=qos, retain=retain)
         bus = self
 
         class _CountingQueue(asyncio.Queue[aiomqtt.Message]):

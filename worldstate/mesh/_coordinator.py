@@ -61,7 +61,7 @@ import conflicts
 from consistency import PartitionState
 from regions import RegionKey, as_region_key
 from worldstate._validation import check_id
-from worldstate.bus import Bus, Message, open_bus
+from worldstate.bus import Bus, Message, SignedBus, open_bus
 from worldstate.config import Config
 from worldstate.errors import (
     BusUnavailable,
@@ -74,7 +74,7 @@ from worldstate.errors import (
 from worldstate.mesh._agent import MEMBERSHIP_TOPIC, PresenceTracker, encode_membership
 from worldstate.mesh._handoff import COMMAND_TOPIC, REPLY_TOPIC, Command
 from worldstate.objects import Lease
-from worldstate.store import Store, mesh_state
+from worldstate.store import Store, bus_keys, mesh_state
 from worldstate.store.mesh_state import AgreedMembership, CoordinatorLease, MemberRow
 from worldstate.store.retry import RetryPolicy
 
@@ -177,9 +177,15 @@ class MeshCoordinator:
             pool_size=min(config.pool_size, 4),
             clock=clock,
         )
-        self.bus: Bus = open_bus(
-            config.bus_url, client_id=self.coordinator_id, prefix=config.namespace
+        self.signed_bus = SignedBus(
+            open_bus(config.bus_url, client_id=self.coordinator_id, prefix=config.namespace),
+            load_keys=bus_keys.loader(self.store, clock),
+            clock=clock,
+            max_age=config.bus_max_age,
+            skew=config.bus_clock_skew,
+            refresh=config.bus_key_refresh,
         )
+        self.bus: Bus = self.signed_bus
         self.tracker = PresenceTracker(
             self.coordinator_id, config.partition_timeout, clock, self._poke
         )
@@ -454,6 +460,8 @@ class MeshCoordinator:
             )
             self._holder = lease
             self._lease = lease if lease.owner == self.coordinator_id else None
+            # the epoch goes into every envelope this coordinator signs
+            self.signed_bus.epoch = self._lease.epoch if self._lease is not None else -1
         elif self._lease is not None:
             lease, self._lease = self._lease, None
             await self.store.run(
