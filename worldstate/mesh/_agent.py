@@ -209,6 +209,11 @@ class PresenceTracker:
 
     ``on_change`` is called (on the event loop) when a server appears, departs or the
     membership changes: the owner re-decides at once instead of at its next tick.
+
+    The membership published on the bus is only a hint: ``on_hint`` is called when one newer
+    than the known generation arrives, and the owner then reads the store, which alone is
+    believed (`learn`). A forged, replayed or stale retained ``mesh/membership`` therefore
+    never demotes anyone, and clearing it changes nothing.
     """
 
     def __init__(
@@ -217,8 +222,12 @@ class PresenceTracker:
         timeout: float,
         clock: Callable[[], float],
         on_change: Callable[[], None] = lambda: None,
+        on_hint: Callable[[], None] = lambda: None,
     ) -> None:
         self.self_id = self_id
+        self.on_hint = on_hint
+        self.hinted = 0
+        """The newest membership generation announced on the bus (unconfirmed)."""
         self.view = MembershipView(self_id, timeout)
         self.clock = clock
         self.on_change = on_change
@@ -318,8 +327,9 @@ class PresenceTracker:
         except (ValueError, ConsistencyInputError, ValidationError, orjson.JSONDecodeError):
             self.dropped += 1
             return
-        if self.learn(m):
-            self.on_change()
+        if m.generation > max(self.agreed.generation, self.hinted):
+            self.hinted = m.generation
+            self.on_hint()
 
 
 # -- the agent -------------------------------------------------------------------------------
@@ -335,8 +345,9 @@ class MembershipAgent:
         """Milliseconds since the Unix epoch at start: a restart under the same id is newer."""
         self.started_at = world.clock()
         self.tracker = PresenceTracker(
-            world.server_id, cfg.partition_timeout, world.clock, self._changed
+            world.server_id, cfg.partition_timeout, world.clock, self._changed, self._hinted
         )
+        self._hint = asyncio.Event()
         self.state = PartitionState(world.server_id, since=self.started_at)
         self.demotions = 0
         self.promotions = 0
@@ -372,6 +383,7 @@ class MembershipAgent:
         self._tasks = [
             asyncio.create_task(self._beat_loop(), name=f"ws-heartbeat-{sid}"),
             asyncio.create_task(self._store_loop(), name=f"ws-store-heartbeat-{sid}"),
+            asyncio.create_task(self._confirm_loop(), name=f"ws-membership-confirm-{sid}"),
         ]
 
     async def _settle(self) -> None:
@@ -482,6 +494,25 @@ class MembershipAgent:
             await world.bus.publish(presence_topic(world.server_id), p.encode(), retain=True)
         except WorldStateError as e:
             log.debug("%s: heartbeat not published: %s", world.server_id, e)
+
+    def _hinted(self) -> None:
+        self._hint.set()
+
+    async def _confirm_loop(self) -> None:
+        """A newer membership was announced on the bus: read the store, which alone is
+        believed (at most one read in flight, each under a deadline)."""
+        timeout = self.world.config.partition_timeout / 2
+        while True:
+            await self._hint.wait()
+            self._hint.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    changed = await self._read_store()
+            except (TimeoutError, WorldStateError) as e:
+                log.warning("%s: could not confirm the membership: %s", self.world.server_id, e)
+                continue
+            if changed:
+                self.decide()
 
     async def _store_loop(self) -> None:
         while True:

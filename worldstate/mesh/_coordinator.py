@@ -187,7 +187,7 @@ class MeshCoordinator:
         )
         self.bus: Bus = self.signed_bus
         self.tracker = PresenceTracker(
-            self.coordinator_id, config.partition_timeout, clock, self._poke
+            self.coordinator_id, config.partition_timeout, clock, self._poke, self._poke
         )
         self.state = PartitionState(self.coordinator_id)
         self.events: deque[tuple[float, str]] = deque(maxlen=500)

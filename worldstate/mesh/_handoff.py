@@ -14,7 +14,13 @@ The coordinator asks on ``cmd/{server_id}`` (QoS 1) and the server answers on
 
 A command carries the coordinator's election epoch; a server refuses commands older than
 the newest epoch it has seen, so a deposed coordinator that still believes it acts cannot
-move regions. Commands on one region run one at a time, in arrival order. Duplicates (QoS 1
+move regions. It also obeys only the holder of the live coordinator lease at that epoch,
+as the store has it (read when the sender or epoch is not the one last checked, or that
+check's lease has run out), and only a command whose signed envelope names that holder:
+a forged or replayed command, or one from a coordinator that lost its lease, is refused
+(``not-coordinator``) and cannot raise the epoch this server believes in.
+
+Commands on one region run one at a time, in arrival order. Duplicates (QoS 1
 is at-least-once) are harmless: re-acquiring a held lease renews it, releasing a region not
 held answers ``released: false``.
 """
@@ -33,6 +39,8 @@ from regions import RegionKey
 from worldstate._validation import check_id
 from worldstate.bus import Message, Subscription
 from worldstate.errors import Fenced, RegionOwned, ValidationError, WorldStateError
+from worldstate.store import mesh_state
+from worldstate.store.mesh_state import CoordinatorLease
 
 if TYPE_CHECKING:
     from worldstate.world import World
@@ -97,6 +105,8 @@ class CommandHandler:
         self._locks: dict[RegionKey, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sub: Subscription | None = None
+        self._verified: CoordinatorLease | None = None
+        """The coordinator lease last confirmed in the store."""
 
     def start(self) -> None:
         self._sub = self.world.bus.subscribe(
@@ -121,6 +131,15 @@ class CommandHandler:
             self.dropped += 1
             log.debug("%s: dropped a malformed command: %s", self.world.server_id, e)
             return
+        if msg.sender is not None and msg.sender != cmd.sender:
+            self.dropped += 1
+            log.warning(
+                "%s: dropped a command signed by %r in the name of %r",
+                self.world.server_id,
+                msg.sender,
+                cmd.sender,
+            )
+            return
         task = asyncio.get_running_loop().create_task(
             self._serve(cmd), name=f"ws-command-{cmd.name}-{cmd.key}"
         )
@@ -129,7 +148,12 @@ class CommandHandler:
 
     async def _serve(self, cmd: Command) -> None:
         reply: dict[str, Any] = {"r": cmd.request, "s": self.world.server_id, "c": cmd.name}
-        if cmd.coordinator_epoch < self.coordinator_epoch:
+        why = await self._not_coordinator(cmd)
+        if why is not None:
+            self.refused += 1
+            log.warning("%s: refused a %s command: %s", self.world.server_id, cmd.name, why)
+            reply.update(ok=False, code="not-coordinator", error=why)
+        elif cmd.coordinator_epoch < self.coordinator_epoch:
             self.refused += 1
             reply.update(
                 ok=False,
@@ -143,6 +167,37 @@ class CommandHandler:
                 reply.update(await self._run(cmd))
         with contextlib.suppress(WorldStateError):
             await self.world.bus.publish(f"{REPLY_TOPIC}/{cmd.sender}", orjson.dumps(reply), qos=1)
+
+    async def _not_coordinator(self, cmd: Command) -> str | None:
+        """None if ``cmd.sender`` holds the live coordinator lease at ``cmd``'s epoch (per
+        the store), else why not."""
+        world = self.world
+        now = world.clock()
+        v = self._verified
+        if (
+            v is not None
+            and (v.owner, v.epoch) == (cmd.sender, cmd.coordinator_epoch)
+            and v.live(now)
+        ):
+            return None
+        try:
+            async with asyncio.timeout(world.config.forward_timeout * 2):
+                lease = await world.store.run(
+                    mesh_state.read_coordinator, "check the coordinator lease", read=True
+                )
+        except (TimeoutError, WorldStateError) as e:
+            return f"could not check the coordinator lease in the store: {e}"
+        if lease is None:
+            return f"{cmd.sender!r} does not hold the coordinator lease (no coordinator)"
+        if (lease.owner, lease.epoch) != (cmd.sender, cmd.coordinator_epoch):
+            return (
+                f"{cmd.sender!r} at epoch {cmd.coordinator_epoch} is not the coordinator "
+                f"({lease.owner!r} holds epoch {lease.epoch})"
+            )
+        if not lease.live(now - world.config.clock_skew_margin):
+            return f"the coordinator lease of {cmd.sender!r} has expired"
+        self._verified = lease
+        return None
 
     async def _run(self, cmd: Command) -> dict[str, Any]:
         try:
