@@ -97,11 +97,18 @@ class BusUnavailable(WorldStateError):
     """The message bus could not be reached in time (a QoS-1 publish or a forwarded op)."""
 
 
+class BusRefused(BusUnavailable):
+    """The broker answered but would not have us: wrong credentials, not authorized, or a
+    TLS certificate that does not check out. Retrying will not help; fix the configuration
+    (the message says which)."""
+
+
 class WorldClosed(WorldStateError):
     """The world was closed (or lost its bus); open a new one with `worldstate.connect`."""
 
 
 __all__ = [
+    "BusRefused",
     "BusUnavailable",
     "CorruptRegion",
     "Fenced",
