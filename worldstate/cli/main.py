@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from worldstate.cli import coordinator_cmd, inspect_cmd, simulate_cmd
+from worldstate.cli import coordinator_cmd, inspect_cmd, keys_cmd, simulate_cmd
 from worldstate.errors import WorldStateError
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect_cmd.add_parser(sub)
     simulate_cmd.add_parser(sub)
     coordinator_cmd.add_parser(sub)
+    keys_cmd.add_parser(sub)
     return p
 
 
@@ -42,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 return 2
             return asyncio.run(inspect_cmd.run(args, url))
+        if args.command == "keys":
+            return asyncio.run(keys_cmd.run(args))
         if args.command == "coordinator":
             return asyncio.run(coordinator_cmd.run(args))
         return asyncio.run(simulate_cmd.run(args))
