@@ -18,7 +18,9 @@ Keys come from the store through ``load_keys`` (`worldstate.store.bus_keys`) at 
 every ``refresh`` seconds after, each read under a deadline, so a ``worldstate keys rotate``
 or ``revoke`` reaches every running server within about ``refresh`` seconds. The last will
 is signed when each connection is made (flag ``WILL``: exempt from the freshness window,
-accepted once per connection).
+accepted once per connection). Deleting a retained message (an empty retained publish) goes
+out as it is, and every empty message received is ignored: the broker needs the empty payload
+to delete, and a deletion tells receivers nothing they act on.
 
 A second handler on an already subscribed pattern does not get the retained messages
 replayed again (one subscription per pattern on the wrapped bus).
@@ -114,6 +116,8 @@ class SignedBus(Bus):
         self.epoch = NO_EPOCH
         """The coordinator lease epoch sealed into every message (set by the coordinator)."""
         self._rejected: Counter[str] = Counter()
+        self._cleared = 0
+        """Empty messages ignored (retained deletions)."""
         self._inner_subs: dict[str, Subscription] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
@@ -272,6 +276,9 @@ class SignedBus(Bus):
         if ring is None:
             return  # not started: nothing can be verified yet
         topic = msg.topic
+        if not msg.payload:
+            self._cleared += 1  # a retained message deleted (by anyone): nothing to act on
+            return
         try:
             env = parse(msg.payload)
             if len(env.body) > self._max_payload:
@@ -320,6 +327,12 @@ class SignedBus(Bus):
 
     async def _publish(self, wire: str, payload: bytes, qos: int, retain: bool) -> None:
         topic = wire[len(self._prefix_slash) :]
+        if retain and not payload:
+            # deleting a retained message at the broker: an empty payload is the protocol's
+            # way, and receivers ignore empty messages (a deletion carries no information
+            # they act on; a departure is announced by a signed goodbye or will)
+            await self.inner.publish(topic, b"", qos=qos, retain=True)
+            return
         await self.inner.publish(topic, self._seal(topic, payload), qos=qos, retain=retain)
 
 
