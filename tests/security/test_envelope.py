@@ -130,14 +130,18 @@ def test_each_message_is_accepted_once_in_any_order() -> None:
         check(g, make(seq=11))  # fell out of the window: refused, never accepted twice
 
 
-def test_incarnations_only_go_forward() -> None:
+def test_a_restart_is_a_new_window_and_old_incarnations_are_bounded() -> None:
     g = guard()
     check(g, make(inc=7, seq=5))
-    check(g, make(inc=8, seq=1))  # a restart
+    check(g, make(inc=8, seq=1))  # a restart; the predecessor may still have some in flight
+    check(g, make(inc=7, seq=6))
     with pytest.raises(EnvelopeError, match="replayed"):
         check(g, make(inc=7, seq=6))
+    for inc in (9, 10, 11):  # four more: the least recently heard (8) is forgotten...
+        check(g, make(inc=inc, seq=1))
+        check(g, make(inc=7, seq=6 + inc))  # ...never the live one, heard all along
     with pytest.raises(EnvelopeError, match="replayed"):
-        check(g, make(inc=7, seq=6), retained=True)
+        check(g, make(inc=7, seq=6))
 
 
 def test_freshness_window() -> None:

@@ -235,9 +235,13 @@ WINDOW = 1024
 retries may arrive out of order); older ones are refused."""
 
 
+INCARNATIONS = 4
+"""Incarnations per sender tracked at once (a restart's predecessor may still have messages
+in flight)."""
+
+
 @dataclass(slots=True)
-class _Peer:
-    incarnation: int
+class _Window:
     highest: int = 0
     seen: int = 0
     """Bit i set: ``highest - i`` was seen."""
@@ -249,59 +253,67 @@ class _Peer:
 class ReplayGuard:
     """Freshness and replay rules for one receiver.
 
-    A live (not retained) message is accepted once: its (incarnation, seq) must not have been
-    seen, its incarnation must not be older than the newest seen from that sender, and its
-    ``sent_at`` must lie within ``max_age`` seconds before now (and no more than ``skew``
-    after), and not before this receiver started listening (less ``skew``): a broker never
-    delivers to a new subscriber what was published before it subscribed, so anything older
-    is a replay. A retained copy (replayed by the broker on subscription) is state that may be
-    old by design; it is accepted only on the topics that are retained at all, without the
-    freshness or sequence checks, and must not be older than the sender's newest incarnation.
-    A last will is accepted once per connection of the newest incarnation.
+    A live (not retained) message is accepted once: its (sender, incarnation, seq) must not
+    have been seen, its ``sent_at`` must lie within ``max_age`` seconds before now (and no
+    more than ``skew`` after), and not before this receiver started listening (less
+    ``skew``): a broker never delivers to a new subscriber what was published before it
+    subscribed, so anything older is a replay. The `INCARNATIONS` most recently heard
+    incarnations of each sender are tracked, each with its own window (only a key holder can
+    make a sender have more; the live one, heard often, is never the one forgotten). A
+    retained copy
+    (replayed by the broker on subscription) is state that may be old by design; it is
+    accepted only on the topics that are retained at all, without the freshness or sequence
+    checks. A last will is accepted once per connection.
     """
 
     max_age: float
     skew: float
     started_at: float
-    peers: dict[str, _Peer] = field(default_factory=dict)
+    peers: dict[str, dict[int, _Window]] = field(default_factory=dict)
+
+    def _window(self, env: Envelope) -> _Window:
+        incs = self.peers.get(env.sender)
+        if incs is None:
+            if len(self.peers) > 100_000:  # senders hold a key: this only guards memory
+                self.peers.clear()
+            incs = self.peers[env.sender] = {}
+        w = incs.pop(env.incarnation, None)
+        if w is None:
+            if len(incs) >= INCARNATIONS:
+                del incs[next(iter(incs))]  # the least recently heard
+            w = _Window()
+        incs[env.incarnation] = w  # most recently heard last
+        return w
 
     def check(self, env: Envelope, *, now: float, retained: bool, retained_ok: bool) -> None:
         """Raise `EnvelopeError` if ``env`` must be dropped, else record it."""
-        peer = self.peers.get(env.sender)
-        if peer is not None and env.incarnation < peer.incarnation:
-            raise EnvelopeError("replayed", f"{env.sender!r}: an older incarnation")
         if retained:
             if not retained_ok:
                 raise EnvelopeError("stale", "a retained message on a topic that is never retained")
             return
         if env.will:
-            if peer is not None and env.incarnation == peer.incarnation and env.conn < peer.conn:
+            w = self._window(env)
+            if env.conn < w.conn:
                 raise EnvelopeError("replayed", f"{env.sender!r}: the will of an old connection")
-            if peer is None or env.incarnation > peer.incarnation:
-                peer = self.peers[env.sender] = _Peer(env.incarnation)
-            peer.conn = env.conn + 1  # one will per connection
+            w.conn = env.conn + 1  # one will per connection
             return
         if env.sent_at > now + self.skew:
             raise EnvelopeError("stale", f"sent {env.sent_at - now:.1f} s in the future")
         if env.sent_at < now - self.max_age or env.sent_at < self.started_at - self.skew:
             raise EnvelopeError("stale", f"sent {now - env.sent_at:.1f} s ago")
-        if peer is None or env.incarnation > peer.incarnation:
-            peer = self.peers[env.sender] = _Peer(env.incarnation)
-            if len(self.peers) > 100_000:  # senders hold a key: this only guards memory
-                self.peers.clear()
-                self.peers[env.sender] = peer
+        w = self._window(env)
         seq = env.seq
-        if seq > peer.highest:
-            shift = seq - peer.highest
-            peer.seen = ((peer.seen << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
-            peer.highest = seq
+        if seq > w.highest:
+            shift = seq - w.highest
+            w.seen = ((w.seen << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
+            w.highest = seq
         else:
-            back = peer.highest - seq
-            if back >= WINDOW or peer.seen >> back & 1:
+            back = w.highest - seq
+            if back >= WINDOW or w.seen >> back & 1:
                 raise EnvelopeError("replayed", f"{env.sender!r}: seq {seq} already seen")
-            peer.seen |= 1 << back
-        if env.conn > peer.conn:
-            peer.conn = env.conn
+            w.seen |= 1 << back
+        if env.conn > w.conn:
+            w.conn = env.conn
 
 
 __all__ = [
