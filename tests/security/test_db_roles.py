@@ -37,16 +37,16 @@ def roles(pg_url: str) -> Iterator[tuple[str, str, list[str]]]:
     db = urlsplit(pg_url).path.lstrip("/")
     with psycopg.connect(f"{PG_SERVER}/{db}", autocommit=True) as conn:
         for stmt in _statements(before):
-            conn.execute(stmt)  # type: ignore[arg-type]
+            conn.execute(stmt)
     try:
         yield app, insp, _statements(after)
     finally:
         with psycopg.connect(f"{PG_SERVER}/{db}", autocommit=True) as conn:
             for role in (app, insp):
-                conn.execute(f"DROP OWNED BY {role} CASCADE")  # type: ignore[arg-type]
+                conn.execute(f"DROP OWNED BY {role} CASCADE")
         with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
             for role in (insp, app):
-                conn.execute(f"DROP ROLE IF EXISTS {role}")  # type: ignore[arg-type]
+                conn.execute(f"DROP ROLE IF EXISTS {role}")
 
 
 def _as(url: str, role: str) -> str:
@@ -65,7 +65,7 @@ async def test_the_inspector_role_reads_but_cannot_write(
     db = urlsplit(pg_url).path.lstrip("/")
     with psycopg.connect(f"{PG_SERVER}/{db}", autocommit=True) as conn:
         for stmt in after:
-            conn.execute(stmt)  # type: ignore[arg-type]
+            conn.execute(stmt)
     # the inspector reads with the CLI
     store = _as(pg_url, insp)
     capsys.readouterr()
@@ -87,4 +87,4 @@ async def test_the_inspector_role_reads_but_cannot_write(
             "SELECT value FROM ws_meta",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute(stmt)  # type: ignore[arg-type]
+                conn.execute(stmt)

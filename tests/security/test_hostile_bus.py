@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import pytest
@@ -25,9 +26,9 @@ from sqlalchemy import func, select
 from regions import RegionKey
 from tests.fix_services import Backend
 from tests.worldstate.fix_mesh import Mesh, config_for, until
-from worldstate import Committed, MeshCoordinator, PlaceStructure
-from worldstate.bus import Message, MqttBus
-from worldstate.protocol._envelope import Signer, derive_server_key, seal
+from worldstate import Committed, MeshCoordinator, PlaceStructure, World
+from worldstate.bus import Message, MqttBus, SignedBus
+from worldstate.protocol._envelope import KeySet, Signer, derive_server_key, seal
 from worldstate.protocol._ops import encode_op
 from worldstate.store import bus_keys, schema
 
@@ -122,6 +123,17 @@ async def hostile_mesh(
                 await raw.publish(topic, b"", qos=1, retain=True)  # leave no retained state
 
 
+def signed(w: World) -> SignedBus:
+    assert isinstance(w.bus, SignedBus)
+    return w.bus
+
+
+def keys_of(w: World) -> KeySet:
+    keys = signed(w).keys
+    assert keys is not None
+    return keys
+
+
 def rejected(m: Mesh, coord: MeshCoordinator) -> dict[str, int]:
     total: dict[str, int] = {}
     for bus in [w.bus for w in m.worlds.values()] + [coord.bus]:
@@ -133,8 +145,11 @@ def rejected(m: Mesh, coord: MeshCoordinator) -> dict[str, int]:
 async def structures(m: Mesh, prefix: str) -> int:
     o = schema.objects
     q = select(func.count()).select_from(o).where(o.c.object_id.like(f"{prefix}%"))
-    n: int = await m["gs-1"].store.run(lambda c: c.scalar(q), "count", read=True)
-    return n
+
+    async def count(c: Any) -> int:
+        return int(await c.scalar(q) or 0)
+
+    return await m["gs-1"].store.run(count, "count", read=True)
 
 
 async def test_forgeries_on_every_topic_family_change_nothing(
@@ -160,7 +175,7 @@ async def test_forgeries_on_every_topic_family_change_nothing(
         served = g2.strong.served_forwards
         moved = len(g1.eventual.positions)
         before = rejected(m, coord)
-        dropped_transport = g2.bus.inner.stats.dropped_incoming
+        dropped_transport = signed(g2).inner.stats.dropped_incoming
 
         # 1. strong forwards on ops/<owner>: a well-formed request, as the attack
         evil = place("evil-0", B, slot=3)
@@ -239,7 +254,7 @@ async def test_forgeries_on_every_topic_family_change_nothing(
         for reason in ("malformed", "forged", "replayed", "stale", "unknown_key", "oversized"):
             assert got[reason] > 0, (reason, got)
         await until(
-            lambda: g2.bus.inner.stats.dropped_incoming > dropped_transport, "2 MiB dropped"
+            lambda: signed(g2).inner.stats.dropped_incoming > dropped_transport, "2 MiB dropped"
         )
 
         # 6. the insider: a server of the world (it holds the keys) that is not the
@@ -289,9 +304,7 @@ async def test_messages_signed_with_a_revoked_key_or_server_are_dropped(
             {"r": secrets.token_hex(16), "from": "gs-9", "op": orjson.Fragment(encode_op(evil))}
         )
         await until(
-            lambda: all(
-                "gs-9" in (w.bus.keys.revoked_servers if w.bus.keys else ()) for w in (g1, g2)
-            ),
+            lambda: all("gs-9" in keys_of(w).revoked_servers for w in (g1, g2)),
             "the revocation reached the servers",
         )
         base = g2.bus.stats.rejected["revoked"]
@@ -307,9 +320,7 @@ async def test_messages_signed_with_a_revoked_key_or_server_are_dropped(
         old_kid = atk.key_id
         await store.run(lambda c: bus_keys.rotate(c, time.time(), retire_previous=True), "rotate")
         await until(
-            lambda: all(
-                w.bus.keys is not None and old_kid in w.bus.keys.revoked_keys for w in (g1, g2)
-            ),
+            lambda: all(old_kid in keys_of(w).revoked_keys for w in (g1, g2)),
             "the rotation reached the servers",
         )
         base = g2.bus.stats.rejected["revoked"]
