@@ -11,11 +11,11 @@ import socket
 import pytest
 
 import worldstate
-from worldstate._redact import redact_url
 from worldstate.bus import MqttBus
 from worldstate.cache.redis_cache import RedisCache
 from worldstate.cli.main import main as cli
 from worldstate.errors import WorldStateError
+from worldstate.security._redact import redact_url
 
 SECRET = "S3cr3t-Pa55-Qq"
 

@@ -33,7 +33,8 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any
 
 from worldstate.bus.base import Bus, BusStats, Message, Subscription, _Pattern
 from worldstate.bus.topics import matches
@@ -62,6 +63,8 @@ DEFAULT_MAX_AGE = 30.0
 DEFAULT_SKEW = 2.0
 DEFAULT_REFRESH = 5.0
 LoadKeys = Callable[[], Awaitable[KeySet]]
+Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[Any]"]
+"""Starts a background loop under its owner's supervisor (`worldstate.node.Supervisor`)."""
 
 
 class SignedBus(Bus):
@@ -76,6 +79,9 @@ class SignedBus(Bus):
         skew: clock difference tolerated between servers (seconds).
         refresh: seconds between key re-reads.
         key_timeout: deadline of each key read.
+        retained_topics, named_publisher: see `RETAINED_TOPICS`, `NAMED_PUBLISHER`.
+        spawn: starts the key refresh loop under the owner's supervisor (default: a task
+            this bus owns and cancels on close).
     """
 
     def __init__(
@@ -90,6 +96,7 @@ class SignedBus(Bus):
         key_timeout: float = 10.0,
         retained_topics: Iterable[str] = RETAINED_TOPICS,
         named_publisher: Iterable[tuple[str, int]] = NAMED_PUBLISHER,
+        spawn: Spawn | None = None,
     ) -> None:
         super().__init__(
             client_id=inner.client_id,
@@ -120,7 +127,8 @@ class SignedBus(Bus):
         """Empty messages ignored (retained deletions)."""
         self._inner_subs: dict[str, Subscription] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._refresher: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[Any] | None = None
+        self._spawn = spawn
         self._listeners = [
             inner.on_connected(self._inner_connected),
             inner.on_lost(self._inner_lost),
@@ -167,9 +175,13 @@ class SignedBus(Bus):
         await self.inner.start()
         if self.inner.connected and not self._connected:
             self._inner_connected()
-        self._refresher = asyncio.get_running_loop().create_task(
-            self._refresh_loop(), name=f"worldstate-bus-keys[{self.client_id}]"
-        )
+        name = f"worldstate-bus-keys[{self.client_id}]"
+        if self._spawn is not None:  # the owner's supervisor: a crash fails the owner loudly
+            self._refresher = self._spawn(self._refresh_loop(), name)
+        else:
+            self._refresher = asyncio.get_running_loop().create_task(
+                self._refresh_loop(), name=name
+            )
 
     async def _close(self) -> None:
         tasks = list(self._tasks)

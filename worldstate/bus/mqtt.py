@@ -56,8 +56,6 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from worldstate._redact import redact_url
-from worldstate._tls import TLS_PARAMS, TlsOptions, describe_tls_error
 from worldstate.bus.base import (
     DEFAULT_MAX_PAYLOAD,
     DEFAULT_MAX_TOPIC_BYTES,
@@ -67,6 +65,8 @@ from worldstate.bus.base import (
     _Pattern,
 )
 from worldstate.errors import BusRefused, BusUnavailable, ValidationError
+from worldstate.security._redact import redact_url
+from worldstate.security._tls import TLS_PARAMS, TlsOptions, describe_tls_error
 
 logger = logging.getLogger("worldstate.bus.mqtt")
 _client_logger = logging.getLogger("worldstate.bus.mqtt.client")
@@ -87,7 +87,7 @@ class MqttUrl:
 def parse_mqtt_url(url: str) -> MqttUrl:
     """``mqtt://[user[:password]@]host[:port]`` or
     ``mqtts://[user[:password]@]host[:port][?ca=FILE&cert=FILE&key=FILE&check_hostname=false]``
-    (see `worldstate._tls`). Raises `ValidationError` (never quoting the password)."""
+    (see `worldstate.security._tls`). Raises `ValidationError` (never quoting the password)."""
     if not isinstance(url, str):
         raise ValidationError(f"bus URL must be a str, got {type(url).__name__}")
     safe = redact_url(url)

@@ -27,11 +27,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
-from worldstate._redact import redact_url
-from worldstate._tls import TLS_PARAMS, TlsOptions
 from worldstate.cache.base import CachedRegion, RegionCache, check_seconds
 from worldstate.cache.breaker import CircuitBreaker
 from worldstate.errors import ValidationError
+from worldstate.security._redact import redact_url
+from worldstate.security._tls import TLS_PARAMS, TlsOptions
 
 log = logging.getLogger("worldstate.cache")
 
@@ -78,7 +78,7 @@ def _glob_escape(text: str) -> str:
 
 
 def _take_tls(url: str) -> tuple[str, dict[str, Any]]:
-    """Move ``?ca=&cert=&key=&check_hostname=`` (`worldstate._tls`) out of a Redis URL into
+    """Move ``?ca=&cert=&key=&check_hostname=`` (`worldstate.security._tls`) out of a Redis URL into
     redis-py's ``ssl_*`` arguments; ``rediss://`` checks the host name by default."""
     try:
         parts = urlsplit(url)

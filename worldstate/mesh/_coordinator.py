@@ -73,6 +73,7 @@ from worldstate.errors import (
 )
 from worldstate.mesh._agent import MEMBERSHIP_TOPIC, PresenceTracker, encode_membership
 from worldstate.mesh._handoff import COMMAND_TOPIC, REPLY_TOPIC, Command
+from worldstate.node._tasks import Supervisor
 from worldstate.objects import Lease
 from worldstate.store import Store, bus_keys, mesh_state
 from worldstate.store.mesh_state import AgreedMembership, CoordinatorLease, MemberRow
@@ -184,6 +185,7 @@ class MeshCoordinator:
             max_age=config.bus_max_age,
             skew=config.bus_clock_skew,
             refresh=config.bus_key_refresh,
+            spawn=lambda coro, name: self.tasks.spawn(coro, name),
         )
         self.bus: Bus = self.signed_bus
         self.tracker = PresenceTracker(
@@ -218,7 +220,9 @@ class MeshCoordinator:
         self._wake = asyncio.Event()
         self._acting_changed = asyncio.Event()
         self._wake_elect = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.tasks = Supervisor(self.coordinator_id)
+        self.tasks.on_failure(self._on_crash)
+        self._closing: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
 
@@ -241,31 +245,38 @@ class MeshCoordinator:
             raise
         self._started_at = self._last_rebalance = self.clock()
         cid = self.coordinator_id
-        self._tasks = [
-            asyncio.create_task(self._elect_loop(), name=f"ws-coordinator-elect-{cid}"),
-            asyncio.create_task(self._work_loop(), name=f"ws-coordinator-{cid}"),
-        ]
+        self.tasks.spawn(self._elect_loop(), f"ws-coordinator-elect-{cid}")
+        self.tasks.spawn(self._work_loop(), f"ws-coordinator-{cid}")
         return self
 
     async def close(self, *, release: bool = True) -> None:
         """Stop. ``release`` (default) gives the coordinator lease up at once so a standby
         takes over without waiting; False leaves it to expire (what a crash does)."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._shutdown(release=release)
+        if self._closing is None:
+            self._closed = True
+            # owned: the close itself, awaited here and by every later close()
+            self._closing = asyncio.get_running_loop().create_task(
+                self._shutdown(release=release), name=f"ws-close-{self.coordinator_id}"
+            )
+        await asyncio.shield(self._closing)
+
+    def _on_crash(self, cause: BaseException) -> None:
+        """A supervised loop crashed: stop acting at once and close (the lease is released
+        so a standby coordinator takes over); `failure` keeps the cause."""
+        if self._closing is None:
+            self._closed = True
+            # owned: awaited by close(), which the coordinator's owner still calls
+            self._closing = asyncio.get_running_loop().create_task(
+                self._shutdown(release=True), name=f"ws-close-{self.coordinator_id}"
+            )
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The crash that stopped this coordinator, if one did."""
+        return self.tasks.failure
 
     async def _shutdown(self, *, release: bool) -> None:
-        tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        for t in [t for t in self._busy.values() if t is not None]:
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await self.tasks.close()
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(WorldClosed("the coordinator closed"))
@@ -311,7 +322,8 @@ class MeshCoordinator:
                 return False
             self._acting_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._acting_changed.wait(), min(remaining, self.period))
+                async with asyncio.timeout(min(remaining, self.period)):
+                    await self._acting_changed.wait()
         return True
 
     def membership(self) -> dict[str, Any]:
@@ -389,13 +401,12 @@ class MeshCoordinator:
                 await body()
             except asyncio.CancelledError:
                 raise
-            except WorldStateError as e:
+            except WorldStateError as e:  # the store or the bus is down: next cycle
                 log.warning("%s: cycle failed: %s", self.coordinator_id, e)
-            except Exception:
-                log.exception("%s: cycle failed", self.coordinator_id)
             wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.period)
+                async with asyncio.timeout(self.period):
+                    await wake.wait()
             await asyncio.sleep(0.01)  # coalesce a burst of changes into one cycle
 
     async def step(self) -> None:
@@ -616,7 +627,9 @@ class MeshCoordinator:
             target = want if want in loads else min(loads, key=lambda s: (loads[s], s))
             assert target is not None
             loads[target] += 1.0
-            task = asyncio.create_task(self._place_one(morton, target))
+            task = self.tasks.spawn(
+                self._place_one(morton, target), f"ws-place-{morton}-{target}", job=True
+            )
             self._busy[morton] = task
             self._placing[morton] = target
 

@@ -21,8 +21,8 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from worldstate._redact import redact_url
 from worldstate.errors import ValidationError
+from worldstate.security._redact import redact_url
 
 READ_OPTION = "worldstate_read"
 """Execution option marking a read-only transaction: on SQLite it begins DEFERRED, so WAL
