@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 from tests.fix_services import IN_CI
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
-USERS = {"gs-1": "pw-gs-1-Secret", "coord-a": "pw-coord-Secret", "inspector": "pw-insp-Secret"}
+USERS = {"gs-1": "pw-gs-1-Secret", "coord-1": "pw-coord-Secret", "inspector": "pw-insp-Secret"}
 
 
 def _name(cn: str) -> x509.Name:

@@ -82,7 +82,7 @@ async def test_the_acl_keeps_each_client_to_its_topics(secure_broker: SecureBrok
     async with (
         MqttBus(b.url("gs-1"), client_id="gs-1", prefix=PREFIX) as server,
         MqttBus(b.url("inspector"), client_id="inspector", prefix=PREFIX) as watcher,
-        MqttBus(b.url("coord-a"), client_id="coord-a", prefix=PREFIX) as coord,
+        MqttBus(b.url("coord-1"), client_id="coord-1", prefix=PREFIX) as coord,
     ):
         got = await _received(watcher, "#")
         # refused by the broker: another server's presence, a coordinator command, the
