@@ -2,8 +2,9 @@
 
 It wraps another `Bus` (in-process or MQTT) with the same interface. Every publish is sealed
 in an envelope (`worldstate.protocol._envelope`): sender, key id, incarnation, sequence
-number, connection number, send time, coordinator epoch and an HMAC-SHA256 over the topic,
-the header and the body, with a key derived from the world's bus key for that sender. Every
+number, connection number, send time, coordinator epoch and a MAC over the topic, the
+header and the body (Poly1305 keyed per message by HMAC-SHA256), with a key derived from the
+world's bus key for that sender. Every
 delivery is checked before any handler sees it; a message that fails is dropped and counted by
 reason (``stats.rejected``), never handed on. Handlers get the body, with the verified
 ``Message.sender`` and ``Message.epoch``.
@@ -58,6 +59,10 @@ log = logging.getLogger("worldstate.bus.signed")
 RETAINED_TOPICS = ("members/+", "mesh/membership")
 """The topic families published retained (presence, agreed membership)."""
 NAMED_PUBLISHER = (("members/+", 1), ("causal/events/+", 2), ("causal/heads/+", 2))
+OWN_ECHOES_DROPPED = ("eventual/+",)
+"""Topic families whose handlers never use our own messages, which the broker sends back:
+dropped before verification (they are most of what a region owner receives), never
+delivered (so a forgery in our name cannot pass as one)."""
 """Topic families whose level ``i`` names the only server allowed to publish there."""
 DEFAULT_MAX_AGE = 30.0
 DEFAULT_SKEW = 2.0
@@ -97,6 +102,7 @@ class SignedBus(Bus):
         retained_topics: Iterable[str] = RETAINED_TOPICS,
         named_publisher: Iterable[tuple[str, int]] = NAMED_PUBLISHER,
         spawn: Spawn | None = None,
+        own_echoes_dropped: Iterable[str] = OWN_ECHOES_DROPPED,
     ) -> None:
         super().__init__(
             client_id=inner.client_id,
@@ -115,6 +121,9 @@ class SignedBus(Bus):
         self._key_timeout = float(key_timeout)
         self._retained = tuple(retained_topics)
         self._named = tuple(named_publisher)
+        self._no_echo = tuple(own_echoes_dropped)
+        self.echoes = 0
+        """Our own messages dropped unverified on the `OWN_ECHOES_DROPPED` topics."""
         self._ring: KeyRing | None = None
         self._guard = ReplayGuard(self._max_age, self._skew, clock())
         self.incarnation = time.time_ns() // 1000
@@ -293,6 +302,9 @@ class SignedBus(Bus):
             return
         try:
             env = parse(msg.payload)
+            if env.sender == self._client_id and any(matches(p, topic) for p in self._no_echo):
+                self.echoes += 1
+                return
             if len(env.body) > self._max_payload:
                 raise EnvelopeError("oversized", f"{len(env.body)} bytes on {topic!r}")
             check_mac(ring.signer(env.key_id, env.sender), topic, env)
@@ -348,4 +360,4 @@ class SignedBus(Bus):
         await self.inner.publish(topic, self._seal(topic, payload), qos=qos, retain=retain)
 
 
-__all__ = ["NAMED_PUBLISHER", "RETAINED_TOPICS", "SignedBus"]
+__all__ = ["NAMED_PUBLISHER", "OWN_ECHOES_DROPPED", "RETAINED_TOPICS", "SignedBus"]

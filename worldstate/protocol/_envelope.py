@@ -3,7 +3,7 @@
 Wire layout (network byte order)::
 
     magic "WS" | version u8 | flags u8 | key id u32 | incarnation u64 | seq u64 | conn u32
-    | sent_at f64 | epoch i64 | sender length u8 | sender (UTF-8) | mac (32 bytes) | body
+    | sent_at f64 | epoch i64 | sender length u8 | sender (UTF-8) | mac (16 bytes) | body
 
 - ``key id`` names the world bus key (``worldstate keys list``) the MAC was made with.
 - ``incarnation`` is the sender's bus start time in microseconds (a restart is newer), ``seq``
@@ -11,10 +11,11 @@ Wire layout (network byte order)::
   lets a last will be told apart from a replay of an older will).
 - ``sent_at`` is the sender's wall clock (seconds since the Unix epoch) when it signed.
 - ``epoch`` is the coordinator lease epoch the sender acts under (-1: none).
-- ``mac`` is ``HMAC-SHA256(server_key, topic NUL header body)`` where ``header`` is every
-  byte before the MAC and ``server_key = HMAC-SHA256(world_key[key id], "worldstate bus v1"
-  NUL sender)`` (`derive_server_key`): the key a server signs with is named after it, so a
-  revoked server id is refused whatever key id it uses.
+- ``mac`` is ``Poly1305(HMAC-SHA256(server_key, topic NUL header), body)`` where ``header``
+  is every byte before the MAC (so the one-time Poly1305 key is unique per message and binds
+  the topic and every header field) and ``server_key = HMAC-SHA256(world_key[key id],
+  "worldstate bus v1" NUL sender)`` (`derive_server_key`): the key a server signs with is
+  named after it, so a revoked server id is refused whatever key id it uses.
 
 Flags: ``WILL`` (bit 0) marks a last will, signed when the connection is made and published
 by the broker when it dies, so it is exempt from the freshness window (see `ReplayGuard`).
@@ -28,10 +29,12 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives.poly1305 import Poly1305
+
 MAGIC = b"WS"
 VERSION = 1
 FLAG_WILL = 0x01
-MAC_BYTES = 32
+MAC_BYTES = 16
 _HEAD = struct.Struct("!2sBBIQQIdqB")
 HEADER_BYTES = _HEAD.size
 MAX_SENDER_BYTES = 255
@@ -98,8 +101,10 @@ def derive_server_key(world_key: bytes, sender: str) -> bytes:
 
 
 class Signer:
-    """Prepared HMAC state for one (key, sender): ``copy()`` per message is cheaper than
-    keying a new HMAC each time."""
+    """The MAC of one (key, sender): a one-time Poly1305 key derived per message with
+    HMAC-SHA256 over the topic and the header (unique: it holds the sender's incarnation and
+    sequence number), then Poly1305 over the body. Poly1305 runs several times faster than
+    HMAC-SHA256 over large eventual batches; the prepared HMAC state is copied per message."""
 
     __slots__ = ("_base",)
 
@@ -111,8 +116,7 @@ class Signer:
         h.update(topic.encode())
         h.update(b"\0")
         h.update(header)
-        h.update(body)
-        return h.digest()
+        return Poly1305.generate_tag(h.digest(), body)
 
 
 def seal(
