@@ -40,6 +40,7 @@ from typing import Any
 from worldstate.bus.base import Bus, BusStats, Message, Subscription, _Pattern
 from worldstate.bus.topics import matches
 from worldstate.errors import BusUnavailable, WorldStateError
+from worldstate.protocol import _topics as topics
 from worldstate.protocol._envelope import (
     DROP_REASONS,
     FLAG_WILL,
@@ -56,10 +57,14 @@ from worldstate.protocol._envelope import (
 
 log = logging.getLogger("worldstate.bus.signed")
 
-RETAINED_TOPICS = ("members/+", "mesh/membership")
+RETAINED_TOPICS = (topics.every(topics.PRESENCE), topics.MEMBERSHIP)
 """The topic families published retained (presence, agreed membership)."""
-NAMED_PUBLISHER = (("members/+", 1), ("causal/events/+", 2), ("causal/heads/+", 2))
-OWN_ECHOES_DROPPED = ("eventual/+",)
+NAMED_PUBLISHER = (
+    (topics.every(topics.PRESENCE), 1),
+    (topics.every(topics.CAUSAL_EVENTS), 2),
+    (topics.every(topics.CAUSAL_HEADS), 2),
+)
+OWN_ECHOES_DROPPED = (topics.every(topics.EVENTUAL),)
 """Topic families whose handlers never use our own messages, which the broker sends back:
 dropped before verification (they are most of what a region owner receives), never
 delivered (so a forgery in our name cannot pass as one)."""
