@@ -175,3 +175,10 @@ def test_a_will_is_accepted_once_per_connection() -> None:
     with pytest.raises(EnvelopeError, match="replayed"):
         check(g, will)
     check(g, make(seq=4, conn=2, flags=FLAG_WILL))
+
+
+def test_a_new_key_signs_only_from_its_activation() -> None:
+    ks = KeySet(2, {1: K1, 2: K2}, activation={1: 0.0, 2: NOW + 30})
+    assert ks.signing_key(NOW) == 1
+    assert ks.signing_key(NOW + 30) == 2
+    assert KeySet(2, {2: K2}, activation={2: NOW + 30}).signing_key(NOW) == 2  # nothing else

@@ -142,6 +142,7 @@ class SignedBus(Bus):
         self._inner_subs: dict[str, Subscription] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[Any] | None = None
+        self._newer_key = asyncio.Event()
         self._spawn = spawn
         self._listeners = [
             inner.on_connected(self._inner_connected),
@@ -221,7 +222,15 @@ class SignedBus(Bus):
 
     async def _refresh_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._refresh)
+            # every `refresh` seconds, or at once when a peer signs with a newer key than we
+            # know (a rotation: no need to drop its messages until the next poll)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._refresh):
+                    await self._newer_key.wait()
+                # woken early: at most one read a second, whatever a peer (or a forger
+                # naming a key id out of thin air) sends
+                await asyncio.sleep(min(1.0, self._refresh))
+            self._newer_key.clear()
             try:
                 async with asyncio.timeout(self._key_timeout):
                     keys = await self._load_keys()
@@ -237,7 +246,12 @@ class SignedBus(Bus):
         if keys == old:
             return
         if keys.current != old.current:
-            log.warning("bus %r: now signing with bus key %d", self.client_id, keys.current)
+            log.warning(
+                "bus %r: bus key %d accepted (it signs from %s)",
+                self.client_id,
+                keys.current,
+                time.strftime("%H:%M:%S", time.gmtime(keys.activation.get(keys.current, 0.0))),
+            )
         for sid in sorted(keys.revoked_servers - old.revoked_servers):
             log.warning(
                 "bus %r: server %r was revoked; its messages are dropped", self.client_id, sid
@@ -319,6 +333,8 @@ class SignedBus(Bus):
             retained_ok = any(matches(p, topic) for p in self._retained)
             self._guard.check(env, now=self._clock(), retained=msg.retain, retained_ok=retained_ok)
         except EnvelopeError as e:
+            if e.reason == "unknown_key" and env.key_id > max(ring.keys.keys, default=0):
+                self._newer_key.set()  # probably a rotation this server has not read yet
             self._rejected[e.reason] += 1
             log.debug("bus %r: %s", self.client_id, e)
             return
@@ -332,7 +348,8 @@ class SignedBus(Bus):
         ring = self._ring
         if ring is None:
             raise BusUnavailable(f"bus {self.client_id!r} is not started: no keys to sign with")
-        kid = ring.keys.current
+        now = self._clock()
+        kid = ring.keys.signing_key(now)
         self._seq += 1
         return seal(
             ring.signer(kid, self.client_id),
@@ -343,7 +360,7 @@ class SignedBus(Bus):
             incarnation=self.incarnation,
             seq=self._seq,
             conn=self._conn,
-            sent_at=self._clock(),
+            sent_at=now,
             epoch=self.epoch,
             flags=flags,
         )

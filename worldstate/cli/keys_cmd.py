@@ -8,8 +8,9 @@ that long. Key material is never printed.
 - ``list``: key ids, when made, which one signs, which are revoked; revoked server ids.
   It opens the store read-only but reads ``ws_meta``, which holds secrets and is not granted
   to the inspector role: run it with the app role.
-- ``rotate``: a new key signs from now on; the previous ones are still accepted (servers
-  that have not re-read yet sign with them). ``--retire-previous`` revokes them at once
+- ``rotate``: a new key, accepted by every server from its next re-read and signing from
+  ``--grace`` seconds (30) later, so nothing is dropped; the previous ones stay accepted
+  until revoked. ``--retire-previous`` makes it sign at once and revokes the others
   (servers that have not re-read are cut off until they do: after a compromise, that is
   the point).
 - ``revoke --server ID``: every message signed in that server's name is dropped from now
@@ -45,7 +46,15 @@ def add_parser(sub: Any) -> None:
             a.add_argument(
                 "--retire-previous",
                 action="store_true",
-                help="revoke every previous key at once (after a compromise)",
+                help="sign with the new key at once and revoke every previous key "
+                "(after a compromise)",
+            )
+            a.add_argument(
+                "--grace",
+                type=float,
+                default=bus_keys.DEFAULT_GRACE,
+                help="seconds before the new key signs; longer than every server's "
+                f"WORLDSTATE_BUS_KEY_REFRESH (default {bus_keys.DEFAULT_GRACE:g})",
             )
         if name == "revoke":
             who = a.add_mutually_exclusive_group(required=True)
@@ -69,11 +78,18 @@ async def run(args: argparse.Namespace) -> int:
             return 0
         if args.action == "rotate":
             kid = await store.run(
-                lambda c: bus_keys.rotate(c, now, retire_previous=args.retire_previous),
+                lambda c: bus_keys.rotate(
+                    c, now, retire_previous=args.retire_previous, grace=args.grace
+                ),
                 "rotate the bus key",
             )
-            extra = " (previous keys revoked)" if args.retire_previous else ""
-            print(f"bus key {kid} is current{extra}; servers switch within their refresh interval")
+            if args.retire_previous:
+                print(f"bus key {kid} signs now; every previous key is revoked")
+            else:
+                print(
+                    f"bus key {kid} is accepted now and signs from {args.grace:g} s from now; "
+                    "previous keys stay accepted until revoked"
+                )
             return 0
         if args.server is not None:
             await store.run(
@@ -98,6 +114,7 @@ def _print_list(ring: bus_keys.Keyring, *, as_json: bool) -> None:
                     "created_at": k.created_at,
                     "revoked_at": k.revoked_at,
                     "current": k.current,
+                    "active_at": k.active_at,
                 }
                 for k in ring.keys
             ],
@@ -110,10 +127,12 @@ def _print_list(ring: bus_keys.Keyring, *, as_json: bool) -> None:
         return
     if not ring.keys:
         print("no bus keys yet (the first server to start makes one)")
+    now = time.time()
     for k in ring.keys:
-        state = "current" if k.current else "revoked" if k.revoked_at else "accepted"
+        state = "newest" if k.current else "revoked" if k.revoked_at else "accepted"
         made = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(k.created_at))
-        print(f"key {k.key_id:>3}  {state:<8}  made {made} UTC")
+        later = f", signs in {k.active_at - now:.0f} s" if k.active_at > now else ""
+        print(f"key {k.key_id:>3}  {state:<8}  made {made} UTC{later}")
     for sid, (at, why) in sorted(ring.revoked_servers.items()):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at))
         print(f"server {sid!r} revoked {when} UTC{': ' + why if why else ''}")

@@ -190,16 +190,25 @@ class KeySet:
     """What a server knows of the world's bus keys (read from the store).
 
     ``keys`` are the accepted world keys by id (revoked ones are absent), ``current`` the
-    one to sign with; ``revoked_servers`` the server ids whose messages are refused."""
+    newest; ``activation`` says from when (wall clock) each key signs (absent: always): a
+    rotation makes the new key accepted everywhere first and the signing key only once every
+    server has had time to read it. ``revoked_servers`` are the server ids whose messages
+    are refused."""
 
     current: int
     keys: Mapping[int, bytes]
     revoked_keys: frozenset[int] = frozenset()
     revoked_servers: frozenset[str] = frozenset()
+    activation: Mapping[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.current not in self.keys:
             raise ValueError(f"current key {self.current} is not among the accepted keys")
+
+    def signing_key(self, now: float) -> int:
+        """The newest accepted key that is active at ``now`` (the oldest if none is yet)."""
+        active = [k for k in self.keys if self.activation.get(k, 0.0) <= now]
+        return max(active) if active else min(self.keys)
 
 
 @dataclass(slots=True)

@@ -40,6 +40,7 @@ class KeyInfo:
     created_at: float
     revoked_at: float | None
     current: bool
+    active_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +86,11 @@ async def ensure(conn: AsyncConnection, now: float) -> dict[str, Any]:
 
 
 def keyset(doc: dict[str, Any]) -> KeySet:
-    keys = {int(k): bytes.fromhex(v["k"]) for k, v in doc["keys"].items() if not v["revoked_at"]}
+    live = {int(k): v for k, v in doc["keys"].items() if not v["revoked_at"]}
+    keys = {k: bytes.fromhex(v["k"]) for k, v in live.items()}
     revoked = frozenset(int(k) for k, v in doc["keys"].items() if v["revoked_at"])
-    return KeySet(int(doc["current"]), keys, revoked, frozenset(doc["servers"]))
+    activation = {k: float(v.get("active_at", 0.0)) for k, v in live.items()}
+    return KeySet(int(doc["current"]), keys, revoked, frozenset(doc["servers"]), activation)
 
 
 async def load(conn: AsyncConnection, now: float) -> KeySet:
@@ -100,7 +103,7 @@ def describe(doc: dict[str, Any] | None) -> Keyring:
         return Keyring((), {})
     cur = int(doc["current"])
     infos = tuple(
-        KeyInfo(int(k), float(v["at"]), v["revoked_at"], int(k) == cur)
+        KeyInfo(int(k), float(v["at"]), v["revoked_at"], int(k) == cur, v.get("active_at", 0.0))
         for k, v in sorted(doc["keys"].items(), key=lambda kv: int(kv[0]))
     )
     servers = {sid: (float(v["at"]), str(v.get("reason", ""))) for sid, v in doc["servers"].items()}
@@ -112,16 +115,34 @@ async def read(conn: AsyncConnection) -> Keyring:
     return describe(await _read(conn))
 
 
-async def rotate(conn: AsyncConnection, now: float, *, retire_previous: bool = False) -> int:
-    """Make a new key current; the previous ones stay accepted for verification (servers
-    that have not polled yet still sign with them) unless ``retire_previous``. Returns the
-    new key id."""
+DEFAULT_GRACE = 30.0
+"""Seconds between a rotation and the moment the new key starts signing: longer than any
+server's ``Config.bus_key_refresh``, so every server accepts the new key before anyone
+signs with it (nothing is dropped during a routine rotation)."""
+
+
+async def rotate(
+    conn: AsyncConnection,
+    now: float,
+    *,
+    retire_previous: bool = False,
+    grace: float = DEFAULT_GRACE,
+) -> int:
+    """Add a new key: accepted at once, signing from ``now + grace``; the previous ones stay
+    accepted. ``retire_previous`` (after a compromise): the new key signs at once and every
+    previous key is revoked (servers that have not re-read yet are cut off until they do).
+    Returns the new key id."""
     doc = await ensure(conn, now)
     kid = max(int(k) for k in doc["keys"]) + 1
     if retire_previous:
         for v in doc["keys"].values():
             v["revoked_at"] = v["revoked_at"] or now
-    doc["keys"][str(kid)] = {"k": secrets.token_hex(32), "at": now, "revoked_at": None}
+    doc["keys"][str(kid)] = {
+        "k": secrets.token_hex(32),
+        "at": now,
+        "revoked_at": None,
+        "active_at": now if retire_previous else now + grace,
+    }
     doc["current"] = kid
     await _write(conn, doc)
     return kid
@@ -136,6 +157,12 @@ async def revoke_key(conn: AsyncConnection, key_id: int, now: float) -> None:
         raise ValidationError(
             f"key {key_id} is the current key: rotate first (`worldstate keys rotate`)"
         )
+    if float(doc["keys"][str(doc["current"])].get("active_at", 0.0)) > now:
+        raise ValidationError(
+            f"the current key {doc['current']} does not sign yet (it activates "
+            f"{doc['keys'][str(doc['current'])]['active_at'] - now:.0f} s from now); revoke "
+            f"key {key_id} after that, or rotate with --retire-previous"
+        )
     entry["revoked_at"] = entry["revoked_at"] or now
     await _write(conn, doc)
 
@@ -149,6 +176,7 @@ async def revoke_server(conn: AsyncConnection, server_id: str, now: float, reaso
 
 
 __all__ = [
+    "DEFAULT_GRACE",
     "ROW",
     "KeyInfo",
     "Keyring",
