@@ -300,10 +300,11 @@ class SignedBus(Bus):
     async def _await_active(self, state: _Pattern, sub: Subscription) -> None:
         try:
             await sub.wait_active(timeout=self._publish_timeout * 4)
-        except WorldStateError as e:
-            if state.subs:
-                self._mark_active(state, e if isinstance(e, BusUnavailable) else None)
-            return
+        except WorldStateError:
+            refused = sub._state.error  # the broker said no: say so to our waiters too
+            if refused is not None and state.subs:
+                self._mark_active(state, refused)
+            return  # else slow or reconnecting: the next connection marks it active
         self._mark_active(state)
 
     def _pattern_removed(self, state: _Pattern) -> None:
