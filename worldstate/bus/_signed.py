@@ -39,7 +39,7 @@ from typing import Any
 
 from worldstate.bus.base import Bus, BusStats, Message, Subscription, _Pattern
 from worldstate.bus.topics import matches
-from worldstate.errors import BusUnavailable, WorldStateError
+from worldstate.errors import BusUnavailable, WorldClosed, WorldStateError
 from worldstate.protocol import _topics as topics
 from worldstate.protocol._envelope import (
     DROP_REASONS,
@@ -128,6 +128,7 @@ class SignedBus(Bus):
         self._named = tuple(named_publisher)
         self._no_echo = tuple(own_echoes_dropped)
         self.echoes = 0
+        self._rules: dict[str, tuple[str | None, bool, bool]] = {}
         """Our own messages dropped unverified on the `OWN_ECHOES_DROPPED` topics."""
         self._ring: KeyRing | None = None
         self._guard = ReplayGuard(self._max_age, self._skew, clock())
@@ -320,18 +321,20 @@ class SignedBus(Bus):
         if not msg.payload:
             self._cleared += 1  # a retained message deleted (by anyone): nothing to act on
             return
+        rule = self._rules.get(topic)
+        if rule is None:
+            rule = self._rule_of(topic)
+        named, retained_ok, no_echo = rule
         try:
             env = parse(msg.payload)
-            if env.sender == self._client_id and any(matches(p, topic) for p in self._no_echo):
+            if no_echo and env.sender == self._client_id:
                 self.echoes += 1
                 return
             if len(env.body) > self._max_payload:
                 raise EnvelopeError("oversized", f"{len(env.body)} bytes on {topic!r}")
             check_mac(ring.signer(env.key_id, env.sender), topic, env)
-            for pattern, level in self._named:
-                if matches(pattern, topic) and topic.split("/")[level] != env.sender:
-                    raise EnvelopeError("forged", f"{env.sender!r} may not publish on {topic!r}")
-            retained_ok = any(matches(p, topic) for p in self._retained)
+            if named is not None and named != env.sender:
+                raise EnvelopeError("forged", f"{env.sender!r} may not publish on {topic!r}")
             self._guard.check(env, now=self._clock(), retained=msg.retain, retained_ok=retained_ok)
         except EnvelopeError as e:
             if e.reason == "unknown_key" and env.key_id > max(ring.keys.keys, default=0):
@@ -342,6 +345,23 @@ class SignedBus(Bus):
         self._deliver(
             state, Message(topic, bytes(env.body), msg.qos, msg.retain, env.sender, env.epoch)
         )
+
+    def _rule_of(self, topic: str) -> tuple[str | None, bool, bool]:
+        """(the server the topic names as its only publisher, retained allowed, own echoes
+        dropped) for ``topic``, remembered (topics repeat: regions, servers)."""
+        levels = topic.split("/")
+        named = next(
+            (levels[i] for p, i in self._named if matches(p, topic) and i < len(levels)), None
+        )
+        rule = (
+            named,
+            any(matches(p, topic) for p in self._retained),
+            any(matches(p, topic) for p in self._no_echo),
+        )
+        if len(self._rules) > 65_536:
+            self._rules.clear()
+        self._rules[topic] = rule
+        return rule
 
     # -- publishing -------------------------------------------------------------------------
 
@@ -380,7 +400,10 @@ class SignedBus(Bus):
             # they act on; a departure is announced by a signed goodbye or will)
             await self.inner.publish(topic, b"", qos=qos, retain=True)
             return
-        await self.inner.publish(topic, self._seal(topic, payload), qos=qos, retain=retain)
+        if self.inner.closed:
+            raise WorldClosed(f"bus {self.client_id!r} is closed; cannot publish to {topic!r}")
+        # validated here already (same prefix, and the envelope fits the wrapped bus's limit)
+        await self.inner._publish(wire, self._seal(topic, payload), qos, retain)
 
 
 __all__ = ["NAMED_PUBLISHER", "OWN_ECHOES_DROPPED", "RETAINED_TOPICS", "SignedBus"]
