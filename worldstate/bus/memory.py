@@ -533,9 +533,7 @@ class MemoryBus(Bus):
         pass
 
     def _wire_will_message(self) -> tuple[str, bytes, int, bool] | None:
-        if self._will is None or self._wire_will is None:
-            return None
-        return (self._wire_will, self._will.payload, self._will.qos, self._will.retain)
+        return self._current_will()
 
     def _come_up(self) -> None:
         assert self._hub is not None

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from worldstate.cli import (
     coordinator_cmd,
     inspect_cmd,
+    keys_cmd,
     migrate_cmd,
     probe_cmd,
     serve_cmd,
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_parser(sub)
     migrate_cmd.add_parser(sub)
     probe_cmd.add_parser(sub)
+    keys_cmd.add_parser(sub)
     return p
 
 
@@ -62,6 +64,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
                 )
                 return 2
             return asyncio.run(inspect_cmd.run(args, url))
+        if args.command == "keys":
+            return asyncio.run(keys_cmd.run(args))
         if args.command == "coordinator":
             return asyncio.run(coordinator_cmd.run(args))
         if args.command == "serve":

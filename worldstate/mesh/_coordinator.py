@@ -59,7 +59,7 @@ import conflicts
 from consistency import PartitionState
 from regions import RegionKey, as_region_key
 from worldstate._validation import check_id
-from worldstate.bus import Bus, open_bus
+from worldstate.bus import Bus, SignedBus, open_bus
 from worldstate.config import Config
 from worldstate.errors import (
     BusUnavailable,
@@ -80,7 +80,7 @@ from worldstate.node._tasks import Supervisor
 from worldstate.objects import Lease
 from worldstate.protocol import _topics as topics
 from worldstate.protocol._rpc import Rpc
-from worldstate.store import Store, mesh_state
+from worldstate.store import Store, bus_keys, mesh_state
 from worldstate.store.mesh_state import AgreedMembership, CoordinatorLease, MemberRow
 from worldstate.store.retry import RetryPolicy
 
@@ -179,12 +179,19 @@ class MeshCoordinator:
             pool_size=min(config.pool_size, 4),
             clock=clock,
         )
-        self.bus: Bus = open_bus(
-            config.bus_url, client_id=self.coordinator_id, prefix=config.namespace
+        self.signed_bus = SignedBus(
+            open_bus(config.bus_url, client_id=self.coordinator_id, prefix=config.namespace),
+            load_keys=bus_keys.loader(self.store, clock),
+            clock=clock,
+            max_age=config.bus_max_age,
+            skew=config.bus_clock_skew,
+            refresh=config.bus_key_refresh,
+            spawn=lambda coro, name: self.tasks.spawn(coro, name),
         )
+        self.bus: Bus = self.signed_bus
         self.rpc = Rpc(self.bus)
         self.tracker = PresenceTracker(
-            self.coordinator_id, config.partition_timeout, clock, self._poke
+            self.coordinator_id, config.partition_timeout, clock, self._poke, self._poke
         )
         self.state = PartitionState(self.coordinator_id)
         self.events: deque[tuple[float, str]] = deque(maxlen=500)
@@ -469,6 +476,8 @@ class MeshCoordinator:
             )
             self._holder = lease
             self._lease = lease if lease.owner == self.coordinator_id else None
+            # the epoch goes into every envelope this coordinator signs
+            self.signed_bus.epoch = self._lease.epoch if self._lease is not None else -1
         elif self._lease is not None:
             lease, self._lease = self._lease, None
             await self.store.run(

@@ -429,6 +429,8 @@ class StrongPath:
             from worldstate._validation import check_id
 
             check_id(sender, "sender")
+            if msg.sender is not None and msg.sender != sender:
+                raise ValidationError(f"signed by {msg.sender!r} in the name of {sender!r}")
             op = decode_op(orjson.dumps(doc["op"]), self.router.op_types)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValidationError) as e:
             self.dropped_requests += 1
