@@ -106,4 +106,4 @@ def test_forget_drops_what_is_on_the_way() -> None:
 def test_faults_are_validated() -> None:
     for bad in ({"drop": 1.5}, {"delay": (1.0, 0.5)}, {"reorder_window": 0.0}, {"seed": 1.5}):
         with pytest.raises(ValidationError):
-            Faults(**bad)  # type: ignore[arg-type]
+            Faults(**bad)
