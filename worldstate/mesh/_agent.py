@@ -535,7 +535,7 @@ class MembershipAgent:
         if not held:
             self._ops_seen.clear()
             return {}
-        now = time.monotonic()
+        now = world.clock()  # the injected clock: the simulation stays deterministic
         entities: dict[int, int] = {}
         eventual = getattr(world, "eventual", None)
         if eventual is not None and len(eventual.positions):
