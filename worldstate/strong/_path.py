@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -348,15 +347,13 @@ class StrongPath:
     async def _owner(self, key: RegionKey) -> str | None:
         now = self.world.clock()
         hit = self._owner_cache.get(key)
-        if hit is not None and (
-            (hit[0] is None and hit[1] > time.monotonic()) or (hit[0] is not None and hit[1] > now)
-        ):
+        if hit is not None and (hit[1] > now):
             return hit[0]
         lease = await self.world.store.lease(key)
         if lease is not None and lease.live(now):
             self._owner_cache[key] = (lease.owner, lease.expires_at)
             return lease.owner
-        self._owner_cache[key] = (None, time.monotonic() + 0.25)
+        self._owner_cache[key] = (None, now + 0.25)  # the world's clock: deterministic in sims
         return None
 
     async def after_commit(self, key: RegionKey, version: int) -> None:
