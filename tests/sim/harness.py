@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import inspect
 import itertools
+import json
 import logging
 import random
 import sys
@@ -220,6 +221,9 @@ class Simulation:
         self.partition: list[set[str]] | None = None
         self.partition_since = 0.0
         self.one_way = False
+        self.membership: tuple[int, frozenset[str]] = (0, frozenset())
+        """The agreed membership in the store (generation, members)."""
+        self.partition_membership = self.membership
         self.standing: dict[str, bool] = {}
         self.acting: set[str] = set()
 
@@ -396,6 +400,12 @@ class Simulation:
                     f"{epoch} of {owner}, expires {expires - EPOCH0:.3f}, writer's clock "
                     f"{writer_now - EPOCH0:.3f})",
                 )
+        for generation, members in self.db.query(
+            "SELECT generation, members FROM ws_membership"
+        ):
+            if generation != self.membership[0]:
+                self.membership = (int(generation), frozenset(json.loads(members)))
+                self.record(f"membership g{generation}: {sorted(self.membership[1])}")
         (outcomes,) = self.db.query("SELECT COUNT(*) FROM ws_outcomes")[0]
         if outcomes > self.outcomes:
             self.outcomes = outcomes
@@ -447,12 +457,17 @@ class Simulation:
                 if world.authoritative != self.standing[sid]:
                     self.standing[sid] = world.authoritative
                     self.record(f"{sid} {'promoted' if world.authoritative else 'demoted'}")
-            if self.partition is not None and not self.one_way and now - self.partition_since > bound:
+            if (
+                self.partition is not None
+                and not self.one_way
+                and now - self.partition_since > bound
+                and self.membership == self.partition_membership  # no change meanwhile
+            ):
+                members = set(self.membership[1])
                 for group in self.partition:
+                    if self._majority_side(group, members):
+                        continue
                     for sid in sorted(group & set(self.worlds)):
-                        members = set(self.worlds[sid].partition_status()["membership"])
-                        if self._majority_side(group, members):
-                            continue
                         if self.worlds[sid].authoritative:
                             self.fail(
                                 "timely-demotion",
@@ -617,6 +632,7 @@ class Simulation:
         self.hub.partition([g - {STORE} for g in groups])
         self.partition = [g - {STORE} for g in groups]
         self.partition_since = self.now
+        self.partition_membership = self.membership
         where = "everywhere" if store_everywhere else "with its group"
         self.record(f"partition {[sorted(g) for g in groups]} (store {where})")
 
@@ -633,6 +649,7 @@ class Simulation:
         self.one_way = True
         self.partition = [{sid}, set(others)]
         self.partition_since = self.now
+        self.partition_membership = self.membership
         self.record(f"one-way: {sid} {'hears nobody' if deaf else 'is heard by nobody'}")
 
     async def _faults(self, until: float) -> None:

@@ -287,8 +287,12 @@ class MeshCoordinator:
 
     @property
     def acting(self) -> bool:
-        """True while this coordinator holds the live coordinator lease."""
-        return self._lease is not None and self._lease.live(self.clock())
+        """True while this coordinator holds the live coordinator lease, trusted (like a
+        region lease, `World.holds`) only until ``clock_skew_margin`` before it expires: a
+        successor whose clock runs ahead may take the lease over at its expiry."""
+        return self._lease is not None and self._lease.live(
+            self.clock() + self.config.clock_skew_margin
+        )
 
     @property
     def epoch(self) -> int:
@@ -637,7 +641,7 @@ class MeshCoordinator:
 
     def _require_acting(self) -> CoordinatorLease:
         lease = self._lease
-        if lease is None or not lease.live(self.clock()):
+        if lease is None or not self.acting:
             raise NotAuthoritative(
                 f"coordinator {self.coordinator_id} is standing by (another coordinator acts, "
                 "or it does not hear a majority of the mesh); ask the acting one"
