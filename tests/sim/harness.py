@@ -36,14 +36,13 @@ from typing import Any
 import numpy as np
 
 from regions import RegionKey
+from tests.sim.store_sim import URL, Network, SimDatabase, SimStore, StoreFaults
+from tests.sim.vloop import VirtualTimeLoop, run_virtual
 from worldstate import Config, MeshCoordinator, World
 from worldstate.bus import Hub, get_hub
 from worldstate.errors import WorldStateError
 from worldstate.operations import MoveCreature, PlaceStructure
 from worldstate.results import Committed, Rejected
-
-from tests.sim.store_sim import URL, Network, SimDatabase, SimStore, StoreFaults
-from tests.sim.vloop import VirtualTimeLoop, run_virtual
 
 EPOCH0 = 1_800_000_000.0
 """Virtual time 0 on the servers' wall clocks (seconds since the Unix epoch)."""
@@ -53,8 +52,7 @@ STORE = "store"
 """The store's name in partition groups."""
 
 INVARIANTS = {
-    "lease-exclusive": "at no instant do two servers both believe they hold a region "
-    "(World.holds)",
+    "lease-exclusive": "at no instant do two servers both believe they hold a region (World.holds)",
     "coordinator-exclusive": "at no instant do two coordinators both act (hold the live "
     "coordinator lease by their clocks)",
     "one-owner-per-epoch": "the store never grants one region's epoch to two servers, and "
@@ -323,7 +321,8 @@ class Simulation:
             "command_timeout": 2.0,
         }
         if "store" in inspect.signature(MeshCoordinator).parameters:
-            coordinator = MeshCoordinator(cfg, store=store, **kwargs)
+            kwargs["store"] = store
+            coordinator = MeshCoordinator(cfg, **kwargs)
         else:
             coordinator = MeshCoordinator(cfg, **kwargs)
             coordinator.store = store
@@ -404,9 +403,7 @@ class Simulation:
                     f"{epoch} of {owner}, expires {expires - EPOCH0:.3f}, writer's clock "
                     f"{writer_now - EPOCH0:.3f})",
                 )
-        for generation, members in self.db.query(
-            "SELECT generation, members FROM ws_membership"
-        ):
+        for generation, members in self.db.query("SELECT generation, members FROM ws_membership"):
             if generation != self.membership[0]:
                 self.membership = (int(generation), frozenset(json.loads(members)))
                 self.record(f"membership g{generation}: {sorted(self.membership[1])}")
