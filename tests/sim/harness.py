@@ -207,6 +207,7 @@ class Simulation:
         self.events = 0
         self.counts: Counter[str] = Counter()
         self.violation: InvariantViolation | None = None
+        self._violated = asyncio.Event()
         self.loop: VirtualTimeLoop | None = None
         self.worlds: dict[str, World] = {}
         self.coordinators: dict[str, MeshCoordinator] = {}
@@ -261,6 +262,7 @@ class Simulation:
                 self.seed, invariant, self.now, detail, list(self.trace), argv
             )
             self.record(f"VIOLATION {invariant}: {detail}")
+            self._violated.set()
 
     # -- building the mesh ------------------------------------------------------------------
 
@@ -698,6 +700,8 @@ class Simulation:
     # -- the run ----------------------------------------------------------------------------
 
     async def main(self) -> None:
+        """Build the mesh, run the scenario, check, tear down. A violation stops the run at
+        once (the rest of a broken run would only add noise)."""
         loop = asyncio.get_running_loop()
         assert isinstance(loop, VirtualTimeLoop)
         self.loop = loop
@@ -708,10 +712,25 @@ class Simulation:
         self.net = Network(random.Random(self.rng.getrandbits(64)))
         self._work: set[asyncio.Task[None]] = set()
         self._sent: dict[uuid.UUID, PlaceStructure] = {}
-        cfg = self.cfg
+        scenario = loop.create_task(self._scenario())
+        stop = loop.create_task(self._violated.wait())
         try:
-            await self._start()
-            watcher = loop.create_task(self._watch())
+            await asyncio.wait({scenario, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if scenario.done():
+                scenario.result()  # a crash of the harness itself surfaces here
+        finally:
+            for task in (scenario, stop, *self._work):
+                task.cancel()
+            await asyncio.gather(scenario, stop, *self._work, return_exceptions=True)
+            await self._stop()
+            self.db.close()
+
+    async def _scenario(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.cfg
+        await self._start()
+        tasks = [loop.create_task(self._watch())]
+        try:
             await asyncio.sleep(3.0)  # the mesh forms: membership, placement
             end_faults = self.now + cfg.fault_phase
             drivers = [
@@ -720,6 +739,7 @@ class Simulation:
                 loop.create_task(self._eventual_load(end_faults)),
                 loop.create_task(self._handoffs(end_faults)),
             ]
+            tasks += drivers
             await asyncio.gather(*drivers)
             self._heal_network()
             self.hub.set_faults()
@@ -736,14 +756,10 @@ class Simulation:
             if self._work:
                 await asyncio.wait(list(self._work), timeout=cfg.submit_timeout)
             self._final_checks()
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
         finally:
-            for task in list(self._work):
+            for task in tasks:
                 task.cancel()
-            await self._stop()
-            self.db.close()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _final_checks(self) -> None:
         for op_id, (version, label) in sorted(self.acked.items(), key=lambda kv: str(kv[0])):

@@ -35,7 +35,7 @@ from worldstate.mesh import MeshCoordinator
 from worldstate.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SEEDS = "8"
+DEFAULT_SEEDS = "6"
 
 
 def _seeds() -> range:
@@ -145,9 +145,10 @@ def test_unknown_variant_is_refused() -> None:
         run_seed(0, broken="nope")
 
 
-def test_cli_runs_a_seed(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--seed", "3"]) == 0
-    assert f"{seed_id(3)} ok" in capsys.readouterr().out
+def test_cli_replays_a_failing_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--seed", "2", "--broken", "no-fencing"]) == 1
+    err = capsys.readouterr().err
+    assert "invariant 'fencing' violated" in err and "--seed 2 --trace" in err
 
 
 # -- the virtual-time loop ----------------------------------------------------------------
