@@ -41,8 +41,8 @@ from tests.sim.vloop import VirtualTimeLoop, run_virtual
 from worldstate import Config, MeshCoordinator, World
 from worldstate.bus import Hub, get_hub
 from worldstate.errors import WorldStateError
-from worldstate.operations import MoveCreature, PlaceStructure
-from worldstate.results import Committed, Rejected
+from worldstate.operations import EmitEvent, MoveCreature, PlaceStructure
+from worldstate.results import Accepted, Committed, Rejected
 
 EPOCH0 = 1_800_000_000.0
 """Virtual time 0 on the servers' wall clocks (seconds since the Unix epoch)."""
@@ -66,6 +66,9 @@ INVARIANTS = {
     "clean-errors": "submit raises only worldstate errors (or the caller's timeout)",
     "convergence": "after the final heal and quiet phase, every server's eventual creature "
     "table is the same",
+    "causal-durable": "every acknowledged (Accepted) causal event is in the durable event log",
+    "causal-delivered": "after the final heal and quiet phase, every server has delivered "
+    "every logged causal event",
     "recovery": "after the final heal, every region has exactly one authoritative holder",
 }
 
@@ -109,6 +112,7 @@ class SimConfig:
     max_skew: float = 0.2
     strong_every: float = 0.15
     move_every: float = 0.25
+    causal_every: float = 0.4
     submit_timeout: float = 4.0
     max_message_delay: float = 0.3
 
@@ -214,6 +218,7 @@ class Simulation:
         self.skew: dict[str, float] = {}
         self.keys: list[RegionKey] = []
         self.acked: dict[uuid.UUID, tuple[int, str]] = {}
+        self.causal_acked: dict[uuid.UUID, str] = {}
         self.uncertain: list[tuple[PlaceStructure, str]] = []
         self.ops = itertools.count()
         # checker state
@@ -412,7 +417,8 @@ class Simulation:
         (outcomes,) = self.db.query("SELECT COUNT(*) FROM ws_outcomes")[0]
         if outcomes > self.outcomes:
             self.outcomes = outcomes
-            if client in self.worlds and not sent_authoritative:
+            # strong commits only: causal appends record outcomes too, and need no authority
+            if client in self.worlds and not sent_authoritative and what.startswith("commit "):
                 self.fail(
                     "demoted-commit",
                     f"{client} sent {what!r} at {sent_at - EPOCH0:.3f} while demoted, and the "
@@ -589,6 +595,41 @@ class Simulation:
             await self._move(sid, rng.choice(self._creatures(sid)))
             self.counts["moves"] += 1
 
+    async def _emit(self, sid: str) -> None:
+        rng = self.rng
+        n = next(self.ops)
+        key = rng.choice(self.keys)
+        lo = key.bounds[0]
+        op = EmitEvent(
+            op_id=self._op_id(),
+            position=(lo[0] + rng.uniform(0, 1999), lo[1] + rng.uniform(0, 1999), lo[2] + 1.0),
+            stream="quest",
+            payload={"step": n},
+        )
+        label = f"ev{n}@r{key.ix}"
+        try:
+            async with asyncio.timeout(self.cfg.submit_timeout):
+                result = await self.worlds[sid].submit(op)
+        except (WorldStateError, TimeoutError) as e:
+            self.counts[f"causal-{type(e).__name__}"] += 1
+            self.record(f"{label} via {sid}: {type(e).__name__}")
+            return
+        except Exception as e:
+            self.fail("clean-errors", f"{label} via {sid} raised {type(e).__name__}: {e}")
+            return
+        if isinstance(result, Accepted):
+            self.causal_acked[op.op_id] = label
+            self.counts["causal-accepted"] += 1
+            self.record(f"{label} via {sid}: accepted")
+        else:
+            self.fail("clean-errors", f"{label} via {sid}: unexpected result {result!r}")
+
+    async def _causal_load(self, until: float) -> None:
+        rng = self.rng
+        while self.now < until:
+            await asyncio.sleep(rng.expovariate(1 / self.cfg.causal_every))
+            self._spawn(self._emit(rng.choice(self.server_ids)))
+
     async def _handoffs(self, until: float) -> None:
         rng = self.rng
         while self.now < until:
@@ -738,6 +779,7 @@ class Simulation:
                 loop.create_task(self._strong_load(end_faults)),
                 loop.create_task(self._eventual_load(end_faults)),
                 loop.create_task(self._handoffs(end_faults)),
+                loop.create_task(self._causal_load(end_faults)),
             ]
             tasks += drivers
             await asyncio.gather(*drivers)
@@ -773,6 +815,19 @@ class Simulation:
             holders = [s for s, w in self.worlds.items() if w.holds(key)]
             if len(holders) != 1:
                 self.fail("recovery", f"{key} has holders {holders} after the quiet phase")
+        for op_id, label in sorted(self.causal_acked.items(), key=lambda kv: str(kv[0])):
+            logged = self.db.query("SELECT COUNT(*) FROM ws_events WHERE op_id = ?", (str(op_id),))
+            if logged[0][0] != 1:
+                self.fail("causal-durable", f"{label} was accepted but is not in the event log")
+        heads = dict(self.db.query("SELECT origin, MAX(seq) FROM ws_events GROUP BY origin"))
+        for sid, world in self.worlds.items():
+            delivered = world.causal.buffer.delivered
+            behind = {o: (delivered.get(o), h) for o, h in heads.items() if delivered.get(o) < h}
+            if behind:
+                self.fail(
+                    "causal-delivered",
+                    f"{sid} has not delivered logged events (delivered, head): {behind}",
+                )
         tables = {sid: w.eventual.positions for sid, w in self.worlds.items()}
         first_sid = self.server_ids[0]
         for sid, table in tables.items():
