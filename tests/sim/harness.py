@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
-import inspect
 import itertools
 import json
 import logging
@@ -41,6 +40,7 @@ from tests.sim.vloop import VirtualTimeLoop, run_virtual
 from worldstate import Config, MeshCoordinator, World
 from worldstate.bus import Hub, get_hub
 from worldstate.errors import WorldStateError
+from worldstate.node._authority import Authority
 from worldstate.operations import EmitEvent, MoveCreature, PlaceStructure
 from worldstate.results import Accepted, Committed, Rejected
 
@@ -171,10 +171,10 @@ def _never_demote() -> contextlib.AbstractContextManager[None]:
 def _ignore_expiry() -> contextlib.AbstractContextManager[None]:
     """Trust a held lease whatever its expiry says (until the store refuses a renewal)."""
 
-    def holds(self: World, key: RegionKey) -> bool:
+    def holds(self: Authority, key: RegionKey) -> bool:
         return key in self._leases and self.authoritative
 
-    return _patched(World, "holds", holds)
+    return _patched(Authority, "holds", holds)
 
 
 BROKEN_VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager[None]], str]] = {
@@ -300,40 +300,27 @@ class Simulation:
         )
 
     def _new_world(self, sid: str) -> World:
-        cfg = self._server_config(sid)
-        clock = self.clock_of(sid)
         holder: list[World] = []
         store = self._store(sid, lambda: bool(holder and holder[0].authoritative))
-        params = inspect.signature(World).parameters
-        if "store" in params:  # the node context: inject the store (and the rng)
-            kwargs: dict[str, Any] = {"clock": clock, "store": store}
-            if "rng" in params:
-                kwargs["rng"] = random.Random(self.rng.getrandbits(64))
-            world = World(cfg, **kwargs)
-        else:
-            world = World(cfg, clock=clock)
-            world.store = store
+        world = World(
+            self._server_config(sid),
+            clock=self.clock_of(sid),
+            store=store,
+            rng=random.Random(self.rng.getrandbits(64)),
+        )
         holder.append(world)
         return world
 
     def _new_coordinator(self, cid: str, any_server: str) -> MeshCoordinator:
-        cfg = self._server_config(any_server)
-        clock = self.clock_of(cid)
-        store = self._store(cid, lambda: True)
-        kwargs: dict[str, Any] = {
-            "coordinator_id": cid,
-            "clock": clock,
-            "rebalance_interval": 4.0,
-            "cooldown": 6.0,
-            "command_timeout": 2.0,
-        }
-        if "store" in inspect.signature(MeshCoordinator).parameters:
-            kwargs["store"] = store
-            coordinator = MeshCoordinator(cfg, **kwargs)
-        else:
-            coordinator = MeshCoordinator(cfg, **kwargs)
-            coordinator.store = store
-        return coordinator
+        return MeshCoordinator(
+            self._server_config(any_server),
+            coordinator_id=cid,
+            clock=self.clock_of(cid),
+            rebalance_interval=4.0,
+            cooldown=6.0,
+            command_timeout=2.0,
+            store=self._store(cid, lambda: True),
+        )
 
     async def _start(self) -> None:
         rng = self.rng

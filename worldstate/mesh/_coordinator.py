@@ -73,6 +73,7 @@ from worldstate.errors import (
 )
 from worldstate.mesh._agent import MEMBERSHIP_TOPIC, PresenceTracker, encode_membership
 from worldstate.mesh._handoff import COMMAND_TOPIC, REPLY_TOPIC, Command
+from worldstate.node._tasks import Supervisor
 from worldstate.objects import Lease
 from worldstate.store import Store, mesh_state
 from worldstate.store.mesh_state import AgreedMembership, CoordinatorLease, MemberRow
@@ -119,6 +120,8 @@ class MeshCoordinator:
             any coordinator, even one without a majority, drops it from the membership
             (default ``max(10 * partition_timeout, 3 * lease_ttl)``).
         max_parallel_commands: placement commands in flight at once.
+        store, bus: use these (e.g. the deterministic simulation's) instead of opening the
+            ones ``config`` names; the coordinator still closes them on `close`.
     """
 
     def __init__(
@@ -133,6 +136,8 @@ class MeshCoordinator:
         command_timeout: float | None = None,
         gone_after: float | None = None,
         max_parallel_commands: int = 16,
+        store: Store | None = None,
+        bus: Bus | None = None,
     ) -> None:
         if not isinstance(config, Config):
             raise ValidationError(f"config must be a worldstate.Config, got {type(config)}")
@@ -169,16 +174,22 @@ class MeshCoordinator:
             command_timeout if command_timeout is not None else max(5.0, config.forward_timeout)
         )
         self.period = config.lease_renew_interval
-        self.store = Store(
-            config.store_url,
-            policy=RetryPolicy(
-                config.txn_max_attempts, config.txn_backoff_base, config.txn_backoff_max
-            ),
-            pool_size=min(config.pool_size, 4),
-            clock=clock,
+        self.store = (
+            store
+            if store is not None
+            else Store(
+                config.store_url,
+                policy=RetryPolicy(
+                    config.txn_max_attempts, config.txn_backoff_base, config.txn_backoff_max
+                ),
+                pool_size=min(config.pool_size, 4),
+                clock=clock,
+            )
         )
-        self.bus: Bus = open_bus(
-            config.bus_url, client_id=self.coordinator_id, prefix=config.namespace
+        self.bus: Bus = (
+            bus
+            if bus is not None
+            else open_bus(config.bus_url, client_id=self.coordinator_id, prefix=config.namespace)
         )
         self.tracker = PresenceTracker(
             self.coordinator_id, config.partition_timeout, clock, self._poke
@@ -212,7 +223,9 @@ class MeshCoordinator:
         self._wake = asyncio.Event()
         self._acting_changed = asyncio.Event()
         self._wake_elect = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.tasks = Supervisor(self.coordinator_id)
+        self.tasks.on_failure(self._on_crash)
+        self._closing: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
 
@@ -235,31 +248,38 @@ class MeshCoordinator:
             raise
         self._started_at = self._last_rebalance = self.clock()
         cid = self.coordinator_id
-        self._tasks = [
-            asyncio.create_task(self._elect_loop(), name=f"ws-coordinator-elect-{cid}"),
-            asyncio.create_task(self._work_loop(), name=f"ws-coordinator-{cid}"),
-        ]
+        self.tasks.spawn(self._elect_loop(), f"ws-coordinator-elect-{cid}")
+        self.tasks.spawn(self._work_loop(), f"ws-coordinator-{cid}")
         return self
 
     async def close(self, *, release: bool = True) -> None:
         """Stop. ``release`` (default) gives the coordinator lease up at once so a standby
         takes over without waiting; False leaves it to expire (what a crash does)."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._shutdown(release=release)
+        if self._closing is None:
+            self._closed = True
+            # owned: the close itself, awaited here and by every later close()
+            self._closing = asyncio.get_running_loop().create_task(
+                self._shutdown(release=release), name=f"ws-close-{self.coordinator_id}"
+            )
+        await asyncio.shield(self._closing)
+
+    def _on_crash(self, cause: BaseException) -> None:
+        """A supervised loop crashed: stop acting at once and close (the lease is released
+        so a standby coordinator takes over); `failure` keeps the cause."""
+        if self._closing is None:
+            self._closed = True
+            # owned: awaited by close(), which the coordinator's owner still calls
+            self._closing = asyncio.get_running_loop().create_task(
+                self._shutdown(release=True), name=f"ws-close-{self.coordinator_id}"
+            )
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The crash that stopped this coordinator, if one did."""
+        return self.tasks.failure
 
     async def _shutdown(self, *, release: bool) -> None:
-        tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        for t in [t for t in self._busy.values() if t is not None]:
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await self.tasks.close()
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(WorldClosed("the coordinator closed"))
@@ -309,7 +329,8 @@ class MeshCoordinator:
                 return False
             self._acting_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._acting_changed.wait(), min(remaining, self.period))
+                async with asyncio.timeout(min(remaining, self.period)):
+                    await self._acting_changed.wait()
         return True
 
     def membership(self) -> dict[str, Any]:
@@ -387,13 +408,12 @@ class MeshCoordinator:
                 await body()
             except asyncio.CancelledError:
                 raise
-            except WorldStateError as e:
+            except WorldStateError as e:  # the store or the bus is down: next cycle
                 log.warning("%s: cycle failed: %s", self.coordinator_id, e)
-            except Exception:
-                log.exception("%s: cycle failed", self.coordinator_id)
             wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.period)
+                async with asyncio.timeout(self.period):
+                    await wake.wait()
             await asyncio.sleep(0.01)  # coalesce a burst of changes into one cycle
 
     async def step(self) -> None:
@@ -612,7 +632,9 @@ class MeshCoordinator:
             target = want if want in loads else min(loads, key=lambda s: (loads[s], s))
             assert target is not None
             loads[target] += 1.0
-            task = asyncio.create_task(self._place_one(morton, target))
+            task = self.tasks.spawn(
+                self._place_one(morton, target), f"ws-place-{morton}-{target}", job=True
+            )
             self._busy[morton] = task
             self._placing[morton] = target
 
