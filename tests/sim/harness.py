@@ -234,6 +234,9 @@ class Simulation:
         self.partition_membership = self.membership
         self.standing: dict[str, bool] = {}
         self.acting: set[str] = set()
+        self.crashed: set[str] = set()
+        self._crash: asyncio.Task[None] | None = None
+        self._store_group: set[str] = set()
 
     # -- time, trace, failure ---------------------------------------------------------------
 
@@ -478,7 +481,10 @@ class Simulation:
         return uuid.UUID(int=self.rng.getrandbits(128), version=4)
 
     async def _submit_strong(self, sid: str, op: PlaceStructure, label: str) -> None:
-        world = self.worlds[sid]
+        world = self.worlds.get(sid)
+        if world is None:  # crashed meanwhile: the op waits for a later retry
+            self.uncertain.append((op, label))
+            return
         try:
             async with asyncio.timeout(self.cfg.submit_timeout):
                 result = await world.submit(op)
@@ -539,7 +545,7 @@ class Simulation:
         rng = self.rng
         while self.now < until:
             await asyncio.sleep(rng.expovariate(1 / self.cfg.strong_every))
-            sid = rng.choice(self.server_ids)
+            sid = rng.choice(sorted(self.worlds))
             if self.uncertain and rng.random() < 0.3:  # retry an ambiguous one, same op_id
                 op, label = self.uncertain.pop(rng.randrange(len(self.uncertain)))
                 self._spawn(self._submit_strong(sid, op, label + "(retry)"))
@@ -566,8 +572,11 @@ class Simulation:
         lo = key.bounds[0]
         pos = (lo[0] + rng.uniform(0, 1999), lo[1] + rng.uniform(0, 1999), lo[2] + 1.0)
         op = MoveCreature(op_id=self._op_id(), creature_id=creature, position=pos)
+        world = self.worlds.get(sid)
+        if world is None:
+            return
         try:
-            await self.worlds[sid].submit(op)
+            await world.submit(op)
         except WorldStateError as e:
             self.counts[f"move-{type(e).__name__}"] += 1
             self.record(f"move of {creature} by {sid}: {type(e).__name__}: {e}")
@@ -578,7 +587,7 @@ class Simulation:
         rng = self.rng
         while self.now < until:
             await asyncio.sleep(rng.expovariate(1 / self.cfg.move_every))
-            sid = rng.choice(self.server_ids)
+            sid = rng.choice(sorted(self.worlds))
             await self._move(sid, rng.choice(self._creatures(sid)))
             self.counts["moves"] += 1
 
@@ -594,9 +603,12 @@ class Simulation:
             payload={"step": n},
         )
         label = f"ev{n}@r{key.ix}"
+        world = self.worlds.get(sid)
+        if world is None:
+            return  # crashed meanwhile
         try:
             async with asyncio.timeout(self.cfg.submit_timeout):
-                result = await self.worlds[sid].submit(op)
+                result = await world.submit(op)
         except (WorldStateError, TimeoutError) as e:
             self.counts[f"causal-{type(e).__name__}"] += 1
             self.record(f"{label} via {sid}: {type(e).__name__}")
@@ -615,7 +627,7 @@ class Simulation:
         rng = self.rng
         while self.now < until:
             await asyncio.sleep(rng.expovariate(1 / self.cfg.causal_every))
-            self._spawn(self._emit(rng.choice(self.server_ids)))
+            self._spawn(self._emit(rng.choice(sorted(self.worlds))))
 
     async def _handoffs(self, until: float) -> None:
         rng = self.rng
@@ -624,7 +636,7 @@ class Simulation:
             acting = [self.coordinators[c] for c in sorted(self.acting)]
             if not acting:
                 continue
-            key, to = rng.choice(self.keys), rng.choice(self.server_ids)
+            key, to = rng.choice(self.keys), rng.choice(sorted(self.worlds))
             self._spawn(self._handoff(acting[0], key, to))
 
     async def _handoff(self, coordinator: MeshCoordinator, key: RegionKey, to: str) -> None:
@@ -641,7 +653,8 @@ class Simulation:
 
     def _heal_network(self) -> None:
         self.hub.heal()
-        self.net.cut_off.clear()
+        self.net.cut_off = set(self.crashed)  # a crashed server stays down
+        self._store_group = set()
         self.partition = None
         self.one_way = False
 
@@ -655,9 +668,11 @@ class Simulation:
         for cid in self.coordinator_ids:
             rng.choice(groups).add(cid)
         store_everywhere = rng.random() < 0.3
+        self._store_group = set()
         if not store_everywhere:
             store_group = rng.choice(groups)
             store_group.add(STORE)
+            self._store_group = store_group
             everyone = {*self.server_ids, *self.coordinator_ids}
             self.net.cut_off = everyone - store_group
         self.hub.partition([g - {STORE} for g in groups])
@@ -682,6 +697,41 @@ class Simulation:
         self.partition_since = self.now
         self.partition_membership = self.membership
         self.record(f"one-way: {sid} {'hears nobody' if deaf else 'is heard by nobody'}")
+
+    async def _crash_and_restart(self, sid: str, down_for: float) -> None:
+        """A crash: the server's bus dies (its last will goes out), it can no longer reach
+        the store (so nothing is released: its leases run out), its tasks stop. After
+        ``down_for`` seconds a new `World` with the same id (a newer incarnation) starts."""
+        world = self.worlds.pop(sid)
+        self.crashed.add(sid)
+        self.standing.pop(sid, None)
+        self.record(f"crash {sid} (restart in {down_for:.2f}s)")
+        self.counts["crashes"] += 1
+        self.net.cut_off.add(sid)
+        with contextlib.suppress(WorldStateError):
+            self.hub.kill(sid)
+        with contextlib.suppress(Exception):
+            await world.close()
+        await asyncio.sleep(down_for)
+        self.net.cut_off.discard(sid)
+        group = self._store_group
+        if self.partition is not None and STORE in group and sid not in group:
+            self.net.cut_off.add(sid)  # the partition it comes back into
+        fresh = self._new_world(sid)
+        try:
+            await fresh.open()
+        except WorldStateError as e:  # e.g. the store is on the other side of a partition
+            self.record(f"restart {sid} failed: {type(e).__name__}; again in 1 s")
+            with contextlib.suppress(Exception):
+                await fresh.close()
+            await asyncio.sleep(1.0)
+            self.net.cut_off.discard(sid)
+            fresh = self._new_world(sid)
+            await fresh.open()
+        self.worlds[sid] = fresh
+        self.standing[sid] = fresh.authoritative
+        self.crashed.discard(sid)
+        self.record(f"restart {sid}")
 
     async def _faults(self, until: float) -> None:
         rng = self.rng
@@ -716,6 +766,11 @@ class Simulation:
                 )
                 msg_until = now + rng.uniform(1.0, 5.0)
                 self.record(f"message faults {self.hub.faults}")
+            elif roll < 0.68 and not self.crashed and len(self.worlds) > 2:
+                sid = rng.choice(sorted(self.worlds))
+                self._crash = asyncio.get_running_loop().create_task(
+                    self._crash_and_restart(sid, rng.uniform(1.0, 5.0))
+                )
             elif roll < 0.8 and not self.net.faults.stall:
                 self.net.faults = StoreFaults(
                     stall=rng.uniform(0.02, 0.15),
@@ -770,6 +825,8 @@ class Simulation:
             ]
             tasks += drivers
             await asyncio.gather(*drivers)
+            if self._crash is not None:  # let a crashed server come back first
+                await self._crash
             self._heal_network()
             self.hub.set_faults()
             self.net.faults = StoreFaults()
