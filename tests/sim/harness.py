@@ -282,6 +282,7 @@ class Simulation:
             cache_url="memory://",
             server_id=sid,
             namespace="sim",
+            extra_object_kinds=("wall",),
             lease_ttl=c.lease_ttl,
             lease_renew_interval=c.lease_renew_interval,
             heartbeat_interval=c.heartbeat_interval,

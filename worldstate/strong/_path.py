@@ -208,15 +208,21 @@ class StrongPath:
         ],
     ) -> None:
         ctx = self.ctx
-        live = []
-        for pipeline, batch, _ in group:
-            try:
-                lease = self.authority.lease_of(pipeline.key)
-            except NotAuthoritative as e:
-                RegionPipeline._fail(batch, e)
-                continue
-            live.append((pipeline, batch, lease.epoch))
+        live = [(pipeline, batch, 0) for pipeline, batch, _ in group]
         while live:
+            # (again) before every attempt: a retry after a fenced region must not go out
+            # once this server has been demoted meanwhile
+            checked = []
+            for pipeline, batch, _ in live:
+                try:
+                    lease = self.authority.lease_of(pipeline.key)
+                except NotAuthoritative as e:
+                    RegionPipeline._fail(batch, e)
+                    continue
+                checked.append((pipeline, batch, lease.epoch))
+            live = checked
+            if not live:
+                break
             batches = [RegionBatch(p.key, [op for op, _ in b], epoch) for p, b, epoch in live]
             try:
                 outcomes = await ctx.store.run(
@@ -327,8 +333,19 @@ class StrongPath:
             key=key,
         )
 
+    def _require_authority(self, key: RegionKey | None) -> None:
+        """No strong write leaves a demoted server, whatever path it takes (the standing
+        may have changed while the op was being routed)."""
+        if not self.authority.authoritative:
+            raise NotAuthoritative(
+                f"{self.ctx.server_id} is on the minority side of a partition: strong "
+                "operations are refused until it rejoins",
+                key=key,
+            )
+
     async def commit_inventory(self, ops: list[ChangeInventory | TransferItems]) -> Result:
         ctx = self.ctx
+        self._require_authority(None)
         outs = await ctx.store.run(
             lambda c: commit_inventory_ops(c, ops, now=ctx.clock()),
             f"commit {ops[0].op_type} {ops[0].op_id}",
@@ -337,6 +354,7 @@ class StrongPath:
 
     async def _commit_direct(self, key: RegionKey, op: Operation) -> Result:
         ctx = self.ctx
+        self._require_authority(key)
         outs = await ctx.store.run(
             lambda c: commit_region_batch(
                 c,
