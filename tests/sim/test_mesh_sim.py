@@ -115,11 +115,11 @@ def test_broken_variant_is_caught(variant: str) -> None:
     seeds = [int(s) for s in os.environ.get(f"WORLDSTATE_SIM_{variant.upper()}", "").split()]
     found = first_violation(seeds or BROKEN_SEEDS[variant], broken=variant)
     assert found is not None, f"{variant} was not caught"
-    assert found.invariant == expected, str(found)
+    assert found.invariant in expected, str(found)
 
 
 BROKEN_SEEDS: dict[str, list[int]] = {
-    "no-fencing": [2, 0, 1, 3],
+    "no-fencing": [0, 1, 2, 3],
     "never-demote": [1, 0, 2, 3],
     "ignore-expiry": [0, 1, 2, 3],
 }
@@ -127,11 +127,12 @@ BROKEN_SEEDS: dict[str, list[int]] = {
 
 
 def test_violation_names_the_seed_and_the_replay() -> None:
-    found = first_violation(BROKEN_SEEDS["no-fencing"][:1], broken="no-fencing")
+    seed = BROKEN_SEEDS["no-fencing"][0]
+    found = first_violation([seed], broken="no-fencing")
     assert isinstance(found, InvariantViolation)
     text = str(found)
-    assert "--seed 2 --trace --broken no-fencing" in text
-    assert seed_id(2) in text and found.invariant in INVARIANTS
+    assert f"--seed {seed} --trace --broken no-fencing" in text
+    assert seed_id(seed) in text and found.invariant in INVARIANTS
     assert found.trace
 
 
@@ -146,9 +147,10 @@ def test_unknown_variant_is_refused() -> None:
 
 
 def test_cli_replays_a_failing_seed(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--seed", "2", "--broken", "no-fencing"]) == 1
+    seed = BROKEN_SEEDS["no-fencing"][0]
+    assert main(["--seed", str(seed), "--broken", "no-fencing"]) == 1
     err = capsys.readouterr().err
-    assert "invariant 'fencing' violated" in err and "--seed 2 --trace" in err
+    assert "invariant 'fencing' violated" in err and f"--seed {seed} --trace" in err
 
 
 # -- the virtual-time loop ----------------------------------------------------------------
