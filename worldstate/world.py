@@ -227,7 +227,7 @@ class World:
         if self._closing is None:
             self._closed = True
             # owned: this task is the close itself; awaited here and by every later close()
-            self._closing = asyncio.get_running_loop().create_task(
+            self._closing = asyncio.get_running_loop().create_task(  # owned
                 self._shutdown(WorldClosed("the world was closed")),
                 name=f"ws-close-{self.server_id}",
             )
@@ -241,7 +241,7 @@ class World:
         if self._closing is None:
             self._closed = True
             # owned: awaited by close(), which the owner of the world still calls
-            self._closing = asyncio.get_running_loop().create_task(
+            self._closing = asyncio.get_running_loop().create_task(  # owned
                 self._shutdown(err), name=f"ws-close-{self.server_id}"
             )
 
@@ -581,6 +581,7 @@ class World:
                 "served_forwards": self.strong.served_forwards,
                 "direct_commits": self.strong.direct_commits,
                 "dropped_requests": self.strong.dropped_requests,
+                "dropped_replies": self.strong.rpc.dropped_replies,
                 "pipelines": len(self.strong.pipelines),
             },
             "causal": self.causal.stats(),

@@ -161,3 +161,19 @@ def test_worldstate_has_few_flat_modules() -> None:
         "updates.py",
         "world.py",
     ]
+
+
+def test_topic_names_come_from_the_catalogue() -> None:
+    """Every topic family is named once, in `worldstate/protocol/_topics.py`."""
+    import re
+
+    families = ("ops/", "replies/", "cmd/", "cmd-replies/", "members/", "notice/", "eventual/")
+    literal = re.compile(r"""f?["']({})""".format("|".join(re.escape(f) for f in families)))
+    for name, path in MODULES.items():
+        if name == "worldstate.protocol._topics" or not name.startswith("worldstate"):
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if '"""' in code or "``" in code:
+                continue
+            assert not literal.search(code), f"{path}:{n}: topic literal {line.strip()!r}"

@@ -91,6 +91,7 @@ from worldstate.operations import (
     SetAutomation,
     SetPowerGrid,
 )
+from worldstate.protocol import _topics as topics
 from worldstate.protocol._eventual import (
     STATE_KINDS,
     Batch,
@@ -111,7 +112,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("worldstate.eventual")
 
-TOPIC = "eventual"
+TOPIC = topics.EVENTUAL
 """Batches go to ``eventual/{morton}`` (relative to the world's namespace)."""
 MAX_MOVE_ROWS = 1 << 18
 """Most rows one `move_entities` call takes (262,144)."""

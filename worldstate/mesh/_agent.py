@@ -50,6 +50,7 @@ from regions import RegionKey
 from worldstate._validation import check_id
 from worldstate.bus import Bus, Message, Subscription
 from worldstate.errors import ValidationError, WorldStateError
+from worldstate.protocol import _topics as topics
 from worldstate.store import mesh_state
 from worldstate.store.mesh_state import NO_MEMBERSHIP, AgreedMembership, MemberRow
 
@@ -62,9 +63,9 @@ committed so far per held region). The world wires the two paths' counters into 
 
 log = logging.getLogger("worldstate.mesh._agent")
 
-PRESENCE_TOPIC = "members"
+PRESENCE_TOPIC = topics.PRESENCE
 """``members/{server_id}``: a server's retained presence (its heartbeat)."""
-MEMBERSHIP_TOPIC = "mesh/membership"
+MEMBERSHIP_TOPIC = topics.MEMBERSHIP
 """The agreed membership, retained, published by the acting coordinator."""
 MAX_LOAD_REGIONS = 2000
 """Regions whose load one heartbeat reports (the busiest first)."""

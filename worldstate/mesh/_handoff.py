@@ -34,6 +34,7 @@ from regions import RegionKey
 from worldstate._validation import check_id
 from worldstate.bus import Message, Subscription
 from worldstate.errors import Fenced, RegionOwned, ValidationError, WorldStateError
+from worldstate.protocol import _topics as topics
 
 if TYPE_CHECKING:
     from worldstate.node import Authority, NodeContext
@@ -41,8 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("worldstate.mesh._handoff")
 
-COMMAND_TOPIC = "cmd"
-REPLY_TOPIC = "cmd-replies"
+COMMAND_TOPIC = topics.COMMANDS
+REPLY_TOPIC = topics.COMMAND_REPLIES
 COMMANDS = ("acquire", "release")
 MAX_COMMAND_BYTES = 4096
 
@@ -55,16 +56,17 @@ class Command:
     name: str
     key: RegionKey
 
+    def fields(self) -> dict[str, Any]:
+        """The command's wire fields without the request id (`Rpc.call` adds it)."""
+        return {
+            "from": self.sender,
+            "ce": self.coordinator_epoch,
+            "c": self.name,
+            "k": self.key.morton,
+        }
+
     def encode(self) -> bytes:
-        return orjson.dumps(
-            {
-                "r": self.request,
-                "from": self.sender,
-                "ce": self.coordinator_epoch,
-                "c": self.name,
-                "k": self.key.morton,
-            }
-        )
+        return orjson.dumps({"r": self.request, **self.fields()})
 
 
 def decode_command(payload: bytes) -> Command:

@@ -36,13 +36,14 @@ from worldstate.errors import ValidationError
 from worldstate.node._context import NodeContext
 from worldstate.node._fanout import Fanout
 from worldstate.objects import RegionSnapshot, WorldObject
+from worldstate.protocol import _topics as topics
 from worldstate.updates import RegionChanged
 
 __all__ = ["RegionViews"]
 
 log = logging.getLogger("worldstate")
 
-NOTICE_TOPIC = "notice"
+NOTICE_TOPIC = topics.NOTICES
 """Strong-commit notices go to ``notice/{morton}``: ``{"v": version, "s": sender}``."""
 
 

@@ -149,7 +149,7 @@ async def _attempt(
     transaction has committed or rolled back (at most `ABANDON_GRACE` seconds).
     """
     # owned: awaited below, to its end even when the caller is cancelled
-    task = asyncio.get_running_loop().create_task(_transaction(engine, body, read))
+    task = asyncio.get_running_loop().create_task(_transaction(engine, body, read))  # owned
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:

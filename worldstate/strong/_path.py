@@ -37,7 +37,9 @@ from worldstate.errors import (
     WorldStateError,
 )
 from worldstate.operations import ChangeInventory, Operation, TransferItems
+from worldstate.protocol import _topics as topics
 from worldstate.protocol._ops import decode_op, encode_op
+from worldstate.protocol._rpc import Rpc
 from worldstate.results import Committed, Rejected, Result
 from worldstate.store.strong_commit import (
     OpOutcome,
@@ -153,7 +155,7 @@ class StrongPath:
         PostgreSQL, whose serializable mode tracks reads by index page, concurrent commits
         into a small table abort each other far more often than on CockroachDB)."""
         self.group_commits = 0
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.rpc = Rpc(ctx.bus)
         self._owner_cache: dict[RegionKey, tuple[str | None, float]] = {}
         self.forwarded = 0
         self.served_forwards = 0
@@ -276,8 +278,8 @@ class StrongPath:
                 self.ctx.tasks.spawn(self._committer(), f"ws-committer-{me}-{i}")
             )
         bus = self.ctx.bus
-        bus.subscribe(f"ops/{me}", self._on_request)
-        bus.subscribe(f"replies/{me}", self._on_reply)
+        bus.subscribe(topics.of(topics.OPS, me), self._on_request)
+        bus.subscribe(topics.of(topics.REPLIES, me), self.rpc.on_reply)
 
     async def close(self) -> None:
         for p in list(self.pipelines.values()):
@@ -291,9 +293,7 @@ class StrongPath:
             if not done.done():
                 done.set_result(None)
         self.pipelines.clear()
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(WorldClosed("the world closed while waiting for an owner"))
+        self.rpc.fail_all("the world closed while waiting for an owner")
 
     def pipeline(self, key: RegionKey) -> RegionPipeline:
         p = self.pipelines.get(key)
@@ -392,7 +392,7 @@ class StrongPath:
         self.views.mark_stale(key)
         with contextlib.suppress(WorldStateError):
             await ctx.bus.publish(
-                f"notice/{key.morton}",
+                topics.of(topics.NOTICES, key.morton),
                 orjson.dumps({"v": version, "s": ctx.server_id}),
                 qos=0,
             )
@@ -401,22 +401,17 @@ class StrongPath:
 
     async def _forward(self, owner: str, op: Operation) -> Result:
         ctx = self.ctx
-        req = uuid.uuid4().hex
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[req] = fut
-        body = orjson.dumps({"r": req, "from": ctx.server_id, "op": orjson.Fragment(encode_op(op))})
+        request = {"from": ctx.server_id, "op": orjson.Fragment(encode_op(op))}
         try:
-            await ctx.bus.publish(f"ops/{owner}", body, qos=1)
-            async with asyncio.timeout(ctx.config.forward_timeout):
-                reply = await fut
+            reply = await self.rpc.call(
+                topics.of(topics.OPS, owner), request, ctx.config.forward_timeout
+            )
         except TimeoutError:
             raise BusUnavailable(
                 f"owner {owner!r} did not answer op {op.op_id} within "
                 f"{ctx.config.forward_timeout}s; it may or may not have applied — resubmit "
                 "the same op_id"
             ) from None
-        finally:
-            self._pending.pop(req, None)
         self.forwarded += 1
         kind = reply.get("k")
         if kind == "committed":
@@ -431,17 +426,6 @@ class StrongPath:
         if kind == "not-owner":
             raise _NotOwner
         raise NotAuthoritative(f"owner {owner!r} refused op {op.op_id}: {reply.get('error')}")
-
-    def _on_reply(self, msg: Message) -> None:
-        try:
-            doc = orjson.loads(msg.payload)
-            fut = self._pending.get(doc["r"]) if isinstance(doc, dict) else None
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            fut = None
-        if fut is None or fut.done() or not isinstance(doc, dict):
-            self.dropped_requests += 1
-            return
-        fut.set_result(doc)
 
     def _on_request(self, msg: Message) -> None:
         if len(msg.payload) > MAX_REQUEST_BYTES:
@@ -471,7 +455,7 @@ class StrongPath:
             self.dropped_requests += 1
             reply = {"r": req, "k": "error", "error": f"refused: {e}"[:500]}
             with contextlib.suppress(WorldStateError):
-                await ctx.bus.publish(f"replies/{sender}", orjson.dumps(reply), qos=1)
+                await ctx.bus.publish(topics.of(topics.REPLIES, sender), orjson.dumps(reply), qos=1)
             return
         if key is None or not self.authority.holds(key):
             reply = {"r": req, "k": "not-owner"}
@@ -494,7 +478,7 @@ class StrongPath:
             except (WorldStateError, StoreUnavailable) as e:
                 reply = {"r": req, "k": "error", "error": str(e)[:500]}
         with contextlib.suppress(WorldStateError):
-            await ctx.bus.publish(f"replies/{sender}", orjson.dumps(reply), qos=1)
+            await ctx.bus.publish(topics.of(topics.REPLIES, sender), orjson.dumps(reply), qos=1)
 
 
 def _crash(e: BaseException) -> BaseException | None:
