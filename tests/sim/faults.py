@@ -19,7 +19,7 @@ class FaultSchedule(SimMesh):
 
     def _heal_network(self) -> None:
         self.hub.heal()
-        self.net.cut_off = set(self.crashed)  # a crashed server stays down
+        self.net.cut_off = set(self.down)  # a crashed server stays down until it restarts
         self._store_group = set()
         self.partition = None
         self.one_way = False
@@ -70,6 +70,7 @@ class FaultSchedule(SimMesh):
         ``down_for`` seconds a new `World` with the same id (a newer incarnation) starts."""
         world = self.worlds.pop(sid)
         self.crashed.add(sid)
+        self.down.add(sid)
         self.standing.pop(sid, None)
         self.record(f"crash {sid} (restart in {down_for:.2f}s)")
         self.counts["crashes"] += 1
@@ -79,22 +80,21 @@ class FaultSchedule(SimMesh):
         with contextlib.suppress(Exception):
             await world.close()
         await asyncio.sleep(down_for)
+        self.down.discard(sid)
         self.net.cut_off.discard(sid)
         group = self._store_group
         if self.partition is not None and STORE in group and sid not in group:
             self.net.cut_off.add(sid)  # the partition it comes back into
-        fresh = self._new_world(sid)
-        self._restarting = fresh
-        try:
-            await fresh.open()
-        except WorldStateError as e:  # e.g. the store is on the other side of a partition
-            self.record(f"restart {sid} failed: {type(e).__name__}; again in 1 s")
-            with contextlib.suppress(Exception):
-                await fresh.close()
-            await asyncio.sleep(1.0)
-            self.net.cut_off.discard(sid)
+        while True:  # a restarting process keeps trying until it can open
             fresh = self._restarting = self._new_world(sid)
-            await fresh.open()
+            try:
+                await fresh.open()
+                break
+            except WorldStateError as e:  # the store unreachable, a lost reply ...
+                self.record(f"restart {sid} failed: {type(e).__name__}; again in 1 s")
+                with contextlib.suppress(Exception):
+                    await fresh.close()
+                await asyncio.sleep(1.0)
         self._restarting = None
         self.worlds[sid] = fresh
         self.standing[sid] = fresh.authoritative

@@ -114,13 +114,13 @@ class Simulation(Invariants, Workload, FaultSchedule):
             ]
             tasks += drivers
             await asyncio.gather(*drivers)
-            if self._crash is not None:  # let a crashed server come back first
-                await self._crash
             self._heal_network()
             self.hub.set_faults()
             self.net.faults = StoreFaults()
             self.net.quiet = True
             self.record("final heal: quiet phase")
+            if self._crash is not None:  # a crashed server comes back first
+                await self._crash
             await asyncio.sleep(cfg.quiet_phase / 2)
             for op, label in list(self.uncertain):  # settle the ambiguous ones
                 self._spawn(self._submit_strong(self.server_ids[0], op, label + "(final)"))

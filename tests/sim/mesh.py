@@ -108,6 +108,9 @@ class SimMesh:
         self.standing: dict[str, bool] = {}
         self.acting: set[str] = set()
         self.crashed: set[str] = set()
+        """Servers crashed and not yet back (down, or restarting)."""
+        self.down: set[str] = set()
+        """Crashed servers before their restart begins (cut off from the store)."""
         self._crash: asyncio.Task[None] | None = None
         self._restarting: World | None = None
         self._store_group: set[str] = set()
