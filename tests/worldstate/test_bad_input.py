@@ -1279,3 +1279,121 @@ def test_op_records_from_the_wire_are_operations_or_validation_errors() -> None:
         with pytest.raises(ValidationError):
             op_from_dict(doc, types)
     assert decoded > 100 and refused_n > 500
+
+
+COORDINATOR_FAMILIES: list[tuple[str, str]] = [
+    ("command reply", "cmd-replies/coord-1"),
+    ("presence", "members/evil"),
+    ("membership", "mesh/membership"),
+]
+
+
+async def test_garbage_reaching_the_coordinator_is_dropped_and_counted(backend: Backend) -> None:
+    from tests.worldstate.fix_mesh import config_for
+
+    cfg = config_for(backend, server_id="coord-1")
+    async with worldstate.MeshCoordinator(cfg, coordinator_id="coord-1") as coord:
+        evil = open_bus(cfg.bus_url, client_id="evil", prefix=cfg.namespace)
+        await within(evil.start())
+
+        def counted() -> int:
+            return (
+                coord.rpc.dropped_replies + coord.tracker.dropped + coord.bus.stats.dropped_incoming
+            )
+
+        async def row(name: str, topic: str) -> None:
+            before = counted()
+            for payload in JUNK:
+                await within(evil.publish(topic, payload, qos=1))
+            assert await _wait_for(lambda: counted() >= before + len(JUNK)), (
+                f"{name}: {counted() - before} of {len(JUNK)} junk messages counted as dropped"
+            )
+            assert counted() == before + len(JUNK)
+            assert coord.bus.stats.handler_errors == 0
+
+        try:
+            await each(COORDINATOR_FAMILIES, row)
+        finally:
+            await evil.close()
+
+
+def _batch(w: worldstate.World, **over: Any) -> bytes:
+    from worldstate.protocol._eventual import encode_batch
+
+    args: dict[str, Any] = {
+        "server_id": "gs-evil",
+        "region": HOME,
+        "hlc": w.router.hlc.now(),
+        "sent_at": time.time(),
+        "ids": np.array([7, 8], np.int64),
+        "positions": np.array([[5.0, 5.0, 5.0], [6.0, 6.0, 6.0]]),
+    }
+    args.update(over)
+    return encode_batch(**args)
+
+
+def _states(*rows: Any) -> bytes:
+    return orjson.dumps(list(rows))
+
+
+EVENTUAL_BATCHES: list[tuple[str, Callable[[worldstate.World], bytes]]] = [
+    ("NaN position", lambda w: _batch(w, positions=np.array([[math.nan, 0, 0], [1, 1, 1.0]]))),
+    ("infinite position", lambda w: _batch(w, positions=np.array([[0, math.inf, 0], [1, 1, 1.0]]))),
+    ("outside the world", lambda w: _batch(w, positions=np.array([[1e11, 0, 0], [1, 1, 1.0]]))),
+    ("in another region", lambda w: _batch(w, positions=np.array([[2500.0, 5, 5], [1, 1, 1.0]]))),
+    ("negative id", lambda w: _batch(w, ids=np.array([-1, 8], np.int64))),
+    ("server id with NUL", lambda w: _batch(w, server_id="gs\x00evil")),
+    ("server id with a slash", lambda w: _batch(w, server_id="gs/evil")),
+    ("empty server id", lambda w: _batch(w, server_id="")),
+    ("HLC a day ahead", lambda w: _batch(w, hlc=(int(time.time() * 1000) + 86_400_000) << 16)),
+    ("negative HLC", lambda w: _batch(w, hlc=-5)),
+    (
+        "infinite velocity",
+        lambda w: _batch(w, velocities=np.array([[math.inf, 0, 0], [0, 0, 0.0]])),
+    ),
+    (
+        "state of an unknown kind",
+        lambda w: _batch(w, states=_states(["dragon", "SetPowerGrid", 1, 1, 5.0, 5.0, 5.0, {}])),
+    ),
+    (
+        "state with a NaN position",
+        lambda w: _batch(w, states=b'[["power","SetPowerGrid",1,1,NaN,5.0,5.0,{}]]'),
+    ),
+    (
+        "state that is not an object",
+        lambda w: _batch(w, states=_states(["power", "SetPowerGrid", 1, 1, 5.0, 5.0, 5.0, [1]])),
+    ),
+    ("state section not JSON", lambda w: _batch(w, states=b"\xff\x00{")),
+    ("truncated", lambda w: _batch(w)[:-9]),
+    ("trailing bytes", lambda w: _batch(w) + b"\x00" * 8),
+]
+
+
+async def test_well_framed_eventual_batches_with_bad_contents_are_dropped(
+    backend: Backend,
+) -> None:
+    async with arena(backend) as a:
+        w = a.world
+        evil = open_bus(a.bus_url, client_id="gs-evil", prefix=w.config.namespace)
+        await within(evil.start())
+        topic = f"eventual/{HOME.morton}"
+
+        async def row(name: str, make: Callable[[worldstate.World], bytes]) -> None:
+            before = w.eventual.stats()
+            await within(evil.publish(topic, make(w), qos=1))
+            assert await _wait_for(
+                lambda: w.eventual.stats()["dropped_total"] > before["dropped_total"]
+            )
+            after = w.eventual.stats()
+            assert after["dropped_total"] == before["dropped_total"] + 1
+            assert after["rows_applied"] == before["rows_applied"]
+            assert after["states_applied"] == before["states_applied"]
+            assert after["entities"] == before["entities"]
+
+        try:
+            await each(EVENTUAL_BATCHES, row)
+            good = w.eventual.stats()["rows_applied"]
+            await within(evil.publish(topic, _batch(w), qos=1))
+            assert await _wait_for(lambda: w.eventual.stats()["rows_applied"] >= good + 2)
+        finally:
+            await evil.close()
