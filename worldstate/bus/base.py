@@ -67,6 +67,10 @@ class BusStats:
     """Exceptions raised by handlers and listeners (each logged)."""
     reconnects: int = 0
     """Connections made after the first one."""
+    bytes_offered: int = 0
+    """Payload bytes handed to `Bus.publish` (whether or not the broker took them)."""
+    bytes_received: int = 0
+    """Payload bytes of the received messages counted in ``received``."""
 
 
 Handler = Callable[[Message], None]
@@ -241,6 +245,8 @@ class Bus(ABC):
         self._dropped_incoming = 0
         self._handler_errors = 0
         self._reconnects = 0
+        self._bytes_offered = 0
+        self._bytes_received = 0
 
     # -- public surface ---------------------------------------------------------------------
 
@@ -274,6 +280,8 @@ class Bus(ABC):
             dropped_incoming=self._dropped_incoming,
             handler_errors=self._handler_errors,
             reconnects=self._reconnects,
+            bytes_offered=self._bytes_offered,
+            bytes_received=self._bytes_received,
         )
 
     async def start(self) -> None:
@@ -332,6 +340,7 @@ class Bus(ABC):
         wire = self._check_outgoing(topic, payload, qos, retain)
         if self._closed:
             raise WorldClosed(f"bus {self._client_id!r} is closed; cannot publish to {topic!r}")
+        self._bytes_offered += len(payload)
         await self._publish(wire, payload, qos, retain)
 
     def subscribe(self, pattern: str, handler: Handler) -> Subscription:
@@ -463,6 +472,7 @@ class Bus(ABC):
             self._dropped_incoming += 1
             return
         self._received += 1
+        self._bytes_received += len(payload)
         msg = Message(wire_topic[len(self._prefix_slash) :], payload, qos, retain)
         if patterns is None:
             patterns = self._matching_patterns(wire_topic)
