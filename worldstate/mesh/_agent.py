@@ -579,7 +579,7 @@ class MembershipAgent:
         if not held:
             self._ops_seen.clear()
             return {}
-        now = time.monotonic()
+        now = self.ctx.clock()  # the injected clock: the simulation stays deterministic
         entities, ops_of = self._load_source()
         out: dict[int, RegionLoad] = {}
         for key in held:

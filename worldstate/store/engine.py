@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import event
@@ -78,10 +79,21 @@ def dialect_of(url: URL) -> str:
     return url.get_backend_name()
 
 
-def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> AsyncEngine:
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    read_only: bool = False,
+    async_creator: Callable[[], Awaitable[Any]] | None = None,
+) -> AsyncEngine:
+    """The engine for ``url``. ``async_creator`` (SQLite only) makes the driver-level
+    connection instead of aiosqlite — the deterministic simulation passes one that runs
+    sqlite3 in the event loop's thread (see ``tests/sim/store_sim.py``)."""
     u = parse_store_url(url)
     if dialect_of(u) == "sqlite":
-        return _sqlite_engine(u, read_only=read_only)
+        return _sqlite_engine(u, read_only=read_only, async_creator=async_creator)
+    if async_creator is not None:
+        raise ValidationError("async_creator is only supported for sqlite+aiosqlite:// stores")
     kwargs: dict[str, Any] = {
         "isolation_level": "SERIALIZABLE",
         "pool_size": pool_size,
@@ -98,9 +110,13 @@ def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> As
     return engine
 
 
-def _sqlite_engine(u: URL, *, read_only: bool) -> AsyncEngine:
+def _sqlite_engine(
+    u: URL, *, read_only: bool, async_creator: Callable[[], Awaitable[Any]] | None = None
+) -> AsyncEngine:
     memory = u.database in (None, "", ":memory:")
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 30.0}}
+    if async_creator is not None:
+        kwargs = {"async_creator": async_creator}
     if memory:
         kwargs["poolclass"] = StaticPool
     engine = create_async_engine(u, **kwargs)
