@@ -30,7 +30,7 @@ from tests.sim.harness import (
 )
 from tests.sim.store_sim import SimStore
 from tests.sim.vloop import Idle, VirtualTimeLoop, run_virtual
-from worldstate.bus import MemoryBus
+from worldstate.bus import MemoryBus, SignedBus
 from worldstate.mesh import MeshCoordinator
 from worldstate.store import Store
 
@@ -73,7 +73,8 @@ def test_the_simulation_drives_worldstate_classes() -> None:
     for server in r.servers:
         assert isinstance(server.store, SimStore) and isinstance(server.store, Store)
         assert type(server.store).run is not Store.run  # only the network side is added
-        assert isinstance(server.bus, MemoryBus)
+        # the real signing layer over the in-process bus (driven by the netsim fault network)
+        assert isinstance(server.bus, SignedBus) and isinstance(server.bus.inner, MemoryBus)
     assert worldstate.World.__module__.startswith("worldstate.")
     ev = r.evidence
     assert ev["strong-group-commits"] > 0, ev
