@@ -24,7 +24,7 @@ import conflicts as cf
 from consistency import CausalEvent, ConsistencyClass, HybridClock, Registry
 from regions import RegionKey, Shape, as_region_key, region_keys, region_of
 from worldstate._validation import MAX_STREAM_CAPACITY, check_id, check_int, check_ops, geometry
-from worldstate.bus import Bus, open_bus
+from worldstate.bus import Bus, SignedBus, open_bus
 from worldstate.cache import RegionCache, open_cache
 from worldstate.causal import CausalPath
 from worldstate.config import Config
@@ -51,7 +51,7 @@ from worldstate.node import (
 from worldstate.objects import Lease, RegionSnapshot, ResourceNode, WorldObject
 from worldstate.operations import Operation
 from worldstate.results import Result
-from worldstate.store import Store
+from worldstate.store import Store, bus_keys
 from worldstate.store import resources as resource_sql
 from worldstate.store.retry import RetryPolicy
 from worldstate.strong import StrongPath
@@ -85,6 +85,7 @@ class World:
         cache: RegionCache | None = None,
     ) -> None:
         sid = config.server_id
+        built_bus = bus is None
         if bus is None:
             bus = open_bus(
                 config.bus_url,
@@ -112,6 +113,18 @@ class World:
                 breaker_reset=config.cache_breaker_reset,
             )
         self.tasks = Supervisor(sid)
+        if built_bus:
+            # every message signed and verified (worldstate.bus._signed; docs/security.md),
+            # with keys from the store; an injected bus is the caller's to secure
+            bus = SignedBus(
+                bus,
+                load_keys=bus_keys.loader(store, clock),
+                clock=clock,
+                max_age=config.bus_max_age,
+                skew=config.bus_clock_skew,
+                refresh=config.bus_key_refresh,
+                spawn=lambda coro, name: self.tasks.spawn(coro, name),
+            )
         hlc = HybridClock(wall=clock)
         self.ctx = ctx = NodeContext(
             server_id=sid,

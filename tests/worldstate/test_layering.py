@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
         "worldstate.updates",
         "worldstate._validation",
         "worldstate._codec",
+        "worldstate.security",
     ),
     ("worldstate.protocol", "worldstate.store", "worldstate.cache", "worldstate.bus"),
     ("worldstate.node", "worldstate.history"),

@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 from worldstate.cache.base import CachedRegion, CacheStats, RegionCache
 from worldstate.cache.breaker import BreakerState, CircuitBreaker
 from worldstate.cache.memory import MemoryCache
-from worldstate.cache.redis_cache import RedisCache, redact_url
+from worldstate.cache.redis_cache import RedisCache
 from worldstate.errors import ValidationError
+from worldstate.security._redact import redact_url
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 

@@ -13,6 +13,7 @@ from worldstate.cli import (
     checkpoint_cmd,
     coordinator_cmd,
     inspect_cmd,
+    keys_cmd,
     migrate_cmd,
     probe_cmd,
     serve_cmd,
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_parser(sub)
     migrate_cmd.add_parser(sub)
     probe_cmd.add_parser(sub)
+    keys_cmd.add_parser(sub)
     return p
 
 
@@ -66,6 +68,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
             if args.command == "inspect":
                 return asyncio.run(inspect_cmd.run(args, url))
             return asyncio.run(checkpoint_cmd.run(args, url))
+        if args.command == "keys":
+            return asyncio.run(keys_cmd.run(args))
         if args.command == "coordinator":
             return asyncio.run(coordinator_cmd.run(args))
         if args.command == "serve":

@@ -209,6 +209,9 @@ class ReliableChannel:
         except (WorldStateError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
             self.dropped["ack"] += 1
             return
+        if msg.sender is not None and msg.sender != sender:
+            self.dropped["forged"] += 1
+            return
         for oid in ids:
             p = self._outbox.get(oid) if isinstance(oid, str) else None
             if p is not None:
@@ -222,6 +225,9 @@ class ReliableChannel:
         sender = parts[1] if len(parts) >= 3 else ""
         if sender == self.me:
             return  # our own echo
+        if msg.sender is not None and msg.sender != sender:
+            self.dropped["forged"] += 1  # a signed bus names the signer: it must be the sender
+            return
         try:
             if len(msg.payload) > MAX_MESSAGE_BYTES:
                 raise ValidationError("message too large")

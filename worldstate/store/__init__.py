@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import desc, func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from regions import RegionKey
 from worldstate.errors import StoreUnavailable, WorldStateError
@@ -76,10 +76,17 @@ class Store:
         pool_size: int = 10,
         read_only: bool = False,
         clock: Callable[[], float] = time.time,
+        engine: AsyncEngine | None = None,
     ) -> None:
+        """``engine``: use this engine (made by `make_engine` for ``url``) rather than a
+        new one — the deterministic simulation passes one that does no thread I/O."""
         self.url = parse_store_url(url)
         self.dialect = dialect_of(self.url)
-        self.engine = make_engine(url, pool_size=pool_size, read_only=read_only)
+        self.engine = (
+            engine
+            if engine is not None
+            else make_engine(url, pool_size=pool_size, read_only=read_only)
+        )
         self.policy = policy or RetryPolicy()
         self.stats = RetryStats()
         self.clock = clock

@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 import conflicts as cf
 from regions import REGION_SIZE, RegionKey, keys_in_box
-from worldstate.errors import Fenced, RegionOwned
 from worldstate.operations import (
     ChangeInventory,
     ClaimResource,
@@ -31,6 +30,7 @@ from worldstate.operations import (
     PlaceStructure,
     TransferItems,
 )
+from worldstate.store import _lease_rules as lease_rules
 from worldstate.store import schema as s
 from worldstate.store.region_state import bump_versions
 
@@ -303,15 +303,8 @@ async def _check_fences(
     }
     epochs: dict[RegionKey, int] = {}
     for b in batches:
-        lease = rows.get(b.key.morton)
-        current = int(lease.epoch) if lease is not None else 0
-        live_other = lease is not None and lease.expires_at > now and lease.owner != writer
-        if b.epoch is not None and b.epoch != current:
-            raise Fenced(b.key, b.epoch, current, lease.owner if lease is not None else None)
-        if live_other:
-            assert lease is not None
-            raise RegionOwned(b.key, lease.owner, int(lease.epoch), float(lease.expires_at))
-        epochs[b.key] = current
+        row = lease_rules.lease_row(rows.get(b.key.morton))
+        epochs[b.key] = lease_rules.check_fence(b.key, row, b.epoch, writer, now)
     return epochs
 
 
