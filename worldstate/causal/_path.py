@@ -89,6 +89,7 @@ from consistency import (
 )
 from regions import RegionKey
 from worldstate.bus import Message, Subscription
+from worldstate.causal._repair import plan_repair
 from worldstate.errors import (
     Overloaded,
     StoreUnavailable,
@@ -616,27 +617,20 @@ class CausalPath:
         now = loop.time()
         me = self.ctx.server_id
         buf = self.buffer
-        delivered, known = buf.delivered, buf.known
-        gaps = buf.missing(now)
-        wanted: list[tuple[str, int, int]] = []
-        for origin in sorted(gaps.keys() | self._heads.keys()):
-            if origin == me:
-                continue
-            ranges: list[tuple[int, int]] = []
-            gap = gaps.get(origin)
-            if gap is not None and gap.age >= min_age:
-                ranges.extend((r.start, r.stop - 1) for r in gap.holes)
-            seen = max(known[origin], delivered[origin])
-            head = self._heads.get(origin, 0)
-            if head > seen:
-                if now - self._tail_since.setdefault(origin, now) >= min_age:
-                    ranges.append((seen + 1, head))
-            else:
-                self._tail_since.pop(origin, None)
-            if not ranges or now < self._retry_at.get(origin, 0.0):
-                continue
-            self._retry_at[origin] = now + min_age
-            wanted.extend((origin, lo, min(hi, lo + REPAIR_LIMIT - 1)) for lo, hi in ranges)
+        plan = plan_repair(
+            me=me,
+            gaps=buf.missing(now),
+            heads=self._heads,
+            known=buf.known.__getitem__,
+            delivered=buf.delivered.__getitem__,
+            tail_since=self._tail_since,
+            retry_at=self._retry_at,
+            now=now,
+            min_age=min_age,
+            limit=REPAIR_LIMIT,
+        )
+        self._tail_since, self._retry_at = plan.tail_since, plan.retry_at
+        wanted = list(plan.wanted)
         if not wanted:
             return 0
         rows = await self.ctx.store.run(
