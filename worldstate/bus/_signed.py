@@ -195,7 +195,7 @@ class SignedBus(Bus):
         if self._spawn is not None:  # the owner's supervisor: a crash fails the owner loudly
             self._refresher = self._spawn(self._refresh_loop(), name)
         else:
-            self._refresher = asyncio.get_running_loop().create_task(
+            self._refresher = asyncio.get_running_loop().create_task(  # owned
                 self._refresh_loop(), name=name
             )
 
@@ -294,7 +294,7 @@ class SignedBus(Bus):
         sub = self.inner.subscribe(pattern, lambda m: self._incoming(state, m))
         self._inner_subs[state.wire] = sub
         if self.inner.connected:
-            task = asyncio.get_running_loop().create_task(self._await_active(state, sub))
+            task = asyncio.get_running_loop().create_task(self._await_active(state, sub))  # owned
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

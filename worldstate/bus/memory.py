@@ -403,7 +403,7 @@ class MemoryBus(Bus):
         if hub is None:
             hub = self._hub = get_hub(self._name)
         hub._attach(self)
-        self._task = asyncio.create_task(
+        self._task = asyncio.create_task(  # owned
             self._deliver_loop(), name=f"worldstate-bus-memory[{self.client_id}]"
         )
         self._come_up()

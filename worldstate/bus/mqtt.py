@@ -268,7 +268,7 @@ class MqttBus(Bus):
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._connection_loop(), name=self._task_name)
+        self._task = loop.create_task(self._connection_loop(), name=self._task_name)  # owned
         try:
             await self._wait_for_connection(loop.time() + self._connect_timeout)
         except BusUnavailable:
@@ -403,11 +403,12 @@ class MqttBus(Bus):
         """``client.__aenter__()``, but if we are cancelled while paho's blocking connect runs
         in its executor thread, let it finish and then disconnect: abandoning it would leave a
         live connection (and its keepalive task) behind."""
-        entering = asyncio.ensure_future(client.__aenter__())
+        entering = asyncio.ensure_future(client.__aenter__())  # owned
         try:
             await asyncio.shield(entering)
         except asyncio.CancelledError:
-            task = asyncio.get_running_loop().create_task(self._disconnect_late(entering, client))
+            late = self._disconnect_late(entering, client)
+            task = asyncio.get_running_loop().create_task(late)  # owned
             self._cleanup_tasks.add(task)
             task.add_done_callback(self._cleanup_tasks.discard)
             raise
@@ -430,7 +431,7 @@ class MqttBus(Bus):
         self._session_lost = loop.create_future()
         # Read from the start: the reader is what notices a broken connection (a pending
         # SUBACK would only time out), and retained messages follow the SUBACKs.
-        reader = loop.create_task(self._read(client), name=f"{self._task_name}-reader")
+        reader = loop.create_task(self._read(client), name=f"{self._task_name}-reader")  # owned
         try:
             subscribing = asyncio.gather(
                 *(self._send_subscribe(client, st) for st in list(self._patterns.values())),
@@ -469,7 +470,7 @@ class MqttBus(Bus):
             lost.set_result(None)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = asyncio.get_running_loop().create_task(coro)  # owned
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
@@ -545,7 +546,7 @@ class MqttBus(Bus):
             return
         # Not awaited: tasks start in creation order, so messages keep their order (also
         # relative to a QoS 1 publish that follows), and one socket write carries many.
-        task = asyncio.get_running_loop().create_task(
+        task = asyncio.get_running_loop().create_task(  # owned
             client.publish(wire, payload, qos=0, retain=retain, timeout=math.inf)
         )
         self._qos0_pending[task] = len(payload)
@@ -577,7 +578,7 @@ class MqttBus(Bus):
                 ) from None
             client, lost = self._client, self._session_lost
             assert client is not None and lost is not None
-            sending = asyncio.ensure_future(
+            sending = asyncio.ensure_future(  # owned
                 client.publish(wire, payload, qos=1, retain=retain, timeout=math.inf)
             )
             try:

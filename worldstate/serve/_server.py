@@ -123,7 +123,7 @@ class ServerProcess:
             if self.settings.record_acks:
                 acks = _open_acks(self.settings.record_acks)
             self.players = Players(self.world, self.settings.play, acks=acks)
-            play_task = asyncio.create_task(self.players.run(), name="ws-serve-play")
+            play_task = asyncio.create_task(self.players.run(), name="ws-serve-play")  # owned
         try:
             await self.stop.wait()
         finally:
