@@ -151,6 +151,22 @@ def classify_connect_error(exc: BaseException) -> tuple[str, bool]:
     return f"the broker is unreachable ({text})", False
 
 
+START_REFUSALS = 3
+"""Connection attempts refused outright (nothing listens at the address) after which a
+bus that never connected fails its start at once instead of waiting ``connect_timeout``."""
+
+
+def _refused(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(4):  # aiomqtt wraps the OSError
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError) or "refused" in str(seen).lower():
+            return getattr(seen, "rc", None) is None
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class _Reason(Exception):
     """The last connection error, as a sentence (what ``_why_disconnected`` quotes)."""
 
@@ -274,6 +290,8 @@ class MqttBus(Bus):
         except BusUnavailable:
             if isinstance(self._fatal, BusRefused):
                 raise BusRefused(str(self._fatal)) from None
+            if self._fatal is not None:
+                raise BusUnavailable(str(self._fatal)) from None
             raise BusUnavailable(
                 f"could not connect to the MQTT broker at {self._url} within "
                 f"{self._connect_timeout} s{self._why_disconnected()}; is it running?"
@@ -341,6 +359,7 @@ class MqttBus(Bus):
 
     async def _connection_loop(self) -> None:
         attempt = 0
+        refused = 0
         try:
             while True:
                 client = self._new_client()
@@ -355,6 +374,15 @@ class MqttBus(Bus):
                         logger.error("bus %r: %s: %s", self.client_id, self._url, why)
                         self._set_fatal(BusRefused(f"MQTT broker at {self._url}: {why}"))
                         return
+                    if self._generation == 0 and _refused(exc):
+                        refused += 1
+                        if refused >= START_REFUSALS:
+                            # nothing listens there: the broker answered at once, so say so
+                            # at once too rather than after connect_timeout
+                            self._set_fatal(
+                                BusUnavailable(f"MQTT broker at {self._url}: {why}")
+                            )
+                            return
                     log_at = logging.WARNING if pointless else logging.DEBUG
                     logger.log(
                         log_at,
