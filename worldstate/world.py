@@ -27,7 +27,6 @@ from regions import (
     Sphere,
     as_region_key,
     as_shape,
-    keys_of_shape,
     region_of,
 )
 from worldstate._codec import (
@@ -50,6 +49,7 @@ from worldstate.errors import (
     WorldClosed,
     WorldStateError,
 )
+from worldstate.node._query import check_limit, plan_query, run_query
 from worldstate.objects import Lease, RegionSnapshot, ResourceNode, WorldObject
 from worldstate.operations import (
     BUILTIN_OPERATIONS,
@@ -407,6 +407,13 @@ class World:
             max_id_length=c.max_id_length,
             max_data_bytes=c.max_object_data_bytes,
         )
+        for o in objects:  # queries reach neighbours by this bound (worldstate.node._query)
+            size = max(h - lo for lo, h in zip(o.lo, o.hi, strict=True))
+            if size > c.max_structure_size:
+                raise ValidationError(
+                    f"object {o.id!r} is {size:.1f} m across; the limit is "
+                    f"{c.max_structure_size} m (Config.max_structure_size)"
+                )
         payload = encode_objects(objects)
         if len(payload) > c.max_snapshot_bytes:
             raise ValidationError(
@@ -666,40 +673,51 @@ class World:
         self._view[snap.key] = _RegionView(snap.version, now, index, snap.objects)
 
     async def query(
-        self, shape: Shape | tuple[Any, Any], kinds: Iterable[str] | None = None
+        self,
+        shape: Shape | tuple[Any, Any],
+        kinds: Iterable[str] | None = None,
+        *,
+        limit: int | None = None,
     ) -> list[WorldObject]:
         """Objects whose boxes meet ``shape`` (a `Box`, a `Sphere` or a ``(lo, hi)`` pair),
-        optionally only of some ``kinds``; answered by the R-tree over the regions it
-        touches, each read (from cache when possible) if not seen within
-        ``Config.query_staleness`` seconds. Ordered by region (Morton), then as stored."""
+        optionally only of some ``kinds``, at most ``limit`` of them; ordered by region
+        (Morton), then as stored.
+
+        Objects are found from every region they overlap: the query reads the regions its
+        shape touches plus the neighbours within half ``Config.max_structure_size`` (see
+        `worldstate.node._query`). A big box asks the store which regions exist in it, so
+        its cost follows the data, not the volume. Each region is read (from cache when
+        possible) if not seen within ``Config.query_staleness`` seconds."""
         self._check_open()
         q: Box | Sphere = geometry(as_shape, shape)
-        kind_set = None if kinds is None else {check_kind(k, self.kinds) for k in kinds}
-        keys: list[RegionKey] = geometry(
-            keys_of_shape, q, self.config.region_size, max_keys=self.config.max_query_regions
+        kind_set = None if kinds is None else frozenset(check_kind(k, self.kinds) for k in kinds)
+        n = check_limit(limit)
+        c = self.config
+        plan = plan_query(q, region_size=c.region_size, reach=c.max_structure_size / 2)
+        return await run_query(
+            plan,
+            _WorldViews(self),
+            self.store,
+            kinds=kind_set,
+            limit=n,
+            scan_regions=c.query_scan_regions,
+            max_regions=c.max_query_regions,
         )
+
+    async def _refresh_view(self, k: RegionKey, at_least: int | None) -> None:
+        """Bring the view of ``k`` up to date for a query (see `_WorldViews`)."""
+        view = self._view.get(k)
         now = self.clock()
-        stale = [
-            k
-            for k in keys
-            if (e := self._view.get(k)) is None or now - e.loaded_at > self.config.query_staleness
-        ]
-        sem = asyncio.Semaphore(16)
-
-        async def refresh(k: RegionKey) -> None:
-            async with sem:
+        if at_least is None:
+            if view is None or now - view.loaded_at > self.config.query_staleness:
                 await self.load_region(k, consistent=False)
-
-        await asyncio.gather(*(refresh(k) for k in stale))
-        out: list[WorldObject] = []
-        for k in keys:
-            view = self._view.get(k)
-            if view is None or not view.objects:
-                continue
-            out.extend(view.objects[i] for i in sorted(view.index.intersection(q)))
-        if kind_set is not None:
-            out = [o for o in out if o.kind in kind_set]
-        return out
+            return
+        if view is not None and view.version >= at_least:
+            view.loaded_at = now
+            return
+        snap = await self.load_region(k, consistent=False)
+        if snap.version < at_least:  # the cache is behind what the store just said
+            await self.load_region(k)
 
     # -- observability ---------------------------------------------------------------------
 
@@ -730,6 +748,24 @@ class World:
             "bus": dataclasses.asdict(self.bus.stats),
             "dropped_messages": self.dropped_messages,
         }
+
+
+class _WorldViews:
+    """The world's region views as `worldstate.node._query.RegionViews`."""
+
+    __slots__ = ("_world",)
+
+    def __init__(self, world: World) -> None:
+        self._world = world
+
+    async def refresh(self, key: RegionKey, at_least: int | None) -> None:
+        await self._world._refresh_view(key, at_least)
+
+    def matches(self, key: RegionKey, shape: Shape) -> Sequence[WorldObject]:
+        view = self._world._view.get(key)
+        if view is None or not view.objects:
+            return ()
+        return [view.objects[i] for i in sorted(view.index.intersection(shape))]
 
 
 class _Connect:
