@@ -58,9 +58,7 @@ async def test_a_200_km_query_over_a_sparse_world_reads_only_what_exists(
         by_morton = sorted(range(3), key=lambda i: far[i].morton)
         assert [o.id for o in got] == [f"o{i}" for i in by_morton]
         assert b.stats()["regions_in_view"] == 3, "only the stored regions were read"
-        assert [o.id for o in await b.query((lo, hi), limit=2)] == [
-            f"o{i}" for i in by_morton[:2]
-        ]
+        assert [o.id for o in await b.query((lo, hi), limit=2)] == [f"o{i}" for i in by_morton[:2]]
 
 
 async def test_limit_stops_reading_and_big_boxes_are_bounded(backend: Backend) -> None:

@@ -362,7 +362,7 @@ class StrongPath:
     async def after_commit(self, key: RegionKey, version: int) -> None:
         """Tell caches and other servers the region changed."""
         world = self.world
-        await world.cache.put(key.morton, version, b"")  # tombstone: older copies are refused
+        await world.cache.mark_newer(key.morton, version)  # older snapshots are refused
         world.mark_stale(key)
         with contextlib.suppress(WorldStateError):
             await world.bus.publish(
