@@ -7,8 +7,9 @@ whatever order the operations arrived in, on every server.
 
 - Candidates: `StructurePlacement`, `TerrainEdit`, `ResourceClaim`, `ItemPickup`,
   `CreatureClaim` (frozen records, validated on construction).
-- Strategies and policy: `Strategy`, `ConflictType`, `Policy`, `DEFAULT_POLICY`,
-  `precedence_key` (each strategy's total order, ending in server id then op id).
+- Strategies and policy: `Strategy`, `CustomStrategy` (a game's key function, then the
+  full tie-break), `ConflictType`, `Policy`, `DEFAULT_POLICY`, `precedence_key` (each
+  strategy's total order, ending in server id then op id).
 - Resolution: `resolve` (mixed batch) and `resolve_structures`, `resolve_terrain`,
   `merge_terrain`, `resolve_claims`, `resolve_pickups`, `resolve_creatures`, against an
   optional `CommittedState`; results are `Resolution` values holding `ConflictDecision`s.
@@ -34,7 +35,7 @@ from conflicts._creatures import detect_creature_disputes, resolve_creatures
 from conflicts._decisions import ConflictDecision, Outcome
 from conflicts._errors import ConflictInputError
 from conflicts._items import detect_pickup_races, resolve_pickups
-from conflicts._kinds import ConflictType, Rule, Strategy
+from conflicts._kinds import AnyStrategy, ConflictType, CustomStrategy, Rule, Strategy
 from conflicts._merge import TerrainGroup, TerrainMerge, detect_terrain_overlaps, merge_terrain
 from conflicts._policy import DEFAULT_POLICY, Policy, precedence_key
 from conflicts._resolution import Resolution
@@ -56,12 +57,14 @@ from conflicts._terrain import resolve_terrain
 __all__ = [
     "DEFAULT_POLICY",
     "EMPTY_STATE",
+    "AnyStrategy",
     "Candidate",
     "CommittedState",
     "ConflictDecision",
     "ConflictInputError",
     "ConflictType",
     "CreatureClaim",
+    "CustomStrategy",
     "ItemPickup",
     "Outcome",
     "PartitionRule",
