@@ -85,7 +85,7 @@ def resolve_creatures_checked(
 def resolve_creatures(
     claims: Iterable[CreatureClaim],
     *,
-    strategy: Strategy | str = Strategy.TIMESTAMP,
+    strategy: AnyStrategy | str = Strategy.TIMESTAMP,
     committed: CommittedState | None = None,
 ) -> Resolution[CreatureClaim]:
     """Settle creature-ownership disputes.

@@ -77,7 +77,7 @@ def resolve_pickups_checked(
 def resolve_pickups(
     pickups: Iterable[ItemPickup],
     *,
-    strategy: Strategy | str = Strategy.TIMESTAMP,
+    strategy: AnyStrategy | str = Strategy.TIMESTAMP,
     committed: CommittedState | None = None,
 ) -> Resolution[ItemPickup]:
     """One winner per item: the pickup first in ``strategy``'s precedence order. Pickups of

@@ -135,7 +135,7 @@ def resolve_claims_checked(
 def resolve_claims(
     claims: Iterable[ResourceClaim],
     *,
-    strategy: Strategy | str = Strategy.TIMESTAMP,
+    strategy: AnyStrategy | str = Strategy.TIMESTAMP,
     committed: CommittedState | None = None,
 ) -> Resolution[ResourceClaim]:
     """Choose which resource claims of a concurrent batch are granted.

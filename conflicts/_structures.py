@@ -168,7 +168,7 @@ def resolve_structures_checked(
 def resolve_structures(
     placements: Iterable[StructurePlacement],
     *,
-    strategy: Strategy | str = Strategy.TIMESTAMP,
+    strategy: AnyStrategy | str = Strategy.TIMESTAMP,
     committed: CommittedState | None = None,
     method: str = "rtree",
 ) -> Resolution[StructurePlacement]:

@@ -97,7 +97,7 @@ def resolve_terrain_checked(
 def resolve_terrain(
     edits: Iterable[TerrainEdit],
     *,
-    strategy: Strategy | str = Strategy.MERGE,
+    strategy: AnyStrategy | str = Strategy.MERGE,
     method: str = "rtree",
 ) -> Resolution[TerrainEdit]:
     """Resolve concurrent terrain edits.

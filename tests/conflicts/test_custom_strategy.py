@@ -26,9 +26,7 @@ from tests.conflicts import gen
 
 def volume(c: Any) -> float:
     if isinstance(c, StructurePlacement):
-        return float(
-            (c.hi[0] - c.lo[0]) * (c.hi[1] - c.lo[1]) * (c.hi[2] - c.lo[2])  # type: ignore[operator]
-        )
+        return float((c.hi[0] - c.lo[0]) * (c.hi[1] - c.lo[1]) * (c.hi[2] - c.lo[2]))
     return 0.0
 
 
