@@ -704,19 +704,22 @@ class World:
             max_regions=c.max_query_regions,
         )
 
-    async def _refresh_view(self, k: RegionKey, at_least: int | None) -> None:
-        """Bring the view of ``k`` up to date for a query (see `_WorldViews`)."""
+    def _view_stale(self, k: RegionKey, at_least: int | None) -> bool:
+        """Whether a query must re-read region ``k`` (see `_WorldViews`)."""
         view = self._view.get(k)
-        now = self.clock()
+        if view is None:
+            return True
         if at_least is None:
-            if view is None or now - view.loaded_at > self.config.query_staleness:
-                await self.load_region(k, consistent=False)
-            return
-        if view is not None and view.version >= at_least:
-            view.loaded_at = now
-            return
+            return self.clock() - view.loaded_at > self.config.query_staleness
+        if view.version >= at_least:
+            view.loaded_at = self.clock()  # the store just vouched for this version
+            return False
+        return True
+
+    async def _refresh_view(self, k: RegionKey, at_least: int | None) -> None:
+        """Re-read region ``k`` for a query, from the cache when it is recent enough."""
         snap = await self.load_region(k, consistent=False)
-        if snap.version < at_least:  # the cache is behind what the store just said
+        if at_least is not None and snap.version < at_least:  # the cache is behind
             await self.load_region(k)
 
     # -- observability ---------------------------------------------------------------------
@@ -757,6 +760,9 @@ class _WorldViews:
 
     def __init__(self, world: World) -> None:
         self._world = world
+
+    def stale(self, key: RegionKey, at_least: int | None) -> bool:
+        return self._world._view_stale(key, at_least)
 
     async def refresh(self, key: RegionKey, at_least: int | None) -> None:
         await self._world._refresh_view(key, at_least)

@@ -14,7 +14,7 @@ def test_the_reach_adds_one_ring_of_neighbours() -> None:
     assert (p.lo, p.hi) == (RegionKey(-1, -1, -1), RegionKey(1, 1, 1))
     assert p.count == 27 and len(p.region_keys()) == 27
     keys = p.region_keys()
-    assert keys == sorted(keys, key=lambda k: k.morton)
+    assert list(keys) == sorted(keys, key=lambda k: k.morton)
 
 
 def test_no_reach_is_the_regions_the_shape_touches() -> None:
