@@ -716,6 +716,13 @@ class World:
             return False
         return True
 
+    def _view_absent(self, k: RegionKey) -> None:
+        """The store holds no row for ``k``: an empty view at version 0, seen now."""
+        view = self._view.get(k)
+        if view is not None and view.version > 0:  # gone from the store (a restore)
+            del self._view[k]
+        self._index_region(RegionSnapshot(k, 0, None, 0, ()))
+
     async def _refresh_view(self, k: RegionKey, at_least: int | None) -> None:
         """Re-read region ``k`` for a query, from the cache when it is recent enough."""
         snap = await self.load_region(k, consistent=False)
@@ -766,6 +773,9 @@ class _WorldViews:
 
     async def refresh(self, key: RegionKey, at_least: int | None) -> None:
         await self._world._refresh_view(key, at_least)
+
+    def absent(self, key: RegionKey) -> None:
+        self._world._view_absent(key)
 
     def matches(self, key: RegionKey, shape: Shape) -> Sequence[WorldObject]:
         view = self._world._view.get(key)

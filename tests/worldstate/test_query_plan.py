@@ -18,8 +18,10 @@ def test_the_reach_adds_one_ring_of_neighbours() -> None:
 
 
 def test_no_reach_is_the_regions_the_shape_touches() -> None:
-    p = plan_query(Box((2001, 0, 0), (2007, 1, 1)), region_size=2000.0, reach=0.0)
+    p = plan_query(Box((2001, 10, 10), (2007, 11, 11)), region_size=2000.0, reach=0.0)
     assert (p.lo, p.hi) == (RegionKey(1, 0, 0), RegionKey(1, 0, 0))
+    edge = plan_query(Box((2000, 10, 10), (2007, 11, 11)), region_size=2000.0, reach=0.0)
+    assert edge.lo.ix == 0, "a millimetre of margin: a centre rounded onto the face counts"
 
 
 def test_a_straddler_centred_left_is_in_reach_of_a_query_on_the_right() -> None:

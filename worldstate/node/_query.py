@@ -60,6 +60,9 @@ class RegionViews(Protocol):
     async def refresh(self, key: RegionKey, at_least: int | None) -> None:
         """Make the view of ``key`` current (see `stale`)."""
 
+    def absent(self, key: RegionKey) -> None:
+        """The store holds no row for ``key``: remember it as empty (version 0), seen now."""
+
     def matches(self, key: RegionKey, shape: Shape) -> Sequence[WorldObject]:
         """The objects of the view of ``key`` meeting ``shape``, as stored."""
 
@@ -127,6 +130,7 @@ def plan_query(shape: Shape, *, region_size: float, reach: float) -> QueryPlan:
     if not (math.isfinite(reach) and reach >= 0):
         raise ValidationError(f"query reach must be finite and >= 0, got {reach!r}")
     lo, hi = _bbox(shape)
+    reach = reach * (1 + 1e-9) + 1e-3  # a millimetre more: float rounding of the centres
     a = [_index(v - reach, region_size) for v in lo]
     b = [_index(v + reach, region_size) for v in hi]
     return QueryPlan(shape, RegionKey(*a), RegionKey(*b))
@@ -139,6 +143,22 @@ def check_limit(limit: object) -> int | None:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValidationError(f"query limit must be None or an int >= 1, got {limit!r}")
     return limit
+
+
+async def _all_in_box(
+    plan: QueryPlan, directory: RegionDirectory, most: int
+) -> list[StoredVersion]:
+    """Every stored region of a small index box (at most ``most`` exist)."""
+    found: list[StoredVersion] = []
+    after = -1
+    while True:
+        page, resume = await directory.regions_in_box(
+            plan.lo, plan.hi, after=after, limit=most + 1
+        )
+        found.extend(page)
+        if resume is None:
+            return found
+        after = resume
 
 
 async def run_query(
@@ -184,7 +204,18 @@ async def run_query(
         return False
 
     if plan.count <= scan_regions:
-        await read([(k, None) for k in plan.region_keys()])
+        keys = plan.region_keys()
+        stale = [k for k in keys if views.stale(k, None)]
+        if len(stale) <= 1:
+            await read([(k, None) for k in keys])
+            return out
+        # several regions to re-read (the neighbours are often empty, and an empty region
+        # is in no cache): one scan says which exist and at what version
+        listed = {s.key: s.version for s in await _all_in_box(plan, directory, len(keys))}
+        for k in stale:
+            if k not in listed:
+                views.absent(k)
+        await read([(k, listed.get(k)) for k in keys])
         return out
     if limit is not None:  # read page by page, stop once enough was found
         after = -1
