@@ -1,12 +1,17 @@
-"""`worldstate.node._query.plan_query`: which regions a query must consider (pure)."""
+"""`worldstate.node._query`: which regions a query must consider (pure planning) and the
+driver over fake views and a fake store directory."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
-from regions import Box, RegionKey, Sphere
+from regions import Box, RegionKey, Shape, Sphere
 from worldstate import ValidationError
-from worldstate.node._query import check_limit, plan_query
+from worldstate.node._query import check_limit, plan_query, run_query
+from worldstate.objects import WorldObject
+from worldstate.store import StoredVersion
 
 
 def test_the_reach_adds_one_ring_of_neighbours() -> None:
@@ -44,3 +49,116 @@ def test_bad_reach_and_limits_are_refused() -> None:
     for bad in (0, -3, 2.0, False, "1"):
         with pytest.raises(ValidationError):
             check_limit(bad)
+
+
+class FakeViews:
+    """Views over a dict of stored regions (key -> (version, objects)), counting reads."""
+
+    def __init__(self, stored: dict[RegionKey, tuple[int, list[WorldObject]]]) -> None:
+        self.stored = stored
+        self.seen: dict[RegionKey, int] = {}
+        self.reads: list[RegionKey] = []
+        self.absents: list[RegionKey] = []
+
+    def stale(self, key: RegionKey, at_least: int | None) -> bool:
+        v = self.seen.get(key)
+        return v is None or (at_least is not None and v < at_least)
+
+    async def refresh(self, key: RegionKey, at_least: int | None) -> None:
+        self.reads.append(key)
+        self.seen[key] = self.stored.get(key, (0, []))[0]
+
+    def absent(self, key: RegionKey) -> None:
+        self.absents.append(key)
+        self.seen[key] = 0
+
+    def matches(self, key: RegionKey, shape: Shape) -> Sequence[WorldObject]:
+        objs = self.stored.get(key, (0, []))[1]
+        assert isinstance(shape, Box)
+        return [o for o in objs if shape.intersects(Box(o.lo, o.hi))]
+
+
+class FakeDirectory:
+    def __init__(self, views: FakeViews) -> None:
+        self.views = views
+        self.scans = 0
+
+    async def regions_in_box(
+        self, lo: RegionKey, hi: RegionKey, *, after: int = -1, limit: int = 1000
+    ) -> tuple[list[StoredVersion], int | None]:
+        self.scans += 1
+        inside = sorted(
+            (
+                k
+                for k in self.views.stored
+                if all(
+                    a <= x <= b
+                    for a, x, b in zip(
+                        (lo.ix, lo.iy, lo.iz),
+                        (k.ix, k.iy, k.iz),
+                        (hi.ix, hi.iy, hi.iz),
+                        strict=True,
+                    )
+                )
+                and k.morton > after
+            ),
+            key=lambda k: k.morton,
+        )
+        page = inside[:limit]
+        resume = page[-1].morton if len(inside) > limit else None
+        return [StoredVersion(k, self.views.stored[k][0]) for k in page], resume
+
+
+def _one(key: RegionKey, name: str) -> WorldObject:
+    lo = key.bounds[0]
+    a = (lo[0] + 10, lo[1] + 10, lo[2] + 10)
+    return WorldObject(name, "structure", a, (a[0] + 1, a[1] + 1, a[2] + 1))
+
+
+async def test_a_small_query_validates_its_stale_neighbours_with_one_scan() -> None:
+    home = RegionKey(0, 0, 0)
+    views = FakeViews({home: (3, [_one(home, "a")])})
+    directory = FakeDirectory(views)
+    plan = plan_query(Box((5, 5, 5), (50, 50, 50)), region_size=2000.0, reach=1000.0)
+    got = await run_query(
+        plan, views, directory, kinds=None, limit=None, scan_regions=64, max_regions=10
+    )
+    assert [o.id for o in got] == ["a"]
+    assert directory.scans == 1 and views.reads == [home], "only the stored region is read"
+    assert len(views.absents) == plan.count - 1
+    again = await run_query(
+        plan, views, directory, kinds=None, limit=None, scan_regions=64, max_regions=10
+    )
+    assert [o.id for o in again] == ["a"] and directory.scans == 1, "fresh views: no I/O"
+
+
+async def test_big_boxes_page_stop_at_the_limit_and_refuse_beyond_the_bound() -> None:
+    keys = [RegionKey(x, 0, 0) for x in range(-20, 20, 2)]
+    views = FakeViews({k: (1, [_one(k, f"o{k.ix}")]) for k in keys})
+    directory = FakeDirectory(views)
+    plan = plan_query(Box((-1e5, 0, 0), (1e5, 10, 10)), region_size=2000.0, reach=0.0)
+    with pytest.raises(ValidationError, match="max_query_regions"):
+        await run_query(
+            plan, views, directory, kinds=None, limit=None, scan_regions=64, max_regions=5
+        )
+    assert views.reads == [], "a refused query read nothing"
+    first = await run_query(
+        plan, views, directory, kinds=None, limit=3, scan_regions=64, max_regions=5
+    )
+    order = sorted(keys, key=lambda k: k.morton)
+    assert [o.id for o in first] == [f"o{k.ix}" for k in order[:3]]
+    assert len(views.reads) == 3, "stopped once the limit was met"
+    everything = await run_query(
+        plan, views, directory, kinds=None, limit=None, scan_regions=64, max_regions=100
+    )
+    assert [o.id for o in everything] == [f"o{k.ix}" for k in order]
+    none = await run_query(
+        plan,
+        views,
+        directory,
+        kinds=frozenset({"tree"}),
+        limit=None,
+        scan_regions=64,
+        max_regions=100,
+    )
+    assert none == []
