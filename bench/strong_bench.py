@@ -79,7 +79,7 @@ async def run_mode(
             results: list[Result] = []
 
             async def one(op: PlaceStructure) -> Result:
-                stamped, _, key = w._prepare(op)
+                stamped, _, key = w.router.prepare(op)
                 if mode == "group":
                     return await w.submit(op)
                 assert key is not None

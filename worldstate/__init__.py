@@ -10,6 +10,7 @@ from consistency import ConsistencyClass, Registry
 from regions import Box, RegionKey, Sphere
 from worldstate.config import Config
 from worldstate.errors import (
+    AuthorityLost,
     BusUnavailable,
     CorruptRegion,
     Fenced,
@@ -17,7 +18,9 @@ from worldstate.errors import (
     NotAuthoritative,
     Overloaded,
     RegionOwned,
+    RetryableError,
     StoreUnavailable,
+    SubmitTimeout,
     ValidationError,
     VersionConflict,
     WorldClosed,
@@ -62,6 +65,7 @@ def consistency_of(op_or_type: object) -> ConsistencyClass:
 
 __all__ = [
     "Accepted",
+    "AuthorityLost",
     "Box",
     "BusUnavailable",
     "CausalDelivery",
@@ -93,11 +97,13 @@ __all__ = [
     "Rejected",
     "ResourceNode",
     "Result",
+    "RetryableError",
     "SetAutomation",
     "SetPowerGrid",
     "Sphere",
     "StateChange",
     "StoreUnavailable",
+    "SubmitTimeout",
     "TransferCreature",
     "TransferItems",
     "Update",

@@ -70,6 +70,11 @@ class Config:
     max_structure_size: float = REGION_SIZE
     """Largest edge of a placed structure, metres (at most one region)."""
     forward_timeout: float = 2.0
+    """Seconds a forwarded strong op waits for its owner's answer."""
+    submit_timeout: float = 5.0
+    """Deadline of every `World.submit` (override per call with ``submit(op, timeout=...)``):
+    past it the caller gets `SubmitTimeout` (the op may still apply; resubmit the same op_id
+    to learn its outcome) instead of waiting forever."""
 
     history_versions: int = 10
     """Versions of each region kept for corruption recovery (>= 1)."""

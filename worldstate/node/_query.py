@@ -36,8 +36,8 @@ from worldstate.store.region_scan import StoredVersion
 
 __all__ = [
     "QueryPlan",
+    "QueryViews",
     "RegionDirectory",
-    "RegionViews",
     "check_limit",
     "plan_query",
     "run_query",
@@ -49,7 +49,7 @@ _LIMITED_PAGE = 256
 """Stored regions listed per round trip by a query with a ``limit``."""
 
 
-class RegionViews(Protocol):
+class QueryViews(Protocol):
     """The node's per-region views (a version and an R-tree per region)."""
 
     def stale(self, key: RegionKey, at_least: int | None) -> bool:
@@ -163,7 +163,7 @@ async def _all_in_box(
 
 async def run_query(
     plan: QueryPlan,
-    views: RegionViews,
+    views: QueryViews,
     directory: RegionDirectory,
     *,
     kinds: frozenset[str] | None,

@@ -38,7 +38,9 @@ from worldstate.errors import (
     WorldStateError,
 )
 from worldstate.operations import ChangeInventory, Operation, TransferItems
+from worldstate.protocol import _topics as topics
 from worldstate.protocol._ops import decode_op, encode_op
+from worldstate.protocol._rpc import Rpc
 from worldstate.results import Committed, Rejected, Result
 from worldstate.store.strong_commit import (
     OpOutcome,
@@ -49,7 +51,7 @@ from worldstate.store.strong_commit import (
 )
 
 if TYPE_CHECKING:
-    from worldstate.world import World
+    from worldstate.node import Authority, NodeContext, RegionViews, Router
 
 log = logging.getLogger("worldstate.strong")
 
@@ -78,10 +80,10 @@ class RegionPipeline:
         self.idle.set()
         self.batches = 0
         self.ops = 0
-        self.task = asyncio.create_task(self._run(), name=f"ws-region-{key}")
+        self.task = path.ctx.tasks.spawn(self._run(), f"ws-region-{path.ctx.server_id}-{key}")
 
     def submit(self, op: Operation) -> asyncio.Future[Result]:
-        cfg = self.path.world.config
+        cfg = self.path.ctx.config
         if len(self.queue) >= cfg.region_queue_size:
             raise Overloaded(
                 f"region {self.key}: {len(self.queue)} operations already queued "
@@ -94,7 +96,7 @@ class RegionPipeline:
         return fut
 
     async def _run(self) -> None:
-        window = self.path.world.config.group_commit_window
+        window = self.path.ctx.config.group_commit_window
         backlog = False
         while True:
             await self.wakeup.wait()
@@ -107,8 +109,10 @@ class RegionPipeline:
             try:
                 # one batch of this region in flight at a time: the region's single writer
                 await self.path.commit(self, batch)
-            except asyncio.CancelledError:
-                self._fail(batch, WorldClosed("the world closed before the commit"))
+            except BaseException as e:  # cancelled by close, or a crash the supervisor reports
+                self._fail(
+                    batch, WorldClosed("the world closed before the commit", cause=_crash(e))
+                )
                 raise
             backlog = bool(self.queue)
             if backlog:
@@ -124,8 +128,7 @@ class RegionPipeline:
 
     async def close(self) -> None:
         self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        await asyncio.wait([self.task])  # a crash of it is the supervisor's to report
         while self.queue:
             _, fut = self.queue.popleft()
             if not fut.done():
@@ -133,8 +136,13 @@ class RegionPipeline:
 
 
 class StrongPath:
-    def __init__(self, world: World) -> None:
-        self.world = world
+    def __init__(
+        self, ctx: NodeContext, authority: Authority, router: Router, views: RegionViews
+    ) -> None:
+        self.ctx = ctx
+        self.authority = authority
+        self.router = router
+        self.views = views
         self.pipelines: dict[RegionKey, RegionPipeline] = {}
         self._ready: deque[
             tuple[
@@ -148,7 +156,7 @@ class StrongPath:
         PostgreSQL, whose serializable mode tracks reads by index page, concurrent commits
         into a small table abort each other far more often than on CockroachDB)."""
         self.group_commits = 0
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.rpc = Rpc(ctx.bus)
         self._owner_cache: dict[RegionKey, tuple[str | None, float]] = {}
         self.forwarded = 0
         self.served_forwards = 0
@@ -167,7 +175,7 @@ class StrongPath:
         await done
 
     async def _committer(self) -> None:
-        window = self.world.config.group_commit_window
+        window = self.ctx.config.group_commit_window
         while True:
             await self._ready_event.wait()
             if window > 0:
@@ -182,6 +190,13 @@ class StrongPath:
                     n += len(item[1])
                 try:
                     await self._commit_group(group)
+                except BaseException as e:  # cancelled by close, or a crash the supervisor reports
+                    closed = WorldClosed(
+                        "the world closed before the commit finished", cause=_crash(e)
+                    )
+                    for _, batch, _ in group:
+                        RegionPipeline._fail(batch, closed)
+                    raise
                 finally:
                     for _, _, done in group:
                         if not done.done():
@@ -195,11 +210,11 @@ class StrongPath:
             ]
         ],
     ) -> None:
-        world = self.world
+        ctx = self.ctx
         live = []
         for pipeline, batch, _ in group:
             try:
-                lease = world.lease_of(pipeline.key)
+                lease = self.authority.lease_of(pipeline.key)
             except NotAuthoritative as e:
                 RegionPipeline._fail(batch, e)
                 continue
@@ -207,21 +222,21 @@ class StrongPath:
         while live:
             batches = [RegionBatch(p.key, [op for op, _ in b], epoch) for p, b, epoch in live]
             try:
-                outcomes = await world.store.run(
+                outcomes = await ctx.store.run(
                     lambda c, batches=batches: commit_batches(  # type: ignore[misc]
                         c,
                         batches,
-                        writer=world.server_id,
-                        policy=world.policy,
-                        now=world.clock(),
-                        region_size=world.config.region_size,
+                        writer=ctx.server_id,
+                        policy=ctx.policy,
+                        now=ctx.clock(),
+                        region_size=ctx.config.region_size,
                     ),
                     f"commit {sum(len(b.ops) for b in batches)} ops in {len(batches)} region(s)",
                 )
             except (Fenced, RegionOwned) as e:
-                world.lost_lease(e.key, str(e))
+                self.authority.lost(e.key, str(e))
                 err = NotAuthoritative(
-                    f"{world.server_id} lost region {e.key} ({e}); the ops were not applied "
+                    f"{ctx.server_id} lost region {e.key} ({e}); the ops were not applied "
                     "— resubmit them (same op_ids)",
                     key=e.key,
                 )
@@ -252,31 +267,28 @@ class StrongPath:
             return
 
     async def start(self) -> None:
-        for i in range(self.world.config.max_concurrent_commits):
+        me = self.ctx.server_id
+        for i in range(self.ctx.config.max_concurrent_commits):
             self._committers.append(
-                asyncio.create_task(self._committer(), name=f"ws-committer-{i}")
+                self.ctx.tasks.spawn(self._committer(), f"ws-committer-{me}-{i}")
             )
-        bus = self.world.bus
-        me = self.world.server_id
-        bus.subscribe(f"ops/{me}", self._on_request)
-        bus.subscribe(f"replies/{me}", self._on_reply)
+        bus = self.ctx.bus
+        bus.subscribe(topics.of(topics.OPS, me), self._on_request)
+        bus.subscribe(topics.of(topics.REPLIES, me), self.rpc.on_reply)
 
     async def close(self) -> None:
         for p in list(self.pipelines.values()):
             await p.close()
         for t in self._committers:
             t.cancel()
-        for t in self._committers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        if self._committers:
+            await asyncio.wait(self._committers)  # a crash of one is the supervisor's to report
         for _, batch, done in self._ready:
             RegionPipeline._fail(batch, WorldClosed("the world closed before the commit"))
             if not done.done():
                 done.set_result(None)
         self.pipelines.clear()
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(WorldClosed("the world closed while waiting for an owner"))
+        self.rpc.fail_all("the world closed while waiting for an owner")
 
     def pipeline(self, key: RegionKey) -> RegionPipeline:
         p = self.pipelines.get(key)
@@ -296,12 +308,11 @@ class StrongPath:
         if key is None:
             assert isinstance(op, (ChangeInventory, TransferItems))
             return await self.commit_inventory([op])
-        world = self.world
         for _attempt in range(3):
-            if world.holds(key):
+            if self.authority.holds(key):
                 return await self.pipeline(key).submit(op)
             owner = await self._owner(key)
-            if owner is not None and owner != world.server_id:
+            if owner is not None and owner != self.ctx.server_id:
                 try:
                     return await self._forward(owner, op)
                 except _NotOwner:
@@ -318,25 +329,25 @@ class StrongPath:
         )
 
     async def commit_inventory(self, ops: list[ChangeInventory | TransferItems]) -> Result:
-        world = self.world
-        outs = await world.store.run(
-            lambda c: commit_inventory_ops(c, ops, now=world.clock()),
+        ctx = self.ctx
+        outs = await ctx.store.run(
+            lambda c: commit_inventory_ops(c, ops, now=ctx.clock()),
             f"commit {ops[0].op_type} {ops[0].op_id}",
         )
         return to_result(outs[0])
 
     async def _commit_direct(self, key: RegionKey, op: Operation) -> Result:
-        world = self.world
-        outs = await world.store.run(
+        ctx = self.ctx
+        outs = await ctx.store.run(
             lambda c: commit_region_batch(
                 c,
                 key,
                 [op],
                 epoch=None,
-                writer=world.server_id,
-                policy=world.policy,
-                now=world.clock(),
-                region_size=world.config.region_size,
+                writer=ctx.server_id,
+                policy=ctx.policy,
+                now=ctx.clock(),
+                region_size=ctx.config.region_size,
             ),
             f"commit {op.op_type} {op.op_id} in unowned region {key}",
         )
@@ -346,13 +357,13 @@ class StrongPath:
         return to_result(outs[0])
 
     async def _owner(self, key: RegionKey) -> str | None:
-        now = self.world.clock()
+        now = self.ctx.clock()
         hit = self._owner_cache.get(key)
         if hit is not None and (
             (hit[0] is None and hit[1] > time.monotonic()) or (hit[0] is not None and hit[1] > now)
         ):
             return hit[0]
-        lease = await self.world.store.lease(key)
+        lease = await self.ctx.store.lease(key)
         if lease is not None and lease.live(now):
             self._owner_cache[key] = (lease.owner, lease.expires_at)
             return lease.owner
@@ -361,38 +372,31 @@ class StrongPath:
 
     async def after_commit(self, key: RegionKey, version: int) -> None:
         """Tell caches and other servers the region changed."""
-        world = self.world
-        await world.cache.mark_newer(key.morton, version)  # older snapshots are refused
-        world.mark_stale(key)
+        ctx = self.ctx
+        await ctx.cache.mark_newer(key.morton, version)  # older snapshots are refused
+        self.views.mark_stale(key)
         with contextlib.suppress(WorldStateError):
-            await world.bus.publish(
-                f"notice/{key.morton}",
-                orjson.dumps({"v": version, "s": world.server_id}),
+            await ctx.bus.publish(
+                topics.of(topics.NOTICES, key.morton),
+                orjson.dumps({"v": version, "s": ctx.server_id}),
                 qos=0,
             )
 
     # -- forwarding ------------------------------------------------------------------------
 
     async def _forward(self, owner: str, op: Operation) -> Result:
-        world = self.world
-        req = uuid.uuid4().hex
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[req] = fut
-        body = orjson.dumps(
-            {"r": req, "from": world.server_id, "op": orjson.Fragment(encode_op(op))}
-        )
+        ctx = self.ctx
+        request = {"from": ctx.server_id, "op": orjson.Fragment(encode_op(op))}
         try:
-            await world.bus.publish(f"ops/{owner}", body, qos=1)
-            async with asyncio.timeout(world.config.forward_timeout):
-                reply = await fut
+            reply = await self.rpc.call(
+                topics.of(topics.OPS, owner), request, ctx.config.forward_timeout
+            )
         except TimeoutError:
             raise BusUnavailable(
                 f"owner {owner!r} did not answer op {op.op_id} within "
-                f"{world.config.forward_timeout}s; it may or may not have applied — resubmit "
+                f"{ctx.config.forward_timeout}s; it may or may not have applied — resubmit "
                 "the same op_id"
             ) from None
-        finally:
-            self._pending.pop(req, None)
         self.forwarded += 1
         kind = reply.get("k")
         if kind == "committed":
@@ -408,17 +412,6 @@ class StrongPath:
             raise _NotOwner
         raise NotAuthoritative(f"owner {owner!r} refused op {op.op_id}: {reply.get('error')}")
 
-    def _on_reply(self, msg: Message) -> None:
-        try:
-            doc = orjson.loads(msg.payload)
-            fut = self._pending.get(doc["r"]) if isinstance(doc, dict) else None
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            fut = None
-        if fut is None or fut.done() or not isinstance(doc, dict):
-            self.dropped_requests += 1
-            return
-        fut.set_result(doc)
-
     def _on_request(self, msg: Message) -> None:
         if len(msg.payload) > MAX_REQUEST_BYTES:
             self.dropped_requests += 1
@@ -431,18 +424,25 @@ class StrongPath:
             from worldstate._validation import check_id
 
             check_id(sender, "sender")
-            op = decode_op(orjson.dumps(doc["op"]), self.world.op_types)
+            op = decode_op(orjson.dumps(doc["op"]), self.router.op_types)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValidationError) as e:
             self.dropped_requests += 1
             log.debug("dropped a malformed forwarded op: %s", e)
             return
-        asyncio.get_running_loop().create_task(self._serve(req, sender, op))
+        self.ctx.tasks.spawn(self._serve(req, sender, op), f"ws-serve-op-{op.op_id}", job=True)
 
     async def _serve(self, req: str, sender: str, op: Operation) -> None:
-        world = self.world
-        key = world.region_key_of(op)
+        ctx = self.ctx
         reply: dict[str, Any]
-        if key is None or not world.holds(key):
+        try:
+            _, _, key = self.router.check(op)
+        except ValidationError as e:
+            self.dropped_requests += 1
+            reply = {"r": req, "k": "error", "error": f"refused: {e}"[:500]}
+            with contextlib.suppress(WorldStateError):
+                await ctx.bus.publish(topics.of(topics.REPLIES, sender), orjson.dumps(reply), qos=1)
+            return
+        if key is None or not self.authority.holds(key):
             reply = {"r": req, "k": "not-owner"}
         else:
             try:
@@ -463,7 +463,12 @@ class StrongPath:
             except (WorldStateError, StoreUnavailable) as e:
                 reply = {"r": req, "k": "error", "error": str(e)[:500]}
         with contextlib.suppress(WorldStateError):
-            await world.bus.publish(f"replies/{sender}", orjson.dumps(reply), qos=1)
+            await ctx.bus.publish(topics.of(topics.REPLIES, sender), orjson.dumps(reply), qos=1)
+
+
+def _crash(e: BaseException) -> BaseException | None:
+    """The cause to report for an interrupted commit: None when it was cancelled."""
+    return None if isinstance(e, asyncio.CancelledError) else e
 
 
 class _NotOwner(Exception):
