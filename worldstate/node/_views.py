@@ -29,7 +29,7 @@ from worldstate._codec import (
     encode_cache_entry,
     encode_objects,
 )
-from worldstate._validation import check_kind, check_region_objects, geometry
+from worldstate._validation import KindRule, check_kind_filter, check_region_objects, geometry
 from worldstate.bus import Message
 from worldstate.errors import ValidationError
 from worldstate.node._context import NodeContext
@@ -60,7 +60,7 @@ class _RegionView:
 class RegionViews:
     """Region load/store/query for one server (see the module docs)."""
 
-    def __init__(self, ctx: NodeContext, fanout: Fanout, kinds: frozenset[str]) -> None:
+    def __init__(self, ctx: NodeContext, fanout: Fanout, kinds: KindRule) -> None:
         self.ctx = ctx
         self.fanout = fanout
         self.kinds = kinds
@@ -222,7 +222,7 @@ class RegionViews:
         `RegionDirectory`)."""
         c = self.ctx.config
         q: Box | Sphere = geometry(as_shape, shape)
-        kind_set = None if kinds is None else frozenset(check_kind(k, self.kinds) for k in kinds)
+        kind_set = check_kind_filter(kinds, self.kinds)
         n = check_limit(limit)
         plan = plan_query(q, region_size=c.region_size, reach=c.max_structure_size / 2)
         return await run_query(

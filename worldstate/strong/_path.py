@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from consistency import ConsistencyClass
 from regions import RegionKey
 from worldstate.bus import Message
 from worldstate.errors import (
@@ -410,6 +411,10 @@ class StrongPath:
             )
         if kind == "not-owner":
             raise _NotOwner
+        if kind == "invalid":  # the owner's rules refuse it (its Config differs from ours)
+            raise ValidationError(
+                f"region owner {owner!r} refused op {op.op_id}: {reply.get('error')}"
+            )
         raise NotAuthoritative(f"owner {owner!r} refused op {op.op_id}: {reply.get('error')}")
 
     def _on_request(self, msg: Message) -> None:
@@ -434,11 +439,13 @@ class StrongPath:
     async def _serve(self, req: str, sender: str, op: Operation) -> None:
         ctx = self.ctx
         reply: dict[str, Any]
-        try:
-            _, _, key = self.router.check(op)
+        try:  # a forwarded op passes the same rules as a local submit
+            _, cls, key = self.router.check_received(op)
+            if cls is not ConsistencyClass.STRONG:
+                raise ValidationError(f"{op.op_type} is not routed STRONG on this server")
         except ValidationError as e:
             self.dropped_requests += 1
-            reply = {"r": req, "k": "error", "error": f"refused: {e}"[:500]}
+            reply = {"r": req, "k": "invalid", "error": str(e)[:500]}
             with contextlib.suppress(WorldStateError):
                 await ctx.bus.publish(topics.of(topics.REPLIES, sender), orjson.dumps(reply), qos=1)
             return
