@@ -11,6 +11,7 @@ from regions import Box, RegionKey, Sphere
 from worldstate.config import Config
 from worldstate.errors import (
     AuthorityLost,
+    BusRefused,
     BusUnavailable,
     CorruptRegion,
     Fenced,
@@ -64,6 +65,7 @@ __all__ = [
     "Accepted",
     "AuthorityLost",
     "Box",
+    "BusRefused",
     "BusUnavailable",
     "CausalDelivery",
     "ChangeInventory",

@@ -103,6 +103,14 @@ class Config:
     txn_backoff_max: float = 0.5
     pool_size: int = 10
 
+    # -- bus authentication (docs/security.md) --
+    bus_max_age: float = 30.0
+    """Seconds a signed bus message may take from its sender to us; older ones are dropped."""
+    bus_clock_skew: float = 2.0
+    """Wall-clock difference between servers tolerated by the bus freshness checks."""
+    bus_key_refresh: float = 5.0
+    """Seconds between re-reads of the bus keys and revocations from the store."""
+
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)

@@ -118,6 +118,12 @@ class BusUnavailable(RetryableError):
     """The message bus could not be reached in time (a QoS-1 publish or a forwarded op)."""
 
 
+class BusRefused(BusUnavailable):
+    """The broker answered but would not have us: wrong credentials, not authorized, or a
+    TLS certificate that does not check out. Retrying will not help; fix the configuration
+    (the message says which)."""
+
+
 class SubmitTimeout(RetryableError):
     """A submit's deadline (``submit(op, timeout=...)``, default `Config.submit_timeout`)
     passed before its outcome was known. ``may_have_applied`` says whether the op could
@@ -139,6 +145,7 @@ class WorldClosed(WorldStateError):
 
 __all__ = [
     "AuthorityLost",
+    "BusRefused",
     "BusUnavailable",
     "CorruptRegion",
     "Fenced",

@@ -24,7 +24,7 @@ import conflicts as cf
 from consistency import ConsistencyClass, HybridClock, Registry
 from regions import RegionKey, Shape, as_region_key, region_keys, region_of
 from worldstate._validation import MAX_STREAM_CAPACITY, check_id, check_int, check_ops, geometry
-from worldstate.bus import Bus, open_bus
+from worldstate.bus import Bus, SignedBus, open_bus
 from worldstate.cache import RegionCache, open_cache
 from worldstate.causal import CausalPath
 from worldstate.config import Config
@@ -49,7 +49,7 @@ from worldstate.node import (
 from worldstate.objects import Lease, RegionSnapshot, ResourceNode, WorldObject
 from worldstate.operations import Operation
 from worldstate.results import Result
-from worldstate.store import Store
+from worldstate.store import Store, bus_keys
 from worldstate.store import resources as resource_sql
 from worldstate.store.retry import RetryPolicy
 from worldstate.strong import StrongPath
@@ -83,6 +83,7 @@ class World:
         cache: RegionCache | None = None,
     ) -> None:
         sid = config.server_id
+        built_bus = bus is None
         if bus is None:
             bus = open_bus(
                 config.bus_url,
@@ -110,6 +111,18 @@ class World:
                 breaker_reset=config.cache_breaker_reset,
             )
         self.tasks = Supervisor(sid)
+        if built_bus:
+            # every message signed and verified (worldstate.bus._signed; docs/security.md),
+            # with keys from the store; an injected bus is the caller's to secure
+            bus = SignedBus(
+                bus,
+                load_keys=bus_keys.loader(store, clock),
+                clock=clock,
+                max_age=config.bus_max_age,
+                skew=config.bus_clock_skew,
+                refresh=config.bus_key_refresh,
+                spawn=lambda coro, name: self.tasks.spawn(coro, name),
+            )
         hlc = HybridClock(wall=clock)
         self.ctx = ctx = NodeContext(
             server_id=sid,
@@ -139,6 +152,8 @@ class World:
         self._opened = False
         self._closing: asyncio.Task[None] | None = None
         self.tasks.on_failure(self._on_crash)
+        self._metrics: Any = None
+        """worldstate.metrics.WorldMetrics, created by the first access to `metrics`."""
 
     # -- the node's parts, for callers that used to reach them here ------------------------
 
@@ -432,6 +447,20 @@ class World:
         self._check_open()
         stamped, cls, key = self.router.prepare(op)
         limit = self.config.submit_timeout if timeout is None else _check_timeout(timeout)
+        if self._metrics is None:
+            return await self._submit(stamped, cls, key, limit)
+        t0 = time.perf_counter()
+        try:
+            result = await self._submit(stamped, cls, key, limit)
+        except BaseException as e:
+            self._metrics.observe_op(cls, e, time.perf_counter() - t0)
+            raise
+        self._metrics.observe_op(cls, result, time.perf_counter() - t0)
+        return result
+
+    async def _submit(
+        self, stamped: Operation, cls: ConsistencyClass, key: RegionKey | None, limit: float
+    ) -> Result:
         try:
             async with asyncio.timeout(limit):
                 return await self._route(stamped, cls, key)
@@ -513,6 +542,8 @@ class World:
         batch. Returns how many rows were applied."""
         self._check_open()
         applied: int = self.eventual.move_entities(ids, positions, velocities)
+        if self._metrics is not None:
+            self._metrics.observe_moves(applied)
         return applied
 
     def updates(self, interest: object = None, *, capacity: int = 10_000) -> UpdateStream:
@@ -561,6 +592,74 @@ class World:
         return await self.views.query(shape, kinds, limit=limit)
 
     # -- observability ---------------------------------------------------------------------
+
+    @property
+    def metrics(self) -> Any:
+        """This world's Prometheus registry (a ``prometheus_client.CollectorRegistry``):
+        every ``worldstate_*`` family, read from the world's counters at scrape time, plus
+        per-class op latency histograms observed by `submit` from the first access on. A
+        game mounts it on its own endpoint (``prometheus_client.generate_latest(world.
+        metrics)``); ``worldstate serve`` serves it on ``/metrics``."""
+        if self._metrics is None:
+            from worldstate.metrics import WorldMetrics
+
+            self._metrics = WorldMetrics(self)
+        return self._metrics.registry
+
+    async def readiness(self, *, timeout: float = 1.0) -> dict[str, Any]:
+        """Readiness: the store answers within ``timeout`` s, this server is on the majority
+        side, and held leases are being renewed. ``{"ok": bool, "checks": {...}}``."""
+        checks: dict[str, Any] = {}
+        try:
+            async with asyncio.timeout(timeout):
+                await self.store.ping()
+            checks["store"] = "ok"
+        except (TimeoutError, WorldStateError, OSError) as e:
+            checks["store"] = f"unreachable: {str(e)[:200] or type(e).__name__}"
+        checks["majority"] = "ok" if self.authoritative else "minority side of a partition"
+        if not self.authority.held():
+            checks["leases"] = "ok (none held)"
+        else:
+            last = self.authority.last_renewal_ok
+            limit = 2 * self.config.lease_renew_interval + timeout
+            if last is None or self.clock() - last <= limit:
+                checks["leases"] = "ok"  # None: acquired since the last pass (fresh)
+            else:
+                checks["leases"] = f"no successful renewal for {self.clock() - last:.1f} s"
+        health = self.health()
+        tasks = health["tasks"]
+        checks["loops"] = (
+            "ok"
+            if health["ok"]
+            else ("closed" if health["closed"] else f"{tasks['failed_task']}: {tasks['failure']}")
+        )
+        ok = all(str(v).startswith("ok") for v in checks.values())
+        return {"ok": ok, "checks": checks}
+
+    async def drain(self) -> list[RegionKey]:
+        """Leave the mesh and hand every held region back: stop heartbeating (the
+        coordinator drops this server and places nothing more on it), stop taking
+        commands, then for each region drain its strong pipeline (queued ops commit and are
+        acknowledged), flush its eventual state into a snapshot and release the lease (the
+        next owner gets epoch + 1). Returns the regions released. The world stays open
+        (reads and forwarded ops still work) until `close`."""
+        self._check_open()
+        for what, step in (
+            ("leave the mesh", self.membership.close),
+            ("stop serving commands", self.commands.close),
+        ):
+            try:
+                await step()
+            except Exception as e:  # draining goes on: the regions matter more
+                log.warning("%s: drain: %s: %s", self.server_id, what, e)
+        released: list[RegionKey] = []
+        for key in sorted(self.authority.held(), key=lambda k: k.morton):
+            try:
+                if await self.release_region(key):
+                    released.append(key)
+            except WorldStateError as e:
+                log.warning("drain: releasing %s failed: %s", key, e)
+        return released
 
     def stats(self) -> dict[str, Any]:
         return {

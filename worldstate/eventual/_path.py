@@ -61,7 +61,7 @@ import collections
 import contextlib
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import zip_longest
 from types import MappingProxyType
@@ -221,6 +221,8 @@ class EventualPath:
         """Seconds from send (sender's clock) to merge (ours) of recent received batches."""
         self.dropped: collections.Counter[str] = collections.Counter()
         self._counts: collections.Counter[str] = collections.Counter()
+        self.on_tick: Callable[[float], None] | None = None
+        """Called with each tick's duration in seconds (worldstate.metrics observes it)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -382,8 +384,14 @@ class EventualPath:
             else:
                 next_at = loop.time()  # fell behind: carry on, do not burst to catch up
             next_at += period
+            started = loop.time()
             try:
                 await self.tick()
+                took = loop.time() - started
+                if took > period:
+                    self._counts["tick_overruns"] += 1
+                if self.on_tick is not None:
+                    self.on_tick(took)
             except WorldClosed:
                 return
             except WorldStateError as e:  # the bus is down, a region moved: next tick
@@ -730,6 +738,7 @@ class EventualPath:
             "snapshot_failures",
             "publish_failures",
             "tick_errors",
+            "tick_overruns",
         )
         out: dict[str, Any] = {name: c[name] for name in names}
         out["dropped"] = dict(self.dropped)

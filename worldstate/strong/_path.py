@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -212,15 +211,21 @@ class StrongPath:
         ],
     ) -> None:
         ctx = self.ctx
-        live = []
-        for pipeline, batch, _ in group:
-            try:
-                lease = self.authority.lease_of(pipeline.key)
-            except NotAuthoritative as e:
-                RegionPipeline._fail(batch, e)
-                continue
-            live.append((pipeline, batch, lease.epoch))
+        live = [(pipeline, batch, 0) for pipeline, batch, _ in group]
         while live:
+            # (again) before every attempt: a retry after a fenced region must not go out
+            # once this server has been demoted meanwhile
+            checked = []
+            for pipeline, batch, _ in live:
+                try:
+                    lease = self.authority.lease_of(pipeline.key)
+                except NotAuthoritative as e:
+                    RegionPipeline._fail(batch, e)
+                    continue
+                checked.append((pipeline, batch, lease.epoch))
+            live = checked
+            if not live:
+                break
             batches = [RegionBatch(p.key, [op for op, _ in b], epoch) for p, b, epoch in live]
             try:
                 outcomes = await ctx.store.run(
@@ -329,8 +334,19 @@ class StrongPath:
             key=key,
         )
 
+    def _require_authority(self, key: RegionKey | None) -> None:
+        """No strong write leaves a demoted server, whatever path it takes (the standing
+        may have changed while the op was being routed)."""
+        if not self.authority.authoritative:
+            raise NotAuthoritative(
+                f"{self.ctx.server_id} is on the minority side of a partition: strong "
+                "operations are refused until it rejoins",
+                key=key,
+            )
+
     async def commit_inventory(self, ops: list[ChangeInventory | TransferItems]) -> Result:
         ctx = self.ctx
+        self._require_authority(None)
         outs = await ctx.store.run(
             lambda c: commit_inventory_ops(c, ops, now=ctx.clock()),
             f"commit {ops[0].op_type} {ops[0].op_id}",
@@ -339,6 +355,7 @@ class StrongPath:
 
     async def _commit_direct(self, key: RegionKey, op: Operation) -> Result:
         ctx = self.ctx
+        self._require_authority(key)
         outs = await ctx.store.run(
             lambda c: commit_region_batch(
                 c,
@@ -360,15 +377,13 @@ class StrongPath:
     async def _owner(self, key: RegionKey) -> str | None:
         now = self.ctx.clock()
         hit = self._owner_cache.get(key)
-        if hit is not None and (
-            (hit[0] is None and hit[1] > time.monotonic()) or (hit[0] is not None and hit[1] > now)
-        ):
+        if hit is not None and (hit[1] > now):
             return hit[0]
         lease = await self.ctx.store.lease(key)
         if lease is not None and lease.live(now):
             self._owner_cache[key] = (lease.owner, lease.expires_at)
             return lease.owner
-        self._owner_cache[key] = (None, time.monotonic() + 0.25)
+        self._owner_cache[key] = (None, now + 0.25)  # the world's clock: deterministic in sims
         return None
 
     async def after_commit(self, key: RegionKey, version: int) -> None:
@@ -429,6 +444,8 @@ class StrongPath:
             from worldstate._validation import check_id
 
             check_id(sender, "sender")
+            if msg.sender is not None and msg.sender != sender:
+                raise ValidationError(f"signed by {msg.sender!r} in the name of {sender!r}")
             op = decode_op(orjson.dumps(doc["op"]), self.router.op_types)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValidationError) as e:
             self.dropped_requests += 1
