@@ -146,8 +146,11 @@ class Store:
                         f"no SQLite database at {path} — check the path in the store URL "
                         "(inspect never creates one)"
                     )
+            # a world table every role may read (not ws_meta: the inspector role may not
+            # read the bus keys kept there); a missing table means "no schema here"
             await self.run(
-                lambda c: c.execute(select(schema.meta.c.value).limit(1)), "open the store"
+                lambda c: c.execute(select(schema.regions.c.region_key).limit(1)),
+                "open the store",
             )
             return
         stored = 0
