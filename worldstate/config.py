@@ -69,6 +69,12 @@ class Config:
     CockroachDB tracks exact key spans and can take more (e.g. 8)."""
     max_structure_size: float = REGION_SIZE
     """Largest edge of a placed structure, metres (at most one region)."""
+    submit_timeout: float = 5.0
+    """Seconds a strong submit waits for its outcome before raising `SubmitTimeout`
+    (``submit(op, timeout=...)`` overrides it per call)."""
+    inventory_shards: int = 64
+    """Inventory shards (each leased like a region; an inventory's shard is a stable hash
+    of its id). Every server of a world must use the same number."""
     forward_timeout: float = 2.0
 
     history_versions: int = 10

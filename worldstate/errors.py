@@ -101,6 +101,21 @@ class WorldClosed(WorldStateError):
     """The world was closed (or lost its bus); open a new one with `worldstate.connect`."""
 
 
+class SubmitTimeout(WorldStateError):
+    """A submit's deadline (``submit(op, timeout=...)``, default ``Config.submit_timeout``)
+    passed before its outcome was known. ``may_have_applied`` says whether the op could
+    still have taken effect (it was inside a commit, or with its owner); either way,
+    resubmitting the same op_id is safe and returns its outcome."""
+
+    def __init__(self, op_id: Any, timeout: float, *, may_have_applied: bool) -> None:
+        self.op_id, self.timeout, self.may_have_applied = op_id, timeout, may_have_applied
+        maybe = "it may have applied" if may_have_applied else "it was withdrawn and did not apply"
+        super().__init__(
+            f"op {op_id}: no outcome within {timeout:g}s ({maybe}); resubmit the same op_id "
+            "to learn its outcome (it never applies twice)"
+        )
+
+
 __all__ = [
     "BusUnavailable",
     "CorruptRegion",
@@ -109,6 +124,7 @@ __all__ = [
     "Overloaded",
     "RegionOwned",
     "StoreUnavailable",
+    "SubmitTimeout",
     "ValidationError",
     "VersionConflict",
     "WorldClosed",

@@ -235,6 +235,7 @@ class World:
         async with self._lease_lock:
             lease = await self.store.acquire(k, self.server_id, self.config.lease_ttl)
             self._leases[k] = lease
+        await self.strong.on_acquired(k, lease)  # the owner loads its committed strong state
         try:  # pick up the eventual state the previous owner snapshotted
             self.eventual.seed_region(await self.load_region(k))
         except WorldStateError as e:
@@ -328,6 +329,7 @@ class World:
                 except Exception as e:  # Fenced: somebody took it over
                     log.warning("lease on %s lost: %s", key, e)
                     self._leases.pop(key, None)
+        await self.strong.renew()  # inventory shards' leases
 
     # -- state -----------------------------------------------------------------------------
 
@@ -420,6 +422,7 @@ class World:
             writer=self.server_id,
             history_versions=c.history_versions,
         )
+        self.strong.snapshot_stored(k)
         stored = RegionSnapshot(k, version, self.server_id, snapshot.epoch, objects, self.clock())
         await self.cache.put(
             k.morton,
@@ -477,13 +480,15 @@ class World:
         object.__setattr__(stamped, "hlc", self.hlc.now())
         return stamped, cls, key
 
-    async def submit(self, op: Operation) -> Result:
+    async def submit(self, op: Operation, *, timeout: float | None = None) -> Result:
         """Route one operation by its consistency class (see the module docs of
         `worldstate.strong._path`, `causal_path` and `eventual_path`).
 
         Strong: `Committed` only once durable, or `Rejected` with the rule that decided;
         raises `NotAuthoritative` in a minority partition. Causal/eventual: `Accepted`.
-        Submitting an ``op_id`` again never applies it twice and returns the first outcome.
+        Submitting an ``op_id`` again never applies it twice and returns the first outcome
+        (the same op_id with a different operation: `ValidationError`). A strong submit
+        raises `SubmitTimeout` when ``timeout`` (default ``Config.submit_timeout``) passes.
         """
         self._check_open()
         stamped, cls, key = self._prepare(op)
@@ -494,7 +499,7 @@ class World:
                     f"{self.server_id} is on the minority side of a partition: strong "
                     "operations are refused until it rejoins"
                 )
-            result = await self.strong.submit(stamped, key)
+            result = await self.strong.submit(stamped, key, timeout=timeout)
         elif cls is ConsistencyClass.CAUSAL:
             result = await self.causal.submit(stamped, key)
         else:
@@ -724,6 +729,7 @@ class World:
                 "direct_commits": self.strong.direct_commits,
                 "dropped_requests": self.strong.dropped_requests,
                 "pipelines": len(self.strong.pipelines),
+                **self.strong.stats(),
             },
             "causal": self.causal.stats(),
             "eventual": self.eventual.stats(),

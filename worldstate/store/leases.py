@@ -14,9 +14,10 @@ owner is refused by the store whatever its clock says.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from regions import RegionKey
@@ -28,6 +29,90 @@ from worldstate.store.retry import RetryTransaction
 
 RELEASED = 0.0
 """``expires_at`` of a released lease: expired for everyone, and never renewed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A lease as the rules below see it, whatever its key space (regions or shards)."""
+
+    owner: str
+    epoch: int
+    expires_at: float
+
+
+async def _row(conn: AsyncConnection, table: Table, code: int) -> Any:
+    pk = table.primary_key.columns.values()[0]
+    return (await conn.execute(select(table).where(pk == code).with_for_update())).first()
+
+
+async def acquire_code(
+    conn: AsyncConnection, table: Table, code: int, owner: str, ttl: float, now: float, key: Any
+) -> Grant:
+    """`acquire` over any lease table keyed by one integer (``key`` names it in errors)."""
+    pk = table.primary_key.columns.values()[0]
+    row = await _row(conn, table, code)
+    expires = now + ttl
+    if row is None:
+        ins = s.insert_for(conn.dialect.name, table).values(
+            {pk.name: code, "owner": owner, "epoch": 1, "expires_at": expires, "acquired_at": now}
+        )
+        res = await conn.execute(ins.on_conflict_do_nothing(index_elements=[pk.name]).returning(pk))
+        if res.first() is None:
+            raise RetryTransaction("lease row created concurrently")
+        return Grant(owner, 1, expires)
+    if row.expires_at > now:
+        if row.owner != owner:
+            raise RegionOwned(key, row.owner, int(row.epoch), float(row.expires_at))
+        expires = max(expires, float(row.expires_at))
+        await conn.execute(update(table).where(pk == code).values(expires_at=expires))
+        return Grant(owner, int(row.epoch), expires)
+    epoch = int(row.epoch) + 1
+    await conn.execute(
+        update(table)
+        .where(pk == code)
+        .values(owner=owner, epoch=epoch, expires_at=expires, acquired_at=now)
+    )
+    return Grant(owner, epoch, expires)
+
+
+async def renew_code(
+    conn: AsyncConnection,
+    table: Table,
+    code: int,
+    owner: str,
+    epoch: int,
+    ttl: float,
+    now: float,
+    key: Any,
+) -> Grant:
+    """`renew` over any lease table keyed by one integer."""
+    pk = table.primary_key.columns.values()[0]
+    row = await _row(conn, table, code)
+    if row is None or row.owner != owner or int(row.epoch) != epoch or row.expires_at <= RELEASED:
+        current = int(row.epoch) if row is not None else 0
+        raise Fenced(key, epoch, current, row.owner if row is not None else None)
+    expires = max(now + ttl, float(row.expires_at))
+    await conn.execute(update(table).where(pk == code).values(expires_at=expires))
+    return Grant(owner, epoch, expires)
+
+
+async def release_code(
+    conn: AsyncConnection, table: Table, code: int, owner: str, epoch: int
+) -> bool:
+    """`release` over any lease table keyed by one integer."""
+    pk = table.primary_key.columns.values()[0]
+    res = await conn.execute(
+        update(table)
+        .where(pk == code, table.c.owner == owner, table.c.epoch == epoch)
+        .values(expires_at=RELEASED)
+    )
+    return bool(res.rowcount == 1)
+
+
+async def get_code(conn: AsyncConnection, table: Table, code: int) -> Grant | None:
+    pk = table.primary_key.columns.values()[0]
+    r = (await conn.execute(select(table).where(pk == code))).first()
+    return Grant(r.owner, int(r.epoch), float(r.expires_at)) if r is not None else None
 
 
 def _lease(key: RegionKey, r: Any) -> Lease:
