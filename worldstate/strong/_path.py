@@ -8,7 +8,9 @@
 - A region or shard another live server owns: the op is forwarded to that owner
   (`worldstate.strong._forward`).
 - A region or shard nobody owns: this server acquires it first (one writer per key, never
-  a free-for-all of direct commits), then commits it as its owner.
+  a free-for-all of direct commits), then commits it as its owner. A region whose lease was
+  *released* (a hand-off in progress, or a server that closed) is left to its next owner
+  for `HANDOFF_GRACE` seconds first, so that auto-acquisition never races the coordinator.
 
 Every submit has a deadline (``Config.submit_timeout`` or ``timeout=``): when it passes the
 caller gets `SubmitTimeout`, saying whether the op may have applied. Commit notices and
@@ -39,6 +41,7 @@ from worldstate.errors import (
 from worldstate.objects import Lease
 from worldstate.operations import ChangeInventory, Operation, TransferItems
 from worldstate.results import Result
+from worldstate.store.leases import RELEASED
 from worldstate.strong._forward import Forwarder, NotOwner
 from worldstate.strong._inventory import InventoryCommitter, ShardKey, home_inventory, shard_of
 from worldstate.strong._outcomes import OutcomeMemory, op_digest, to_result
@@ -53,6 +56,10 @@ log = logging.getLogger("worldstate.strong")
 __all__ = ["StrongPath", "to_result"]
 
 Route = RegionKey | ShardKey
+
+HANDOFF_GRACE = 1.0
+"""Seconds a region released on purpose (its lease ended by a release, as a hand-off does)
+is left to its next owner before a submitting server acquires it itself."""
 
 
 @dataclass(slots=True)
@@ -97,6 +104,9 @@ class StrongPath:
         )
         self._owner_cache: dict[Route, tuple[str | None, float]] = {}
         self._acquiring: dict[Route, asyncio.Future[None]] = {}
+        self._released: dict[RegionKey, int | None] = {}
+        """region -> the epoch of its lease if that lease was released (not expired)"""
+        self._released_seen: dict[RegionKey, tuple[tuple[int, str | None], float]] = {}
         self._notices: dict[RegionKey, int] = {}
         self._notice_event = asyncio.Event()
         self._notifier: asyncio.Task[None] | None = None
@@ -229,14 +239,32 @@ class StrongPath:
     async def _submit(self, op: Operation, route: Route, track: _Track) -> Result:
         digest = op_digest(op)
         me = self.world.server_id
-        for _attempt in range(4):
+        attempts = 0
+        while attempts < 4:
+            attempts += 1
             if self._holds(route):
                 p = self._pipeline(route)
                 entry = p.submit(op, digest)
                 track.entry, track.pipeline = entry, p
                 return await asyncio.shield(entry.fut)
             owner = await self._owner(route)
+            if isinstance(route, RegionKey) and (
+                owner == me or (owner is None and self._released.get(route) is not None)
+            ):
+                # released on purpose (a hand-off moves it), or being released by this very
+                # server: give its next owner a moment before taking it on first use
+                mark = (self._released.get(route) or 0, owner)
+                seen = self._released_seen.get(route)
+                if seen is None or seen[0] != mark:
+                    seen = self._released_seen[route] = (mark, time.monotonic())
+                if time.monotonic() - seen[1] < HANDOFF_GRACE:
+                    attempts -= 1  # waiting, not failing: bounded by the submit deadline
+                    self._owner_cache.pop(route, None)
+                    await asyncio.sleep(0.02)
+                    continue
             if owner is None or owner == me:
+                if isinstance(route, RegionKey):
+                    self._released_seen.pop(route, None)
                 await self._acquire(route)
                 continue
             try:
@@ -260,6 +288,7 @@ class StrongPath:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._acquiring[route] = fut
         try:
+            log.info("%s acquires %s on first use", self.world.server_id, route)
             if isinstance(route, ShardKey):
                 await self.inventories.acquire(route)
             else:
@@ -294,8 +323,13 @@ class StrongPath:
         lease = await self.world.store.lease(route)
         if lease is not None and lease.live(now):
             self._owner_cache[route] = (lease.owner, lease.expires_at)
+            self._released.pop(route, None)
+            if lease.owner != self.world.server_id:
+                self._released_seen.pop(route, None)
             return lease.owner
         self._owner_cache[route] = (None, time.monotonic())
+        released = lease is not None and lease.expires_at <= RELEASED
+        self._released[route] = lease.epoch if lease is not None and released else None
         return None
 
     async def _serve(self, op: Operation) -> Result | None:

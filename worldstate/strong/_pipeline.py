@@ -20,7 +20,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from worldstate.errors import Overloaded, WorldClosed, WorldStateError
+from worldstate.errors import NotAuthoritative, Overloaded, WorldClosed, WorldStateError
 from worldstate.operations import Operation
 from worldstate.results import Result
 
@@ -65,8 +65,14 @@ class Pipeline(Generic[K]):
         self.ops = 0
         self.idle = asyncio.Event()
         self.idle.set()
+        self.closed = False
+        """Set while the region or shard is handed off: new ops are refused."""
 
     def submit(self, op: Operation, digest: str) -> Entry:
+        if self.closed:
+            raise NotAuthoritative(
+                f"{self.key} is being handed off; resubmit the op (same op_id) to its next owner"
+            )
         if len(self.queue) >= self.limit:
             raise Overloaded(
                 f"{self.key}: {len(self.queue)} operations already queued "
@@ -190,11 +196,13 @@ class GroupCommitter(Generic[K]):
         p = self.pipelines.get(key)
         if p is None:
             return
+        p.closed = True
         if err is not None:
             p.fail_all(err)
         else:
             await p.idle.wait()
-        self.pipelines.pop(key, None)
+        if self.pipelines.get(key) is p:
+            del self.pipelines[key]
 
     async def close(self) -> None:
         if self._task is not None:
