@@ -17,11 +17,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from worldstate.errors import Fenced, RegionOwned
 from worldstate.store import schema as s
+from worldstate.store.bulk import insert_rows
 from worldstate.store.object_rows import Box6, ObjectRow, read_rows
 from worldstate.store.region_state import bump_version
 from worldstate.store.strong_commit import OpOutcome
@@ -160,12 +161,8 @@ async def _insert_new(
     conn: AsyncConnection, table: Any, rows: Sequence[dict[str, Any]], col: Any
 ) -> set[str]:
     """Multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING col``: the values inserted."""
-    got: set[str] = set()
-    ins = s.insert_for(conn.dialect.name, table)
-    for i in range(0, len(rows), CHUNK):
-        stmt = ins.values(list(rows[i : i + CHUNK])).on_conflict_do_nothing().returning(col)
-        got.update(str(r[0]) for r in (await conn.execute(stmt)).all())
-    return got
+    got = await insert_rows(conn, table, rows, on_conflict="nothing", returning=[col.name])
+    return {str(r[0]) for r in got}
 
 
 async def insert_outcomes(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
@@ -196,8 +193,7 @@ async def insert_items(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) ->
 
 
 async def insert_terrain(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    for i in range(0, len(rows), CHUNK):
-        await conn.execute(insert(s.terrain).values(list(rows[i : i + CHUNK])))
+    await insert_rows(conn, s.terrain, rows)
 
 
 async def read_resources(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, float]:
@@ -325,8 +321,7 @@ async def read_structures_near(
 
 
 async def insert_decisions(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    for i in range(0, len(rows), CHUNK):
-        await conn.execute(insert(s.conflicts).values(list(rows[i : i + CHUNK])))
+    await insert_rows(conn, s.conflicts, rows)
 
 
 # -- inventories ---------------------------------------------------------------------------
@@ -360,17 +355,14 @@ async def add_counts(conn: AsyncConnection, deltas: Mapping[tuple[str, str], int
     rows = [
         {"inventory_id": k[0], "item": k[1], "count": d} for k, d in sorted(deltas.items()) if d
     ]
-    if not rows:
-        return
-    t = s.inventories
-    ins = s.insert_for(conn.dialect.name, t)
-    for i in range(0, len(rows), CHUNK):
-        stmt = ins.values(rows[i : i + CHUNK])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["inventory_id", "item"],
-            set_={"count": t.c["count"] + stmt.excluded["count"]},
-        )
-        await conn.execute(stmt)
+    await insert_rows(
+        conn,
+        s.inventories,
+        rows,
+        on_conflict="add",
+        set_add=["count"],
+        conflict_cols=["inventory_id", "item"],
+    )
 
 
 async def bump_inventory_versions(
@@ -380,13 +372,14 @@ async def bump_inventory_versions(
     ids = sorted(set(inventories))
     if not ids:
         return {}
-    t = s.inventory_versions
-    ins = s.insert_for(conn.dialect.name, t)
-    out: dict[str, int] = {}
-    for i in range(0, len(ids), CHUNK):
-        stmt = ins.values([{"inventory_id": v, "version": 1} for v in ids[i : i + CHUNK]])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["inventory_id"], set_={"version": t.c.version + 1}
-        ).returning(t.c.inventory_id, t.c.version)
-        out.update({str(a): int(b) for a, b in (await conn.execute(stmt)).all()})
+    got = await insert_rows(
+        conn,
+        s.inventory_versions,
+        [{"inventory_id": v, "version": 1} for v in ids],
+        on_conflict="add",
+        set_add=["version"],
+        conflict_cols=["inventory_id"],
+        returning=["inventory_id", "version"],
+    )
+    out = {str(a): int(b) for a, b in got}
     return out

@@ -163,6 +163,8 @@ class Forwarder:
             reply = {"r": req, "k": "not-owner"}
         except ValidationError as e:
             reply = {"r": req, "k": "invalid", "error": str(e)[:500]}
+        except TimeoutError:
+            reply = {"r": req, "k": "error", "error": "no outcome within the owner's deadline"}
         except WorldStateError as e:
             reply = {"r": req, "k": "error", "error": str(e)[:500]}
         with contextlib.suppress(WorldStateError):

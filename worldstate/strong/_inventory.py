@@ -117,6 +117,7 @@ class InventoryCommitter(GroupCommitter[ShardKey]):
         """per owned shard: (inventory, item) -> a lower bound of the stored count"""
         self.reloads = 0
         self.versions_seen = 0
+        self.closing = False
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -144,14 +145,14 @@ class InventoryCommitter(GroupCommitter[ShardKey]):
         self.leases[key] = lease
         return lease
 
-    async def owner(self, key: ShardKey) -> str | None:
-        g = await self.store.run(
+    async def grant(self, key: ShardKey) -> lease_ops.Grant | None:
+        """The shard's lease row as stored (live or not), or None."""
+        return await self.store.run(
             lambda c: lease_ops.get_code(c, s.shard_leases, key.shard), f"read {key}", read=True
         )
-        return g.owner if g is not None and g.expires_at > self.clock() else None
 
     async def renew(self) -> None:
-        if not self.authoritative():
+        if not self.authoritative() or self.closing:
             return
         ttl = self.config.lease_ttl
         for key, lease in list(self.leases.items()):
@@ -178,6 +179,7 @@ class InventoryCommitter(GroupCommitter[ShardKey]):
         self.counts.pop(key, None)
 
     async def release_all(self) -> None:
+        self.closing = True
         for key, lease in list(self.leases.items()):
             try:
                 await self.store.run(

@@ -98,12 +98,15 @@ class StrongPath:
         self.forwarder = Forwarder(
             bus=world.bus,
             server_id=world.server_id,
-            timeout=cfg.forward_timeout,
+            # the owner answers when its commit is done: the submit's own deadline bounds the
+            # wait (`SubmitTimeout`), forward_timeout only the case of no deadline
+            timeout=max(cfg.forward_timeout, cfg.submit_timeout + 1.0),
             op_types=world.op_types,
             serve=self._serve,
         )
         self._owner_cache: dict[Route, tuple[str | None, float]] = {}
         self._acquiring: dict[Route, asyncio.Future[None]] = {}
+        self._looking: dict[Route, asyncio.Future[str | None]] = {}
         self._released: dict[RegionKey, int | None] = {}
         """region -> the epoch of its lease if that lease was released (not expired)"""
         self._released_seen: dict[RegionKey, tuple[tuple[int, str | None], float]] = {}
@@ -310,16 +313,41 @@ class StrongPath:
             self._acquiring.pop(route, None)
 
     async def _owner(self, route: Route) -> str | None:
+        """Who holds ``route``'s lease (cached until it expires; one store read at a time
+        per key however many submits ask)."""
         now = self.world.clock()
         hit = self._owner_cache.get(route)
         if hit is not None and (
             (hit[0] is None and hit[1] > time.monotonic()) or (hit[0] is not None and hit[1] > now)
         ):
             return hit[0]
-        if isinstance(route, ShardKey):
-            owner = await self.inventories.owner(route)
-            self._owner_cache[route] = (owner, now + 1.0) if owner else (None, time.monotonic())
+        pending = self._looking.get(route)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._looking[route] = fut
+        try:
+            owner = await self._read_owner(route, now)
+            fut.set_result(owner)
             return owner
+        except BaseException as e:
+            if isinstance(e, Exception):
+                fut.set_exception(e)
+                fut.exception()
+            else:
+                fut.cancel()
+            raise
+        finally:
+            self._looking.pop(route, None)
+
+    async def _read_owner(self, route: Route, now: float) -> str | None:
+        if isinstance(route, ShardKey):
+            g = await self.inventories.grant(route)
+            if g is not None and g.expires_at > now:
+                self._owner_cache[route] = (g.owner, g.expires_at)
+                return g.owner
+            self._owner_cache[route] = (None, time.monotonic())
+            return None
         lease = await self.world.store.lease(route)
         if lease is not None and lease.live(now):
             self._owner_cache[route] = (lease.owner, lease.expires_at)
