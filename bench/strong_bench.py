@@ -28,7 +28,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -207,7 +207,7 @@ async def closed_loop(
             for k in regions:
                 await w.acquire_region(k)
             ops = make_ops(400_000, regions, seed=1)
-            warm = make_ops(2000, regions, seed=2)
+            warm = make_ops(200 if per_op else 2000, regions, seed=2)
             lat: list[float] = []
             results: list[Result] = []
             errors: list[str] = []
@@ -238,7 +238,7 @@ async def closed_loop(
 
             async def client(record: bool, source: list[PlaceStructure]) -> None:
                 while True:
-                    if record and time.perf_counter() > deadline[0]:
+                    if time.perf_counter() > deadline[0]:
                         return
                     try:
                         i = next(cursor) if record else None
@@ -257,6 +257,7 @@ async def closed_loop(
                         lat.append((time.perf_counter() - t0) * 1000)
                         results.append(r)
 
+            deadline[0] = time.perf_counter() + 5.0  # warm-up: at most 5 s
             await asyncio.gather(*(client(False, warm) for _ in range(clients)))
             retries0 = w.store.stats.retries
             t0 = time.perf_counter()
@@ -405,7 +406,13 @@ async def bank(n_transfers: int, in_flight: int) -> dict[str, Any]:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    step: Callable[[str], None] = lambda name: print(f"... {name}", flush=True)  # noqa: E731
+
+    def step(name: str) -> None:
+        if out:
+            last = list(out.values())[-1]
+            print(f"    {last}", flush=True)
+        print(f"... {name}", flush=True)
+
     step("ceiling")
     out["ceiling"] = await ceiling(args.seconds)
     step("spread")
