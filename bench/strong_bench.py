@@ -216,7 +216,7 @@ async def closed_loop(
             async def one(op: PlaceStructure) -> Result:
                 if not per_op:
                     return await w.submit(op)
-                stamped, _, key = w._prepare(op)
+                stamped, _, key = w.router.prepare(op)
                 assert key is not None
                 lease = w.lease_of(key)
                 outs = await w.store.run(

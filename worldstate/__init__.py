@@ -10,6 +10,7 @@ from consistency import ConsistencyClass, Registry
 from regions import Box, RegionKey, Sphere
 from worldstate.config import Config
 from worldstate.errors import (
+    AuthorityLost,
     BusUnavailable,
     CorruptRegion,
     Fenced,
@@ -17,6 +18,7 @@ from worldstate.errors import (
     NotAuthoritative,
     Overloaded,
     RegionOwned,
+    RetryableError,
     StoreUnavailable,
     SubmitTimeout,
     ValidationError,
@@ -63,6 +65,7 @@ def consistency_of(op_or_type: object) -> ConsistencyClass:
 
 __all__ = [
     "Accepted",
+    "AuthorityLost",
     "Box",
     "BusUnavailable",
     "CausalDelivery",
@@ -94,6 +97,7 @@ __all__ = [
     "Rejected",
     "ResourceNode",
     "Result",
+    "RetryableError",
     "SetAutomation",
     "SetPowerGrid",
     "Sphere",

@@ -9,15 +9,24 @@ import math
 import unicodedata
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from regions import Box, GeometryError, RegionKey, WorldBounds, as_vec3
-from worldstate.config import Config
 from worldstate.errors import ValidationError
 from worldstate.objects import BASE_OBJECT_KINDS, WorldObject
 from worldstate.operations import Operation
+
+
+class OpLimits(Protocol):
+    """The settings `check_op_limits` reads (a `worldstate.Config` has them)."""
+
+    @property
+    def max_id_length(self) -> int: ...
+    @property
+    def max_object_data_bytes(self) -> int: ...
+
 
 MAX_DATA_DEPTH = 32
 
@@ -193,7 +202,7 @@ def _checked_fields(cls: type[Operation]) -> tuple[tuple[str, ...], tuple[str, .
     return got
 
 
-def check_op_limits(op: Operation, config: Config) -> None:
+def check_op_limits(op: Operation, config: OpLimits) -> None:
     """Ids well-formed and short enough, data JSON-safe and small enough."""
     ids, datas = _checked_fields(type(op))
     for name in ids:

@@ -69,13 +69,15 @@ class Config:
     CockroachDB tracks exact key spans and can take more (e.g. 8)."""
     max_structure_size: float = REGION_SIZE
     """Largest edge of a placed structure, metres (at most one region)."""
-    submit_timeout: float = 5.0
-    """Seconds a strong submit waits for its outcome before raising `SubmitTimeout`
-    (``submit(op, timeout=...)`` overrides it per call)."""
     inventory_shards: int = 64
     """Inventory shards (each leased like a region; an inventory's shard is a stable hash
     of its id). Every server of a world must use the same number."""
     forward_timeout: float = 2.0
+    """Seconds a forwarded strong op waits for its owner's answer."""
+    submit_timeout: float = 5.0
+    """Deadline of every `World.submit` (override per call with ``submit(op, timeout=...)``):
+    past it the caller gets `SubmitTimeout` (the op may still apply; resubmit the same op_id
+    to learn its outcome) instead of waiting forever."""
 
     history_versions: int = 10
     """Versions of each region kept for corruption recovery (>= 1)."""

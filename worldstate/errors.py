@@ -1,5 +1,17 @@
 """The worldstate error tree. Every error says what was wrong and what to do, and carries
-its facts as attributes (and survives pickling, for process pools and logs)."""
+its facts as attributes (and survives pickling, for process pools and logs).
+
+Four category bases tell a caller what to do without knowing every class:
+
+=====================  ==================================================================
+`RetryableError`       retry later with the SAME op_id (never applied twice):
+                       `Overloaded`, `BusUnavailable`, `StoreUnavailable`, `SubmitTimeout`
+`AuthorityLost`        this server may not write there now: `Fenced`, `RegionOwned`,
+                       `NotAuthoritative` (reacquire, hand off, or forward)
+`ValidationError`      invalid input, nothing changed (also a `ValueError`)
+`WorldClosed`          the world is closed; ``.cause`` holds the crash that closed it, if any
+=====================  ==================================================================
+"""
 
 from __future__ import annotations
 
@@ -20,6 +32,15 @@ def _rebuild(cls: type[WorldStateError], args: tuple[Any, ...], state: dict[str,
     return err
 
 
+class RetryableError(WorldStateError):
+    """Category: a transient failure. Retry later with the same ``op_id``: an op that did
+    apply is never applied twice, and the retry returns its first outcome."""
+
+
+class AuthorityLost(WorldStateError):
+    """Category: this server holds no (live, unfenced) authority for what it tried to write."""
+
+
 class ValidationError(WorldStateError, ValueError):
     """An input was refused at the boundary; nothing was changed."""
 
@@ -36,7 +57,7 @@ class VersionConflict(WorldStateError):
         )
 
 
-class Fenced(WorldStateError):
+class Fenced(AuthorityLost):
     """The caller's lease epoch is stale: another owner took the region over."""
 
     def __init__(self, key: Any, epoch: int, current: int, owner: str | None = None) -> None:
@@ -49,7 +70,7 @@ class Fenced(WorldStateError):
         )
 
 
-class RegionOwned(WorldStateError):
+class RegionOwned(AuthorityLost):
     """Another live server holds the region's lease."""
 
     def __init__(self, key: Any, owner: str, epoch: int, expires_at: float) -> None:
@@ -60,7 +81,7 @@ class RegionOwned(WorldStateError):
         )
 
 
-class NotAuthoritative(WorldStateError):
+class NotAuthoritative(AuthorityLost):
     """This server may not perform strong writes now (minority partition, or no lease)."""
 
     def __init__(self, message: str, *, key: Any = None) -> None:
@@ -68,7 +89,7 @@ class NotAuthoritative(WorldStateError):
         super().__init__(message)
 
 
-class StoreUnavailable(WorldStateError):
+class StoreUnavailable(RetryableError):
     """The durable store could not be reached, or retries were exhausted."""
 
     def __init__(self, message: str, *, attempts: int = 0) -> None:
@@ -88,41 +109,44 @@ class CorruptRegion(WorldStateError):
         )
 
 
-class Overloaded(WorldStateError):
+class Overloaded(RetryableError):
     """A bounded queue is full (a region's strong pipeline): the operation was not taken;
     retry it later with the same op_id."""
 
 
-class BusUnavailable(WorldStateError):
+class BusUnavailable(RetryableError):
     """The message bus could not be reached in time (a QoS-1 publish or a forwarded op)."""
 
 
-class WorldClosed(WorldStateError):
-    """The world was closed (or lost its bus); open a new one with `worldstate.connect`."""
-
-
-class SubmitTimeout(WorldStateError):
-    """A submit's deadline (``submit(op, timeout=...)``, default ``Config.submit_timeout``)
+class SubmitTimeout(RetryableError):
+    """A submit's deadline (``submit(op, timeout=...)``, default `Config.submit_timeout`)
     passed before its outcome was known. ``may_have_applied`` says whether the op could
-    still have taken effect (it was inside a commit, or with its owner); either way,
-    resubmitting the same op_id is safe and returns its outcome."""
+    have been committed anyway: resubmit the same op to learn its outcome."""
 
-    def __init__(self, op_id: Any, timeout: float, *, may_have_applied: bool) -> None:
-        self.op_id, self.timeout, self.may_have_applied = op_id, timeout, may_have_applied
-        maybe = "it may have applied" if may_have_applied else "it was withdrawn and did not apply"
-        super().__init__(
-            f"op {op_id}: no outcome within {timeout:g}s ({maybe}); resubmit the same op_id "
-            "to learn its outcome (it never applies twice)"
-        )
+    def __init__(self, message: str, *, op_id: Any = None, may_have_applied: bool = True) -> None:
+        self.op_id, self.may_have_applied = op_id, may_have_applied
+        super().__init__(message)
+
+
+class WorldClosed(WorldStateError):
+    """The world was closed (or lost its bus); open a new one with `worldstate.connect`.
+    When a supervised background loop crashed, ``cause`` holds its exception."""
+
+    def __init__(self, message: str, *, cause: BaseException | None = None) -> None:
+        self.cause = cause
+        super().__init__(message)
 
 
 __all__ = [
+    "AuthorityLost",
     "BusUnavailable",
     "CorruptRegion",
     "Fenced",
+    "HandoffFailed",
     "NotAuthoritative",
     "Overloaded",
     "RegionOwned",
+    "RetryableError",
     "StoreUnavailable",
     "SubmitTimeout",
     "ValidationError",

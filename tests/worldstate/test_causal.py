@@ -25,6 +25,7 @@ from tests.fix_services import Backend
 from worldstate import CausalDelivery, EmitEvent, PlaceStructure, StoreUnavailable, TransferCreature
 from worldstate.bus import get_hub, open_bus
 from worldstate.causal._path import CausalPath
+from worldstate.node import Fanout
 from worldstate.operations import Operation
 from worldstate.protocol import _causal as wire
 from worldstate.results import Accepted
@@ -581,7 +582,7 @@ def test_concurrent_transfers_converge_whatever_the_delivery_order() -> None:
     c = transfer("gs-3", 1, {}, "gs-3", hlc=20)  # concurrent with both: (hlc, origin) decides
     owners = set()
     for order in ([a, b, c], [a, c, b], [c, a, b]):
-        path = CausalPath(cast(Any, SimpleNamespace(server_id="gs-9")))
+        path = CausalPath(cast(Any, SimpleNamespace(server_id="gs-9")), cast(Any, None), Fanout())
         for ev in order:
             path._apply(ev)
         owners.add(path.creature_owners[9])

@@ -323,11 +323,6 @@ async def test_simulated_partition_loses_nothing(sqlite_url: str) -> None:
     assert report["timing"]["partition_timeout"] > 0
 
 
-@pytest.mark.skip(
-    reason="hangs waiting for the periodic rebalance when run after the whole suite (2 of 3 "
-    "fresh-clone CI runs); passes alone. Known bug, see the closing note of session 1; the "
-    "rebalance rule itself is covered by test_rebalance_moves_load_with_hysteresis"
-)
 async def test_automatic_rebalance_gives_a_new_server_regions(
     sqlite_url: str, namespace: str
 ) -> None:

@@ -88,7 +88,6 @@ from consistency import (
     VectorClock,
 )
 from regions import RegionKey
-from worldstate._validation import check_op_limits
 from worldstate.bus import Message, Subscription
 from worldstate.errors import (
     Overloaded,
@@ -104,7 +103,7 @@ from worldstate.store import event_log
 from worldstate.updates import CausalDelivery
 
 if TYPE_CHECKING:
-    from worldstate.world import World
+    from worldstate.node import Fanout, NodeContext, Router
 
 log = logging.getLogger("worldstate.causal")
 
@@ -153,9 +152,11 @@ def _region_of_row(region_key: int, op: Operation) -> RegionKey | None:
 class CausalPath:
     """The causal path of one world (see the module docstring)."""
 
-    def __init__(self, world: World) -> None:
-        self.world = world
-        self.buffer = CausalBuffer(world.server_id, max_pending=MAX_PENDING)
+    def __init__(self, ctx: NodeContext, router: Router, fanout: Fanout) -> None:
+        self.ctx = ctx
+        self.router = router
+        self.fanout = fanout
+        self.buffer = CausalBuffer(ctx.server_id, max_pending=MAX_PENDING)
         self._queue: deque[_Waiting] = deque()
         self._inflight: dict[str, asyncio.Future[Accepted]] = {}
         self._wakeup = asyncio.Event()
@@ -199,12 +200,12 @@ class CausalPath:
     async def start(self) -> None:
         """Subscribe, seed the buffer from the log, start the appender, repair and head
         tasks. Messages that arrive before the seed are buffered and sorted out by it."""
-        world = self.world
-        self._subscription = world.bus.subscribe(wire.SUBSCRIPTION, self._on_message)
+        ctx = self.ctx
+        self._subscription = ctx.bus.subscribe(wire.SUBSCRIPTION, self._on_message)
         with contextlib.suppress(WorldStateError):
             await self._subscription.wait_active(timeout=SUBSCRIBE_TIMEOUT)
-        self._key = await world.store.run(event_log.mesh_key, "read the causal mesh key")
-        heads = await world.store.run(event_log.heads, "read the causal log's heads", read=True)
+        self._key = await ctx.store.run(event_log.mesh_key, "read the causal mesh key")
+        heads = await ctx.store.run(event_log.heads, "read the causal log's heads", read=True)
         valid: dict[str, int] = {}
         for origin, seq in heads.items():
             try:
@@ -216,11 +217,12 @@ class CausalPath:
         now = asyncio.get_running_loop().time()
         for event in self.buffer.seed(VectorClock(valid), now=now):
             self._deliver(event)
-        me = world.server_id
+        me = ctx.server_id
+        spawn = ctx.tasks.spawn
         self._tasks = [
-            asyncio.create_task(self._append_loop(), name=f"ws-causal-append-{me}"),
-            asyncio.create_task(self._repair_loop(), name=f"ws-causal-repair-{me}"),
-            asyncio.create_task(self._heads_loop(), name=f"ws-causal-heads-{me}"),
+            spawn(self._append_loop(), f"ws-causal-append-{me}"),
+            spawn(self._repair_loop(), f"ws-causal-repair-{me}"),
+            spawn(self._heads_loop(), f"ws-causal-heads-{me}"),
         ]
         self._started = True
 
@@ -308,13 +310,13 @@ class CausalPath:
                 continue
             self._idle.clear()
             if len(self._queue) < MAX_GROUP:
-                await asyncio.sleep(self.world.config.group_commit_window)
+                await asyncio.sleep(self.ctx.config.group_commit_window)
             batch = [self._queue.popleft() for _ in range(min(MAX_GROUP, len(self._queue)))]
             await self._append(batch)
 
     async def _append(self, batch: list[_Waiting]) -> None:
-        world = self.world
-        me = world.server_id
+        ctx = self.ctx
+        me = ctx.server_id
         entries = [(w.op, w.key) for w in batch]
         recover = self._uncertain
         base = self.buffer.delivered
@@ -336,12 +338,12 @@ class CausalPath:
                 first_seq=snapshot[me] + 1,
                 encode=encode,
                 recover=recover or attempts > 1,
-                now=world.clock(),
+                now=ctx.clock(),
                 morton=wire.morton_of,
             )
 
         try:
-            result = await world.store.run(body, f"append {len(entries)} causal events")
+            result = await ctx.store.run(body, f"append {len(entries)} causal events")
         except asyncio.CancelledError:
             self._uncertain = True
             self._fail(batch, WorldClosed("the world closed while the causal op was appended"))
@@ -404,7 +406,7 @@ class CausalPath:
         if rows:
             log.warning(
                 "%s adopted %d causal events whose append was not acknowledged",
-                self.world.server_id,
+                self.ctx.server_id,
                 len(bodies),
             )
         return bodies
@@ -420,7 +422,7 @@ class CausalPath:
             ev = wire.decode_body(
                 row.origin,
                 row.body,
-                self.world.op_types,
+                self.router.op_types,
                 functools.partial(_region_of_row, row.region_key),
                 seq=row.seq,
             )
@@ -437,10 +439,10 @@ class CausalPath:
     async def _reconcile(self) -> bool:
         """After a failed append, with nothing queued: adopt whatever of ours the log holds
         beyond our delivered count. True when done (or nothing to do)."""
-        me = self.world.server_id
+        me = self.ctx.server_id
         after = self.buffer.delivered[me]
         try:
-            rows = await self.world.store.run(
+            rows = await self.ctx.store.run(
                 lambda c: event_log.read_after(c, me, after),
                 "reconcile own causal events",
                 read=True,
@@ -457,17 +459,17 @@ class CausalPath:
     async def _broadcast(self, bodies: list[bytes]) -> None:
         if not bodies:
             return
-        topic = f"{wire.EVENTS_TOPIC}/{self.world.server_id}"
-        for document in wire.encode_groups(self.world.server_id, bodies):
+        topic = f"{wire.EVENTS_TOPIC}/{self.ctx.server_id}"
+        for document in wire.encode_groups(self.ctx.server_id, bodies):
             await self._publish_slots.acquire()
             payload = wire.sign(self._key, topic, document)
-            task = asyncio.create_task(self._publish(topic, payload))
+            task = self.ctx.tasks.spawn(self._publish(topic, payload), topic, job=True)
             self._publishing.add(task)
             task.add_done_callback(self._published)
 
     async def _publish(self, topic: str, payload: bytes) -> None:
         try:
-            await self.world.bus.publish(topic, payload, qos=1)
+            await self.ctx.bus.publish(topic, payload, qos=1)
             self.published += 1
         except WorldStateError as e:
             # the events are in the log: receivers fetch them once a head or a later event
@@ -482,10 +484,10 @@ class CausalPath:
     # -- receiving -------------------------------------------------------------------------
 
     def _check_op(self, op: Operation) -> RegionKey | None:
-        if self.world.consistency_of(type(op)) is not ConsistencyClass.CAUSAL:
+        _, cls, key = self.router.check(op)
+        if cls is not ConsistencyClass.CAUSAL:
             raise ValidationError(f"{op.op_type} is not routed CAUSAL on this server")
-        check_op_limits(op, self.world.config)
-        return self.world.region_key_of(op)
+        return key
 
     def _drop(self, reason: str, err: Exception | None = None) -> None:
         self.dropped[reason] += 1
@@ -497,7 +499,7 @@ class CausalPath:
             self._drop("topic")
             return
         kind, origin = where
-        if origin == self.world.server_id:
+        if origin == self.ctx.server_id:
             self.echoes += 1  # our own events come from us, never from the bus
             return
         try:
@@ -505,8 +507,8 @@ class CausalPath:
             if kind == "heads":
                 self._on_head(origin, wire.decode_head(document, origin))
                 return
-            events = wire.decode_group(document, origin, self.world.op_types, self._check_op)
-            self.world.hlc.update(max(e.op.hlc for e in events))
+            events = wire.decode_group(document, origin, self.router.op_types, self._check_op)
+            self.ctx.hlc.update(max(e.op.hlc for e in events))
         except wire.WireError as e:
             self._drop(e.reason, e)
             return
@@ -548,7 +550,7 @@ class CausalPath:
         self.delivered += 1
         self._apply(ev)
         op = ev.op
-        self.world.publish_update(
+        self.fanout.publish(
             ev.region,
             CausalDelivery(
                 ev.region,
@@ -580,7 +582,7 @@ class CausalPath:
         return MappingProxyType(self._owners)
 
     def owns_creature(self, creature_id: int) -> bool:
-        return self._owners.get(creature_id) == self.world.server_id
+        return self._owners.get(creature_id) == self.ctx.server_id
 
     # -- repair ----------------------------------------------------------------------------
 
@@ -589,10 +591,8 @@ class CausalPath:
             await asyncio.sleep(self.repair_interval)
             try:
                 await self.repair()
-            except WorldStateError as e:
+            except WorldStateError as e:  # the store is down: next round
                 log.warning("causal repair failed: %s", e)
-            except Exception:
-                log.exception("causal repair failed")
 
     async def repair(self, *, min_age: float | None = None) -> int:
         """One repair round: fetch from the log the gaps (and announced tails) that persisted
@@ -602,7 +602,7 @@ class CausalPath:
             min_age = self.repair_after
         loop = asyncio.get_running_loop()
         now = loop.time()
-        me = self.world.server_id
+        me = self.ctx.server_id
         buf = self.buffer
         delivered, known = buf.delivered, buf.known
         gaps = buf.missing(now)
@@ -627,7 +627,7 @@ class CausalPath:
             wanted.extend((origin, lo, min(hi, lo + REPAIR_LIMIT - 1)) for lo, hi in ranges)
         if not wanted:
             return 0
-        rows = await self.world.store.run(
+        rows = await self.ctx.store.run(
             lambda c: event_log.read_ranges(c, wanted, limit=REPAIR_LIMIT),
             f"read {len(wanted)} causal gaps",
             read=True,
@@ -642,7 +642,7 @@ class CausalPath:
         hlcs = [e.payload.op.hlc for e in events if isinstance(e.payload, wire.WireEvent)]
         if hlcs:
             with contextlib.suppress(ClockError):
-                self.world.hlc.update(max(hlcs))
+                self.ctx.hlc.update(max(hlcs))
         fresh = self._offer(events)
         self.repaired += fresh
         return fresh
@@ -656,12 +656,12 @@ class CausalPath:
                 await self._announce(qos=0)
 
     async def _announce(self, *, qos: int) -> None:
-        me = self.world.server_id
+        me = self.ctx.server_id
         seq = self.buffer.delivered[me]
         if seq:
             topic = f"{wire.HEADS_TOPIC}/{me}"
             payload = wire.sign(self._key, topic, wire.encode_head(me, seq))
-            await self.world.bus.publish(topic, payload, qos=qos)
+            await self.ctx.bus.publish(topic, payload, qos=qos)
 
     # -- observability ---------------------------------------------------------------------
 

@@ -105,7 +105,8 @@ async def run(args: argparse.Namespace) -> int:
         seen_events = 0
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+                async with asyncio.timeout(0.5):
+                    await stop.wait()
             new = min(coord.event_count - seen_events, len(coord.events))
             seen_events = coord.event_count
             for at, text in list(coord.events)[len(coord.events) - new :] if new else []:

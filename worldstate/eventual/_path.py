@@ -26,7 +26,7 @@ What it does
   `World.updates` subscribers as `EntityBatch` / `StateChange`. Our own messages (echoed by
   the broker) are skipped. A malformed, truncated or forged message is dropped and counted by
   reason in `stats()`; it changes nothing.
-- While ``world.authoritative`` is False (this server is on the minority side of a
+- While ``self.authority.authoritative`` is False (this server is on the minority side of a
   partition) nothing is published for the regions it holds leases on: the majority side will
   take them over. Writes are still applied locally (and converge by LWW once published
   again by whoever writes those entities next).
@@ -91,6 +91,7 @@ from worldstate.operations import (
     SetAutomation,
     SetPowerGrid,
 )
+from worldstate.protocol import _topics as topics
 from worldstate.protocol._eventual import (
     STATE_KINDS,
     Batch,
@@ -107,11 +108,11 @@ from worldstate.results import Accepted
 from worldstate.updates import EntityBatch, StateChange
 
 if TYPE_CHECKING:
-    from worldstate.world import World
+    from worldstate.node import Authority, Fanout, NodeContext, RegionViews
 
 log = logging.getLogger("worldstate.eventual")
 
-TOPIC = "eventual"
+TOPIC = topics.EVENTUAL
 """Batches go to ``eventual/{morton}`` (relative to the world's namespace)."""
 MAX_MOVE_ROWS = 1 << 18
 """Most rows one `move_entities` call takes (262,144)."""
@@ -199,8 +200,13 @@ def _eventual_object_id(oid: str, kind: str) -> int | None:
 class EventualPath:
     """The eventual consistency class of one `World` (see the module docs)."""
 
-    def __init__(self, world: World) -> None:
-        self.world = world
+    def __init__(
+        self, ctx: NodeContext, authority: Authority, fanout: Fanout, views: RegionViews
+    ) -> None:
+        self.ctx = ctx
+        self.authority = authority
+        self.fanout = fanout
+        self.views = views
         self.positions = EntityTable()
         """Latest position (and its HLC and writer) of every creature this server knows."""
         self.velocities = EntityTable()
@@ -220,16 +226,16 @@ class EventualPath:
 
     async def start(self) -> None:
         """Subscribe to every region's batches; start the tick and snapshot tasks."""
-        world = self.world
-        self._sub = world.bus.subscribe(f"{TOPIC}/+", self._on_message)
+        ctx = self.ctx
+        self._sub = ctx.bus.subscribe(f"{TOPIC}/+", self._on_message)
         try:
             await self._sub.wait_active(timeout=SUBSCRIBE_TIMEOUT)
         except BusUnavailable as e:  # made again on reconnection; say so and carry on
-            log.warning("%s: eventual subscription not yet active: %s", world.server_id, e)
-        sid = world.server_id
+            log.warning("%s: eventual subscription not yet active: %s", ctx.server_id, e)
+        sid = ctx.server_id
         self._tasks = [
-            asyncio.create_task(self._tick_loop(), name=f"ws-eventual-tick-{sid}"),
-            asyncio.create_task(self._snapshot_loop(), name=f"ws-eventual-snapshot-{sid}"),
+            ctx.tasks.spawn(self._tick_loop(), f"ws-eventual-tick-{sid}"),
+            ctx.tasks.spawn(self._snapshot_loop(), f"ws-eventual-snapshot-{sid}"),
         ]
 
     async def close(self) -> None:
@@ -266,7 +272,7 @@ class EventualPath:
             kind = _state_kind(op)
             where = op.where()
             assert kind is not None and where is not None  # a position or a region, always
-            state = check_data(op.state, "state", self.world.config.max_object_data_bytes)
+            state = check_data(op.state, "state", self.ctx.config.max_object_data_bytes)
             record = StateRecord(kind, op.op_type, op.entity_id, op.hlc, where, state)
             if self._merge_state(record, op.server_id, key):
                 self._pending_states.setdefault(_key_code(key), {})[(kind, op.entity_id)] = record
@@ -292,7 +298,7 @@ class EventualPath:
 
         Raises `ValidationError` (and changes nothing) on bad input or more than
         `MAX_MOVE_ROWS` rows."""
-        cfg = self.world.config
+        cfg = self.ctx.config
         id_arr = _check_ids(ids)
         n = id_arr.size
         pos = _check_vectors(positions, n, "positions")
@@ -309,7 +315,7 @@ class EventualPath:
         ):
             raise ValidationError("positions lie outside the addressable region range")
         return self._apply_local(
-            id_arr, pos, vel, self.world.hlc.now(), self.world.server_id, _cell_codes(cells)
+            id_arr, pos, vel, self.ctx.hlc.now(), self.ctx.server_id, _cell_codes(cells)
         )
 
     def _apply_local(
@@ -367,7 +373,7 @@ class EventualPath:
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        period = 1.0 / self.world.config.tick_rate
+        period = 1.0 / self.ctx.config.tick_rate
         next_at = loop.time() + period
         while True:
             delay = next_at - loop.time()
@@ -380,9 +386,9 @@ class EventualPath:
                 await self.tick()
             except WorldClosed:
                 return
-            except Exception:
+            except WorldStateError as e:  # the bus is down, a region moved: next tick
                 self._counts["tick_errors"] += 1
-                log.exception("%s: eventual tick failed", self.world.server_id)
+                log.warning("%s: eventual tick failed: %s", self.ctx.server_id, e)
 
     async def tick(self) -> int:
         """Publish what was queued since the last tick: one message per region (more only
@@ -393,21 +399,21 @@ class EventualPath:
         states, self._pending_states = self._pending_states, {}
         if not moves and not states:
             return 0
-        world = self.world
+        ctx = self.ctx
         held: frozenset[int] = frozenset()
-        if not world.authoritative:
-            held = frozenset(_key_code(k) for k in world.leases())
+        if not self.authority.authoritative:
+            held = frozenset(_key_code(k) for k in self.authority.live())
         sent = 0
-        for out in self._outgoing(moves, states, world.clock()):
+        for out in self._outgoing(moves, states, ctx.clock()):
             if out.cell in held:
                 self._counts["suppressed_rows"] += out.rows
                 self._counts["suppressed_states"] += out.states
                 continue
             try:
-                await world.bus.publish(f"{TOPIC}/{out.region.morton}", out.payload, qos=0)
+                await ctx.bus.publish(f"{TOPIC}/{out.region.morton}", out.payload, qos=0)
             except (ValidationError, BusUnavailable) as e:
                 self._counts["publish_failures"] += 1
-                log.warning("%s: eventual batch not published: %s", world.server_id, e)
+                log.warning("%s: eventual batch not published: %s", ctx.server_id, e)
                 continue
             sent += 1
             self._counts["batches_sent"] += 1
@@ -422,7 +428,7 @@ class EventualPath:
         states: dict[int, dict[tuple[str, int], StateRecord]],
         sent_at: float,
     ) -> list[_Outgoing]:
-        server = self.world.server_id
+        server = self.ctx.server_id
         rows = _group_moves(moves)
         out: list[_Outgoing] = []
         for cell in sorted(rows.keys() | states.keys()):
@@ -455,9 +461,9 @@ class EventualPath:
     # -- receiving -------------------------------------------------------------------------
 
     def _on_message(self, msg: Message) -> None:
-        world = self.world
+        ctx = self.ctx
         self._counts["messages_received"] += 1
-        if peek_server_id(msg.payload) == world.server_id:
+        if peek_server_id(msg.payload) == ctx.server_id:
             self._counts["echoes"] += 1  # our own batch, back from the broker
             return
         try:
@@ -465,7 +471,7 @@ class EventualPath:
         except (ValueError, IndexError):
             self._drop("topic", f"topic {msg.topic!r}")
             return
-        cfg = world.config
+        cfg = ctx.config
         try:
             batch = decode_batch(
                 msg.payload,
@@ -481,11 +487,11 @@ class EventualPath:
         if batch.region.morton != morton:
             self._drop("topic", f"batch for region {batch.region} on topic {msg.topic!r}")
             return
-        if batch.server_id == world.server_id:
+        if batch.server_id == ctx.server_id:
             self._counts["echoes"] += 1
             return
         try:
-            world.hlc.update(batch.hlc)
+            ctx.hlc.update(batch.hlc)
         except ClockDriftError as e:
             self._drop("clock_drift", str(e))
             return
@@ -493,10 +499,9 @@ class EventualPath:
             self._drop("hlc", str(e))
             return
         self._merge(batch)
-        self.lag_samples.append(world.clock() - batch.sent_at)
+        self.lag_samples.append(ctx.clock() - batch.sent_at)
 
     def _merge(self, batch: Batch) -> None:
-        world = self.world
         self._counts["rows_received"] += len(batch)
         self._counts["states_received"] += len(batch.states)
         if len(batch):
@@ -523,7 +528,7 @@ class EventualPath:
                 hlc = row_hlc if isinstance(row_hlc, int) or all_won else row_hlc[won]
                 self.velocities.apply_batch(ids, vel, hlc, batch.server_id)
                 self._counts["rows_applied"] += applied
-                world.publish_update(
+                self.fanout.publish(
                     batch.region,
                     EntityBatch(batch.region, batch.server_id, batch.hlc, ids, pos, vel),
                 )
@@ -532,7 +537,7 @@ class EventualPath:
             rec = StateRecord(rec.kind, rec.op_type, rec.entity_id, rec.hlc, rec.position, state)
             if self._merge_state(rec, batch.server_id, batch.region):
                 self._counts["states_applied"] += 1
-                world.publish_update(
+                self.fanout.publish(
                     batch.region,
                     StateChange(
                         batch.region, batch.server_id, rec.hlc, rec.op_type, rec.entity_id, state
@@ -543,23 +548,23 @@ class EventualPath:
         self.dropped[reason] += 1
         # the first of each kind is worth a warning; a flood of them is not worth a log each
         level = logging.WARNING if self.dropped[reason] == 1 else logging.DEBUG
-        log.log(level, "%s: dropped an eventual message: %s", self.world.server_id, why)
+        log.log(level, "%s: dropped an eventual message: %s", self.ctx.server_id, why)
 
     # -- snapshots -------------------------------------------------------------------------
 
     async def _snapshot_loop(self) -> None:
-        interval = self.world.config.snapshot_interval
+        interval = self.ctx.config.snapshot_interval
         while True:
             await asyncio.sleep(interval)
-            for key in list(self.world.leases()):
-                if self.world.holds(key):
+            for key in list(self.authority.live()):
+                if self.authority.holds(key):
                     await self._snapshot_quietly(key)
 
     async def flush_region(self, key: RegionKey) -> None:
         """Write the region's eventual state into its snapshot now (on release). Failures
         are logged and counted, not raised: losing eventual state is within its contract,
         and the release should go on."""
-        if self.world.holds(key):
+        if self.authority.holds(key):
             await self._snapshot_quietly(key)
 
     async def _snapshot_quietly(self, key: RegionKey) -> None:
@@ -569,9 +574,7 @@ class EventualPath:
             raise
         except (WorldStateError, ValueError) as e:
             self._counts["snapshot_failures"] += 1
-            log.warning(
-                "%s: eventual snapshot of region %s failed: %s", self.world.server_id, key, e
-            )
+            log.warning("%s: eventual snapshot of region %s failed: %s", self.ctx.server_id, key, e)
 
     async def snapshot_region(self, key: RegionKey) -> bool:
         """Write this server's eventual state of ``key`` into the region's snapshot: read it
@@ -579,15 +582,14 @@ class EventualPath:
         replace its eventual objects by ours, store it conditionally on the version read;
         on `VersionConflict` read again and retry (`SNAPSHOT_ATTEMPTS`). False when nothing
         had changed (nothing written). Raises what `store_region` raises otherwise."""
-        world = self.world
         for _ in range(SNAPSHOT_ATTEMPTS):
-            snap = await world.load_region(key)
+            snap = await self.views.load(key)
             self.seed_region(snap)
             objects = self._region_objects(snap)
             if objects is None:
                 return False
             try:
-                await world.store_region(snap.with_objects(objects), expected_version=snap.version)
+                await self.views.store(snap.with_objects(objects), expected_version=snap.version)
             except VersionConflict:
                 self._counts["snapshot_conflicts"] += 1
                 continue
@@ -618,7 +620,7 @@ class EventualPath:
         table = self.positions
         if not len(table):
             return []
-        size = self.world.config.region_size
+        size = self.ctx.config.region_size
         ids = table.ids
         pos = table.positions_of(ids)
         inside = _cell_codes(region_cells(pos, size)) == _key_code(key)
@@ -646,7 +648,7 @@ class EventualPath:
         ]
 
     def _state_objects(self, key: RegionKey) -> list[WorldObject]:
-        lo, hi = key.bounds_for(self.world.config.region_size)
+        lo, hi = key.bounds_for(self.ctx.config.region_size)
         out = []
         for (kind, eid), e in self.states.items():
             if e.region == key:
@@ -661,7 +663,7 @@ class EventualPath:
         them). Call it when this server takes a region over. Returns the entities taken."""
         by_writer: dict[str, list[tuple[int, Vec3, Any, int]]] = {}
         taken = 0
-        default_writer = snapshot.owner or self.world.server_id
+        default_writer = snapshot.owner or self.ctx.server_id
         for o in snapshot.objects:
             eid = _eventual_object_id(o.id, o.kind)
             if eid is None:

@@ -18,7 +18,7 @@ Every server runs a `MembershipAgent` (started by `World.open`):
   mesh coordinator records in the store (``ws_membership``) and publishes, retained, on
   ``mesh/membership``. A strict majority keeps authority; exactly half keeps it only with the
   membership's lowest server id. Losing it demotes the server at once:
-  ``world.authoritative = False``, so strong operations raise `NotAuthoritative`, leases are
+  ``authority.demote()``, so strong operations raise `NotAuthoritative`, leases are
   not renewed (they run out; the majority's coordinator then gives the regions to others at
   epoch + 1), and eventual batches of its regions are no longer published. Hearing a
   majority again (after a heal, or once the coordinator has recorded a membership it is
@@ -42,26 +42,30 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 
 import conflicts
 from consistency import ConsistencyInputError, MembershipView, PartitionState, check_server_id
-from regions import RegionKey, region_keys
+from regions import RegionKey
 from worldstate._validation import check_id
 from worldstate.bus import Bus, Message, Subscription
 from worldstate.errors import ValidationError, WorldStateError
+from worldstate.protocol import _topics as topics
 from worldstate.store import mesh_state
 from worldstate.store.mesh_state import NO_MEMBERSHIP, AgreedMembership, MemberRow
 
 if TYPE_CHECKING:
-    from worldstate.world import World
+    from worldstate.node import Authority, NodeContext
+
+LoadSource = Callable[[], tuple[Mapping[int, int], Mapping[RegionKey, int]]]
+"""What the agent reports as load: (eventual entities per region Morton code, strong ops
+committed so far per held region). The world wires the two paths' counters into it."""
 
 log = logging.getLogger("worldstate.mesh._agent")
 
-PRESENCE_TOPIC = "members"
+PRESENCE_TOPIC = topics.PRESENCE
 """``members/{server_id}``: a server's retained presence (its heartbeat)."""
-MEMBERSHIP_TOPIC = "mesh/membership"
+MEMBERSHIP_TOPIC = topics.MEMBERSHIP
 """The agreed membership, retained, published by the acting coordinator."""
 MAX_LOAD_REGIONS = 2000
 """Regions whose load one heartbeat reports (the busiest first)."""
@@ -328,16 +332,18 @@ class PresenceTracker:
 class MembershipAgent:
     """Heartbeats, view and verdict of one `World` (see the module docs)."""
 
-    def __init__(self, world: World) -> None:
-        self.world = world
-        cfg = world.config
+    def __init__(self, ctx: NodeContext, authority: Authority, load_source: LoadSource) -> None:
+        self.ctx = ctx
+        self.authority = authority
+        self._load_source = load_source
+        cfg = ctx.config
         self.incarnation = time.time_ns() // 1_000_000
         """Milliseconds since the Unix epoch at start: a restart under the same id is newer."""
-        self.started_at = world.clock()
+        self.started_at = ctx.clock()
         self.tracker = PresenceTracker(
-            world.server_id, cfg.partition_timeout, world.clock, self._changed
+            ctx.server_id, cfg.partition_timeout, ctx.clock, self._changed
         )
-        self.state = PartitionState(world.server_id, since=self.started_at)
+        self.state = PartitionState(ctx.server_id, since=self.started_at)
         self.demotions = 0
         self.promotions = 0
         self._store_interval = min(
@@ -355,28 +361,28 @@ class MembershipAgent:
         """Subscribe, learn the agreed membership from the store, settle the first verdict
         (waiting briefly for the others' retained presences when a membership exists), then
         heartbeat in the background."""
-        world = self.world
-        subs = self.tracker.subscribe(world.bus)
+        ctx = self.ctx
+        subs = self.tracker.subscribe(ctx.bus)
         for sub in subs:
             try:
                 await sub.wait_active(timeout=SUBSCRIBE_TIMEOUT)
             except WorldStateError as e:
-                log.warning("%s: membership subscription not yet active: %s", world.server_id, e)
+                log.warning("%s: membership subscription not yet active: %s", ctx.server_id, e)
         await self._read_store()
         if self.tracker.members():
             await self._settle()
         self.decide()
         await self._beat()
         await self._store_beat()
-        sid = world.server_id
+        sid = ctx.server_id
         self._tasks = [
-            asyncio.create_task(self._beat_loop(), name=f"ws-heartbeat-{sid}"),
-            asyncio.create_task(self._store_loop(), name=f"ws-store-heartbeat-{sid}"),
+            ctx.tasks.spawn(self._beat_loop(), f"ws-heartbeat-{sid}"),
+            ctx.tasks.spawn(self._store_loop(), f"ws-store-heartbeat-{sid}"),
         ]
 
     async def _settle(self) -> None:
         """Wait until what we hear would keep authority, or about one heartbeat interval."""
-        cfg = self.world.config
+        cfg = self.ctx.config
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(2 * cfg.heartbeat_interval, cfg.partition_timeout / 2)
         while loop.time() < deadline:
@@ -384,13 +390,14 @@ class MembershipAgent:
             if not members:
                 return
             verdict = conflicts.decide_partition(
-                members, self.tracker.heard(), self_id=self.world.server_id
+                members, self.tracker.heard(), self_id=self.ctx.server_id
             )
             if verdict.keeps_authority:
                 return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), deadline - loop.time())
+                async with asyncio.timeout(deadline - loop.time()):
+                    await self._wake.wait()
 
     async def close(self) -> None:
         """Stop heartbeating and leave cleanly: the store row says ``left`` (the coordinator
@@ -405,19 +412,19 @@ class MembershipAgent:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self.tracker.cancel()
-        world = self.world
-        now = world.clock()
+        ctx = self.ctx
+        now = ctx.clock()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(LEAVE_TIMEOUT):
-                await world.store.run(
-                    lambda c: mesh_state.mark_left(c, world.server_id, self.incarnation, now),
+                await ctx.store.run(
+                    lambda c: mesh_state.mark_left(c, ctx.server_id, self.incarnation, now),
                     "leave the mesh",
                 )
         with contextlib.suppress(Exception):
             async with asyncio.timeout(LEAVE_TIMEOUT):
-                topic = presence_topic(world.server_id)
-                await world.bus.publish(topic, encode_goodbye(world.server_id, self.incarnation))
-                await world.bus.publish(topic, b"", qos=1, retain=True)
+                topic = presence_topic(ctx.server_id)
+                await ctx.bus.publish(topic, encode_goodbye(ctx.server_id, self.incarnation))
+                await ctx.bus.publish(topic, b"", qos=1, retain=True)
 
     # -- the verdict -----------------------------------------------------------------------
 
@@ -429,20 +436,21 @@ class MembershipAgent:
     def decide(self) -> bool:
         """Judge again what we hear against the agreed membership; on a change of standing
         demote or promote the world at once. True when the standing changed."""
-        now = self.world.clock()
+        now = self.ctx.clock()
         t = self.tracker
         if not self.state.update(t.members(), t.heard(now), now):
             return False
-        world = self.world
-        world.authoritative = self.state.majority
+        me = self.ctx.server_id
         if self.state.majority:
+            self.authority.promote(self.state.reason)
             self.promotions += 1
-            log.warning("%s keeps authority again: %s", world.server_id, self.state.reason)
+            log.info("%s PROMOTED: keeps authority again: %s", me, self.state.reason)
         else:
+            self.authority.demote(self.state.reason)
             self.demotions += 1
-            log.warning(
-                "%s demotes itself (no strong writes, no lease renewals): %s",
-                world.server_id,
+            log.info(
+                "%s DEMOTED (partition: no strong writes, no lease renewals): %s",
+                me,
                 self.state.reason,
             )
         return True
@@ -462,26 +470,26 @@ class MembershipAgent:
     # -- heartbeats ------------------------------------------------------------------------
 
     async def _beat_loop(self) -> None:
-        interval = self.world.config.heartbeat_interval
+        interval = self.ctx.config.heartbeat_interval
         while True:
             await asyncio.sleep(interval)
             self.decide()
             await self._beat()
 
     async def _beat(self) -> None:
-        world = self.world
+        ctx = self.ctx
         p = Presence(
-            world.server_id,
+            ctx.server_id,
             self.incarnation,
-            world.clock(),
-            world.authoritative,
+            ctx.clock(),
+            self.authority.authoritative,
             self.tracker.agreed.generation,
             self.load(),
         )
         try:
-            await world.bus.publish(presence_topic(world.server_id), p.encode(), retain=True)
+            await ctx.bus.publish(presence_topic(ctx.server_id), p.encode(), retain=True)
         except WorldStateError as e:
-            log.debug("%s: heartbeat not published: %s", world.server_id, e)
+            log.debug("%s: heartbeat not published: %s", ctx.server_id, e)
 
     async def _store_loop(self) -> None:
         while True:
@@ -489,14 +497,14 @@ class MembershipAgent:
             await self._store_beat()
 
     async def _store_beat(self) -> None:
-        world = self.world
-        now = world.clock()
+        ctx = self.ctx
+        now = ctx.clock()
         load = self.load()
         row = MemberRow(
-            world.server_id,
+            ctx.server_id,
             self.incarnation,
             "up",
-            world.authoritative,
+            self.authority.authoritative,
             self.started_at,
             now,
             self.tracker.agreed.generation,
@@ -508,10 +516,10 @@ class MembershipAgent:
             },
         )
         try:
-            await world.store.run(lambda c: mesh_state.put_member(c, row), "store heartbeat")
+            await ctx.store.run(lambda c: mesh_state.put_member(c, row), "store heartbeat")
             changed = await self._read_store()
         except WorldStateError as e:
-            log.warning("%s: store heartbeat failed: %s", world.server_id, e)
+            log.warning("%s: store heartbeat failed: %s", ctx.server_id, e)
             return
         if changed:
             self.decide()
@@ -523,31 +531,22 @@ class MembershipAgent:
         async def body(c: Any) -> tuple[AgreedMembership, list[MemberRow]]:
             return await mesh_state.read_membership(c), await mesh_state.member_rows(c)
 
-        agreed, rows = await self.world.store.run(body, "read membership", read=True)
+        agreed, rows = await self.ctx.store.run(body, "read membership", read=True)
         learnt = self.tracker.learn(agreed)
         return self.tracker.note_rows(rows) or learnt
 
     def load(self) -> dict[int, RegionLoad]:
         """Load of each region this server holds: eventual entities in it, and strong
         operations per second (exponentially smoothed between heartbeats)."""
-        world = self.world
-        held = set(world.leases())
+        held = set(self.authority.live())
         if not held:
             self._ops_seen.clear()
             return {}
         now = time.monotonic()
-        entities: dict[int, int] = {}
-        eventual = getattr(world, "eventual", None)
-        if eventual is not None and len(eventual.positions):
-            table = eventual.positions
-            codes = region_keys(table.positions_of(table.ids), world.config.region_size)
-            uniq, counts = np.unique(codes, return_counts=True)
-            entities = dict(zip(uniq.tolist(), counts.tolist(), strict=True))
-        strong = getattr(world, "strong", None)
+        entities, ops_of = self._load_source()
         out: dict[int, RegionLoad] = {}
         for key in held:
-            pipe = strong.pipelines.get(key) if strong is not None else None
-            ops = pipe.ops if pipe is not None else 0
+            ops = ops_of.get(key, 0)
             last = self._ops_seen.get(key)
             rate = 0.0
             if last is not None:

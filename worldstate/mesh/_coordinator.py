@@ -55,35 +55,37 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-import orjson
-
 import conflicts
 from consistency import PartitionState
 from regions import RegionKey, as_region_key
 from worldstate._validation import check_id
-from worldstate.bus import Bus, Message, open_bus
+from worldstate.bus import Bus, open_bus
 from worldstate.config import Config
 from worldstate.errors import (
     BusUnavailable,
     HandoffFailed,
     NotAuthoritative,
     ValidationError,
-    WorldClosed,
     WorldStateError,
 )
 from worldstate.mesh._agent import MEMBERSHIP_TOPIC, PresenceTracker, encode_membership
-from worldstate.mesh._handoff import COMMAND_TOPIC, REPLY_TOPIC, Command
+from worldstate.mesh._handoff import Command
+from worldstate.mesh._placement import (
+    LeaseView,
+    plan_placements,
+    plan_rebalance,
+    region_weight,
+)
+from worldstate.node._tasks import Supervisor
 from worldstate.objects import Lease
+from worldstate.protocol import _topics as topics
+from worldstate.protocol._rpc import Rpc
 from worldstate.store import Store, mesh_state
 from worldstate.store.mesh_state import AgreedMembership, CoordinatorLease, MemberRow
 from worldstate.store.retry import RetryPolicy
 
 log = logging.getLogger("worldstate.mesh._coordinator")
 
-ENTITY_UNIT = 1000
-"""Eventual entities that weigh as much as one region."""
-OPS_UNIT = 50.0
-"""Strong operations per second that weigh as much as one region."""
 REGIONS_REFRESH = 10
 """Cycles between re-reads of the known regions (a `register_region` refreshes at once)."""
 
@@ -180,6 +182,7 @@ class MeshCoordinator:
         self.bus: Bus = open_bus(
             config.bus_url, client_id=self.coordinator_id, prefix=config.namespace
         )
+        self.rpc = Rpc(self.bus)
         self.tracker = PresenceTracker(
             self.coordinator_id, config.partition_timeout, clock, self._poke
         )
@@ -207,12 +210,13 @@ class MeshCoordinator:
         self._placing: dict[int, str] = {}
         """Target server of each placement in flight."""
         self._region_locks: dict[int, asyncio.Lock] = {}
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._slots = asyncio.Semaphore(max_parallel_commands)
         self._wake = asyncio.Event()
         self._acting_changed = asyncio.Event()
         self._wake_elect = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.tasks = Supervisor(self.coordinator_id)
+        self.tasks.on_failure(self._on_crash)
+        self._closing: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
 
@@ -226,7 +230,11 @@ class MeshCoordinator:
             await self.store.open()
             await self.bus.start()
             subs = self.tracker.subscribe(self.bus)
-            subs.append(self.bus.subscribe(f"{REPLY_TOPIC}/{self.coordinator_id}", self._on_reply))
+            subs.append(
+                self.bus.subscribe(
+                    topics.of(topics.COMMAND_REPLIES, self.coordinator_id), self.rpc.on_reply
+                )
+            )
             for sub in subs:
                 with contextlib.suppress(WorldStateError):
                     await sub.wait_active(timeout=5.0)
@@ -235,34 +243,39 @@ class MeshCoordinator:
             raise
         self._started_at = self._last_rebalance = self.clock()
         cid = self.coordinator_id
-        self._tasks = [
-            asyncio.create_task(self._elect_loop(), name=f"ws-coordinator-elect-{cid}"),
-            asyncio.create_task(self._work_loop(), name=f"ws-coordinator-{cid}"),
-        ]
+        self.tasks.spawn(self._elect_loop(), f"ws-coordinator-elect-{cid}")
+        self.tasks.spawn(self._work_loop(), f"ws-coordinator-{cid}")
         return self
 
     async def close(self, *, release: bool = True) -> None:
         """Stop. ``release`` (default) gives the coordinator lease up at once so a standby
         takes over without waiting; False leaves it to expire (what a crash does)."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._shutdown(release=release)
+        if self._closing is None:
+            self._closed = True
+            # owned: the close itself, awaited here and by every later close()
+            self._closing = asyncio.get_running_loop().create_task(  # owned
+                self._shutdown(release=release), name=f"ws-close-{self.coordinator_id}"
+            )
+        await asyncio.shield(self._closing)
+
+    def _on_crash(self, cause: BaseException) -> None:
+        """A supervised loop crashed: stop acting at once and close (the lease is released
+        so a standby coordinator takes over); `failure` keeps the cause."""
+        if self._closing is None:
+            self._closed = True
+            # owned: awaited by close(), which the coordinator's owner still calls
+            self._closing = asyncio.get_running_loop().create_task(  # owned
+                self._shutdown(release=True), name=f"ws-close-{self.coordinator_id}"
+            )
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The crash that stopped this coordinator, if one did."""
+        return self.tasks.failure
 
     async def _shutdown(self, *, release: bool) -> None:
-        tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        for t in [t for t in self._busy.values() if t is not None]:
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(WorldClosed("the coordinator closed"))
+        await self.tasks.close()
+        self.rpc.fail_all("the coordinator closed")
         if release and self._lease is not None:
             lease = self._lease
             with contextlib.suppress(Exception):
@@ -305,7 +318,8 @@ class MeshCoordinator:
                 return False
             self._acting_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._acting_changed.wait(), min(remaining, self.period))
+                async with asyncio.timeout(min(remaining, self.period)):
+                    await self._acting_changed.wait()
         return True
 
     def membership(self) -> dict[str, Any]:
@@ -383,13 +397,12 @@ class MeshCoordinator:
                 await body()
             except asyncio.CancelledError:
                 raise
-            except WorldStateError as e:
+            except WorldStateError as e:  # the store or the bus is down: next cycle
                 log.warning("%s: cycle failed: %s", self.coordinator_id, e)
-            except Exception:
-                log.exception("%s: cycle failed", self.coordinator_id)
             wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.period)
+                async with asyncio.timeout(self.period):
+                    await wake.wait()
             await asyncio.sleep(0.01)  # coalesce a burst of changes into one cycle
 
     async def step(self) -> None:
@@ -561,8 +574,8 @@ class MeshCoordinator:
         p = self.tracker.peers.get(owner)
         rl = p.load.get(morton) if p is not None else None
         if rl is None:
-            return 1.0
-        return 1.0 + rl.entities / ENTITY_UNIT + rl.ops_per_s / OPS_UNIT
+            return region_weight(None, None)
+        return region_weight(rl.entities, rl.ops_per_s)
 
     def _server_load(self, sid: str, now: float) -> float:
         return sum(
@@ -585,32 +598,23 @@ class MeshCoordinator:
     async def _place(self, now: float) -> None:
         await self._refresh()
         eligible = self.eligible(now)
-        if not eligible:
-            return
-        loads = {s: self._server_load(s, now) for s in eligible}
-        for target in self._placing.values():  # placements in flight count already
-            if target in loads:
-                loads[target] += 1.0
-        for morton in self._regions:
-            lease = self._leases.get(morton)
-            if morton in self._busy:
-                continue
-            want = self._desired.get(morton)
-            if lease is not None:
-                if lease.live(now):
-                    continue
-                if lease.owner in loads and lease.expires_at > 0:
-                    # lapsed, not released, and its owner is alive and authoritative: it is
-                    # probably renewing late; give it one more TTL, then place it there
-                    if now - lease.expires_at < self.config.lease_ttl:
-                        continue
-                    want = lease.owner
-            target = want if want in loads else min(loads, key=lambda s: (loads[s], s))
-            assert target is not None
-            loads[target] += 1.0
-            task = asyncio.create_task(self._place_one(morton, target))
-            self._busy[morton] = task
-            self._placing[morton] = target
+        plan = plan_placements(
+            regions=self._regions,
+            leases={m: LeaseView(le.owner, le.expires_at) for m, le in self._leases.items()},
+            eligible=eligible,
+            loads={s: self._server_load(s, now) for s in eligible},
+            desired=self._desired,
+            busy=self._busy,
+            in_flight=self._placing.values(),
+            now=now,
+            grace=self.config.lease_ttl,
+        )
+        for p in plan:
+            task = self.tasks.spawn(
+                self._place_one(p.morton, p.server), f"ws-place-{p.morton}-{p.server}", job=True
+            )
+            self._busy[p.morton] = task
+            self._placing[p.morton] = p.server
 
     async def _place_one(self, morton: int, server: str) -> None:
         key = RegionKey.from_morton(morton)
@@ -646,34 +650,20 @@ class MeshCoordinator:
 
     async def _command(self, server: str, name: str, key: RegionKey) -> dict[str, Any]:
         lease = self._require_acting()
-        req = uuid.uuid4().hex
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[req] = fut
-        cmd = Command(req, self.coordinator_id, lease.epoch, name, key)
+        request = Command("", self.coordinator_id, lease.epoch, name, key).fields()
         try:
-            await self.bus.publish(f"{COMMAND_TOPIC}/{server}", cmd.encode(), qos=1)
-            async with asyncio.timeout(self.command_timeout):
-                reply = await fut
+            reply = await self.rpc.call(
+                topics.of(topics.COMMANDS, server), request, self.command_timeout
+            )
         except TimeoutError:
             raise HandoffFailed(
                 key, server, name, f"no answer within {self.command_timeout} s"
             ) from None
         except BusUnavailable as e:
             raise HandoffFailed(key, server, name, str(e)) from None
-        finally:
-            self._pending.pop(req, None)
         if not reply.get("ok"):
             raise HandoffFailed(key, server, name, str(reply.get("error") or reply.get("code")))
         return reply
-
-    def _on_reply(self, msg: Message) -> None:
-        try:
-            doc = orjson.loads(msg.payload)
-            fut = self._pending.get(doc["r"]) if isinstance(doc, dict) else None
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            fut = None
-        if fut is not None and not fut.done() and isinstance(doc, dict):
-            fut.set_result(doc)
 
     async def _acquire_on(self, server: str, key: RegionKey) -> Lease:
         reply = await self._command(server, "acquire", key)
@@ -785,37 +775,26 @@ class MeshCoordinator:
         servers = self.eligible(now)
         if len(servers) < 2:
             return []
-        regions: dict[str, dict[int, float]] = {s: {} for s in servers}
+        held: dict[str, dict[int, float]] = {s: {} for s in servers}
         for m, le in self._leases.items():
-            if le.live(now) and le.owner in regions and m not in self._busy:
-                regions[le.owner][m] = self._region_load(m, le.owner)
-        load = {s: sum(r.values()) for s, r in regions.items()}
-        mean = sum(load.values()) / len(load)
+            if le.live(now) and le.owner in held and m not in self._busy:
+                held[le.owner][m] = self._region_load(m, le.owner)
+        plan = plan_rebalance(
+            held=held,
+            moved_at=self._moved_at,
+            now=now,
+            hysteresis=self.hysteresis,
+            cooldown=self.cooldown,
+            max_moves=max_moves,
+        )
         moves: list[Move] = []
-        for _ in range(max_moves):
-            hi = max(servers, key=lambda s: (load[s], s))
-            lo = min(servers, key=lambda s: (load[s], s))
-            gap = load[hi] - load[lo]
-            if load[hi] <= mean * (1 + self.hysteresis) or gap <= 1.0:
-                break
-            candidates = [
-                (abs(w - gap / 2), m, w)
-                for m, w in regions[hi].items()
-                if w < gap and now - self._moved_at.get(m, float("-inf")) >= self.cooldown
-            ]
-            if not candidates:
-                break
-            _, m, w = min(candidates)
-            key = RegionKey.from_morton(m)
+        for step in plan:
+            key = RegionKey.from_morton(step.morton)
             try:
-                new = await self.handoff(key, lo)
+                new = await self.handoff(key, step.target)
             except HandoffFailed as e:
                 self.failures += 1
                 log.warning("%s: rebalance move failed: %s", self.coordinator_id, e)
                 break
-            moves.append(Move(key, hi, lo, new.epoch))
-            del regions[hi][m]
-            regions[lo][m] = w
-            load[hi] -= w
-            load[lo] += w
+            moves.append(Move(key, step.source, step.target, new.epoch))
         return moves

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,14 +34,16 @@ from regions import RegionKey
 from worldstate._validation import check_id
 from worldstate.bus import Message, Subscription
 from worldstate.errors import Fenced, RegionOwned, ValidationError, WorldStateError
+from worldstate.protocol import _topics as topics
 
 if TYPE_CHECKING:
-    from worldstate.world import World
+    from worldstate.node import Authority, NodeContext
+    from worldstate.objects import Lease
 
 log = logging.getLogger("worldstate.mesh._handoff")
 
-COMMAND_TOPIC = "cmd"
-REPLY_TOPIC = "cmd-replies"
+COMMAND_TOPIC = topics.COMMANDS
+REPLY_TOPIC = topics.COMMAND_REPLIES
 COMMANDS = ("acquire", "release")
 MAX_COMMAND_BYTES = 4096
 
@@ -53,16 +56,17 @@ class Command:
     name: str
     key: RegionKey
 
+    def fields(self) -> dict[str, Any]:
+        """The command's wire fields without the request id (`Rpc.call` adds it)."""
+        return {
+            "from": self.sender,
+            "ce": self.coordinator_epoch,
+            "c": self.name,
+            "k": self.key.morton,
+        }
+
     def encode(self) -> bytes:
-        return orjson.dumps(
-            {
-                "r": self.request,
-                "from": self.sender,
-                "ce": self.coordinator_epoch,
-                "c": self.name,
-                "k": self.key.morton,
-            }
-        )
+        return orjson.dumps({"r": self.request, **self.fields()})
 
 
 def decode_command(payload: bytes) -> Command:
@@ -85,50 +89,53 @@ def decode_command(payload: bytes) -> Command:
 
 
 class CommandHandler:
-    """Serves the coordinator's commands for one `World` (started by `World.open`)."""
+    """Serves the coordinator's commands for one server (started by `World.open`).
 
-    def __init__(self, world: World) -> None:
-        self.world = world
+    ``acquire`` and ``release`` are the composition root's: taking a region also loads it and
+    seeds eventual state; giving it up drains the strong pipeline and flushes eventual state
+    first. Only the world knows both paths, so it passes those steps in."""
+
+    def __init__(
+        self,
+        ctx: NodeContext,
+        authority: Authority,
+        *,
+        acquire: Callable[[RegionKey], Awaitable[Lease]],
+        release: Callable[[RegionKey], Awaitable[bool]],
+    ) -> None:
+        self.ctx = ctx
+        self.authority = authority
+        self._acquire = acquire
+        self._release = release
         self.coordinator_epoch = 0
         """The newest coordinator election epoch seen: older commands are refused."""
         self.served = 0
         self.refused = 0
         self.dropped = 0
         self._locks: dict[RegionKey, asyncio.Lock] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._sub: Subscription | None = None
 
     def start(self) -> None:
-        self._sub = self.world.bus.subscribe(
-            f"{COMMAND_TOPIC}/{self.world.server_id}", self._on_command
+        self._sub = self.ctx.bus.subscribe(
+            f"{COMMAND_TOPIC}/{self.ctx.server_id}", self._on_command
         )
 
     async def close(self) -> None:
         if self._sub is not None:
             self._sub.cancel()
             self._sub = None
-        tasks, self._tasks = list(self._tasks), set()
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
 
     def _on_command(self, msg: Message) -> None:
         try:
             cmd = decode_command(msg.payload)
         except (ValueError, orjson.JSONDecodeError) as e:  # ValidationError is a ValueError
             self.dropped += 1
-            log.debug("%s: dropped a malformed command: %s", self.world.server_id, e)
+            log.debug("%s: dropped a malformed command: %s", self.ctx.server_id, e)
             return
-        task = asyncio.get_running_loop().create_task(
-            self._serve(cmd), name=f"ws-command-{cmd.name}-{cmd.key}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.ctx.tasks.spawn(self._serve(cmd), f"ws-command-{cmd.name}-{cmd.key}", job=True)
 
     async def _serve(self, cmd: Command) -> None:
-        reply: dict[str, Any] = {"r": cmd.request, "s": self.world.server_id, "c": cmd.name}
+        reply: dict[str, Any] = {"r": cmd.request, "s": self.ctx.server_id, "c": cmd.name}
         if cmd.coordinator_epoch < self.coordinator_epoch:
             self.refused += 1
             reply.update(
@@ -142,7 +149,7 @@ class CommandHandler:
             async with lock:
                 reply.update(await self._run(cmd))
         with contextlib.suppress(WorldStateError):
-            await self.world.bus.publish(f"{REPLY_TOPIC}/{cmd.sender}", orjson.dumps(reply), qos=1)
+            await self.ctx.bus.publish(f"{REPLY_TOPIC}/{cmd.sender}", orjson.dumps(reply), qos=1)
 
     async def _run(self, cmd: Command) -> dict[str, Any]:
         try:
@@ -154,31 +161,29 @@ class CommandHandler:
             return {"ok": False, "code": "owned", "owner": e.owner, "error": str(e)}
         except (Fenced, ValidationError, WorldStateError) as e:
             self.refused += 1
-            code = "not-authoritative" if not self.world.authoritative else "error"
+            code = "not-authoritative" if not self.authority.authoritative else "error"
             return {"ok": False, "code": code, "error": str(e)[:500]}
 
     async def acquire(self, key: RegionKey) -> dict[str, Any]:
         """Take ``key`` (epoch + 1 on a takeover), load it and seed eventual state."""
-        world = self.world
-        if not world.authoritative:
+        if not self.authority.authoritative:
             self.refused += 1
             return {
                 "ok": False,
                 "code": "not-authoritative",
-                "error": f"{world.server_id} is on the minority side of a partition",
+                "error": f"{self.ctx.server_id} is on the minority side of a partition",
             }
         # acquire_region loads the region from the store (every strong write and the previous
         # owner's final snapshot are there) and seeds this server's eventual state from it
-        lease = await world.acquire_region(key)
+        lease = await self._acquire(key)
         self.served += 1
-        log.info("%s took region %s at epoch %d", world.server_id, key, lease.epoch)
+        log.info("%s took region %s at epoch %d", self.ctx.server_id, key, lease.epoch)
         return {"ok": True, "epoch": lease.epoch, "expires_at": lease.expires_at}
 
     async def release(self, key: RegionKey) -> dict[str, Any]:
         """Drain, flush and give ``key`` up."""
-        world = self.world
-        lease = world.leases().get(key)
-        released = await world.release_region(key)
+        lease = self.authority.live().get(key)
+        released = await self._release(key)
         self.served += 1
-        log.info("%s released region %s (held: %s)", world.server_id, key, released)
+        log.info("%s released region %s (held: %s)", self.ctx.server_id, key, released)
         return {"ok": True, "released": released, "epoch": lease.epoch if lease else None}

@@ -48,12 +48,13 @@ from regions import RegionKey
 from worldstate._validation import check_id
 from worldstate.errors import ValidationError
 from worldstate.operations import Operation
+from worldstate.protocol import _topics as topics
 from worldstate.protocol._ops import op_from_dict
 
 WIRE_VERSION = 1
-EVENTS_TOPIC = "causal/events"
-HEADS_TOPIC = "causal/heads"
-SUBSCRIPTION = "causal/#"
+EVENTS_TOPIC = topics.CAUSAL_EVENTS
+HEADS_TOPIC = topics.CAUSAL_HEADS
+SUBSCRIPTION = topics.every(topics.CAUSAL)
 
 MAX_MESSAGE_BYTES = 512 * 1024
 """Largest group message built or accepted (the bus's own limit is 1 MiB)."""

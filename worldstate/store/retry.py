@@ -133,7 +133,35 @@ async def transact(
     ) from last
 
 
+ABANDON_GRACE = 10.0
+"""Seconds a transaction whose caller was cancelled may still take to commit or roll back."""
+
+
 async def _attempt(
+    engine: AsyncEngine, body: Callable[[AsyncConnection], Awaitable[T]], read: bool
+) -> T:
+    """One attempt, run to its end even when the caller is cancelled.
+
+    A transaction cut off half-way (the caller's task cancelled inside the driver) can leave
+    its connection checked out and, on SQLite, its write lock held, so that every later
+    writer waits ``busy_timeout`` for it. The attempt therefore runs in its own task that a
+    cancellation does not reach: the caller is cancelled at once, but only after the
+    transaction has committed or rolled back (at most `ABANDON_GRACE` seconds).
+    """
+    # owned: awaited below, to its end even when the caller is cancelled
+    task = asyncio.get_running_loop().create_task(_transaction(engine, body, read))  # owned
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        done, _ = await asyncio.wait([task], timeout=ABANDON_GRACE)
+        if not done:
+            task.cancel()
+        elif not task.cancelled():
+            task.exception()  # the caller is gone: its outcome is not reported
+        raise
+
+
+async def _transaction(
     engine: AsyncEngine, body: Callable[[AsyncConnection], Awaitable[T]], read: bool
 ) -> T:
     async with engine.connect() as conn:

@@ -19,11 +19,12 @@ from worldstate.errors import (
     BusUnavailable,
     NotAuthoritative,
     ValidationError,
-    WorldClosed,
     WorldStateError,
 )
 from worldstate.operations import Operation
+from worldstate.protocol import _topics as topics
 from worldstate.protocol._ops import decode_op, encode_op
+from worldstate.protocol._rpc import Rpc
 from worldstate.results import Committed, Rejected, Result
 
 log = logging.getLogger("worldstate.strong")
@@ -39,6 +40,8 @@ class NotOwner(Exception):
 
 Serve = Callable[[Operation], Awaitable[Result | None]]
 """Run a forwarded op if this server owns it; None when it does not."""
+Spawn = Callable[..., "asyncio.Task[Any]"]
+"""The supervisor's ``spawn(coro, name, job=...)``."""
 
 
 class Forwarder:
@@ -46,54 +49,39 @@ class Forwarder:
         self,
         *,
         bus: Bus,
+        spawn: Spawn,
         server_id: str,
         timeout: float,
         op_types: Mapping[str, type[Operation]],
         serve: Serve,
     ) -> None:
         self.bus = bus
+        self.spawn = spawn
+        self.rpc = Rpc(bus)
         self.server_id = server_id
         self.timeout = timeout
         self.op_types = op_types
         self._serve_op = serve
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._serving: set[asyncio.Task[None]] = set()
         self.forwarded = 0
         self.served = 0
         self.dropped = 0
 
     def start(self) -> None:
-        self.bus.subscribe(f"ops/{self.server_id}", self._on_request)
-        self.bus.subscribe(f"replies/{self.server_id}", self._on_reply)
+        self.bus.subscribe(topics.of(topics.OPS, self.server_id), self._on_request)
+        self.bus.subscribe(topics.of(topics.REPLIES, self.server_id), self.rpc.on_reply)
 
     async def close(self) -> None:
-        for t in list(self._serving):
-            t.cancel()
-        for t in list(self._serving):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(WorldClosed("the world closed while waiting for an owner"))
+        self.rpc.fail_all("the world closed while waiting for an owner")
 
     async def forward(self, owner: str, op: Operation) -> Result:
-        req = uuid.uuid4().hex
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[req] = fut
-        body = orjson.dumps(
-            {"r": req, "from": self.server_id, "op": orjson.Fragment(encode_op(op))}
-        )
+        request = {"from": self.server_id, "op": orjson.Fragment(encode_op(op))}
         try:
-            async with asyncio.timeout(self.timeout):
-                await self.bus.publish(f"ops/{owner}", body, qos=1)
-                reply = await fut
+            reply = await self.rpc.call(topics.of(topics.OPS, owner), request, self.timeout)
         except TimeoutError:
             raise BusUnavailable(
                 f"owner {owner!r} did not answer op {op.op_id} within {self.timeout}s; it may "
                 "or may not have applied — resubmit the same op_id"
             ) from None
-        finally:
-            self._pending.pop(req, None)
         self.forwarded += 1
         kind = reply.get("k")
         if kind == "committed":
@@ -111,17 +99,6 @@ class Forwarder:
             raise ValidationError(str(reply.get("error", "refused by the owner"))[:500])
         raise NotAuthoritative(f"owner {owner!r} refused op {op.op_id}: {reply.get('error')}")
 
-    def _on_reply(self, msg: Message) -> None:
-        try:
-            doc = orjson.loads(msg.payload)
-            fut = self._pending.get(doc["r"]) if isinstance(doc, dict) else None
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            fut = None
-        if fut is None or fut.done() or not isinstance(doc, dict):
-            self.dropped += 1
-            return
-        fut.set_result(doc)
-
     def _on_request(self, msg: Message) -> None:
         if len(msg.payload) > MAX_REQUEST_BYTES:
             self.dropped += 1
@@ -137,9 +114,7 @@ class Forwarder:
             self.dropped += 1
             log.debug("dropped a malformed forwarded op: %s", e)
             return
-        t = asyncio.get_running_loop().create_task(self._serve(req, sender, op))
-        self._serving.add(t)
-        t.add_done_callback(self._serving.discard)
+        self.spawn(self._serve(req, sender, op), f"ws-serve-op-{op.op_id}", job=True)
 
     async def _serve(self, req: str, sender: str, op: Operation) -> None:
         reply: dict[str, Any]
@@ -168,4 +143,4 @@ class Forwarder:
         except WorldStateError as e:
             reply = {"r": req, "k": "error", "error": str(e)[:500]}
         with contextlib.suppress(WorldStateError):
-            await self.bus.publish(f"replies/{sender}", orjson.dumps(reply), qos=1)
+            await self.bus.publish(topics.of(topics.REPLIES, sender), orjson.dumps(reply), qos=1)

@@ -21,10 +21,12 @@ inventory is short, the count is read in the transaction before the op is reject
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -104,8 +106,10 @@ class InventoryCommitter(GroupCommitter[ShardKey]):
         clock: Callable[[], float],
         authoritative: Callable[[], bool],
         outcomes: OutcomeMemory,
+        spawn: Callable[..., asyncio.Task[Any]],
     ) -> None:
-        super().__init__(config.group_commit_window, config.region_queue_size)
+        super().__init__(config.group_commit_window, config.region_queue_size, spawn)
+        self.owner = server_id
         self.store = store
         self.config = config
         self.server_id = server_id

@@ -25,11 +25,13 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from consistency import ConsistencyClass
 from regions import RegionKey
 from worldstate.errors import (
     NotAuthoritative,
@@ -40,6 +42,8 @@ from worldstate.errors import (
 )
 from worldstate.objects import Lease
 from worldstate.operations import ChangeInventory, Operation, TransferItems
+from worldstate.protocol import _topics as topics
+from worldstate.protocol._rpc import Rpc
 from worldstate.results import Result
 from worldstate.store.leases import RELEASED
 from worldstate.strong._forward import Forwarder, NotOwner
@@ -49,7 +53,7 @@ from worldstate.strong._pipeline import Entry, Pipeline
 from worldstate.strong._regions import RegionCommitter
 
 if TYPE_CHECKING:
-    from worldstate.world import World
+    from worldstate.node import Authority, NodeContext, RegionViews, Router
 
 log = logging.getLogger("worldstate.strong")
 
@@ -72,36 +76,49 @@ class _Track:
 
 
 class StrongPath:
-    def __init__(self, world: World) -> None:
-        self.world = world
-        cfg = world.config
+    """The strong path of one server; takes only the node services it uses."""
+
+    def __init__(
+        self, ctx: NodeContext, authority: Authority, router: Router, views: RegionViews
+    ) -> None:
+        self.ctx = ctx
+        self.authority = authority
+        self.router = router
+        self.views = views
+        cfg = ctx.config
+        self.acquire_region: Callable[[RegionKey], Awaitable[Lease]] = self._acquire_region
+        """How a region nobody owns is taken on first use; the composition root sets it to
+        `World.acquire_region` (lease, strong state, eventual seed)."""
         self.outcomes = OutcomeMemory()
         self.regions = RegionCommitter(
-            store=world.store,
+            store=ctx.store,
             config=cfg,
-            server_id=world.server_id,
-            clock=world.clock,
-            policy=lambda: world.policy,
-            lease_of=world.lease_of,
-            lost=world.lost_lease,
+            server_id=ctx.server_id,
+            clock=ctx.clock,
+            policy=lambda: ctx.policy,
+            lease_of=authority.lease_of,
+            lost=authority.lost,
             notify=self._notify,
             outcomes=self.outcomes,
+            spawn=ctx.tasks.spawn,
         )
         self.inventories = InventoryCommitter(
-            store=world.store,
+            store=ctx.store,
             config=cfg,
-            server_id=world.server_id,
-            clock=world.clock,
-            authoritative=lambda: world.authoritative,
+            server_id=ctx.server_id,
+            clock=ctx.clock,
+            authoritative=lambda: authority.authoritative,
             outcomes=self.outcomes,
+            spawn=ctx.tasks.spawn,
         )
         self.forwarder = Forwarder(
-            bus=world.bus,
-            server_id=world.server_id,
+            bus=ctx.bus,
+            spawn=ctx.tasks.spawn,
+            server_id=ctx.server_id,
             # the owner answers when its commit is done: the submit's own deadline bounds the
             # wait (`SubmitTimeout`), forward_timeout only the case of no deadline
             timeout=max(cfg.forward_timeout, cfg.submit_timeout + 1.0),
-            op_types=world.op_types,
+            op_types=router.op_types,
             serve=self._serve,
         )
         self._owner_cache: dict[Route, tuple[str | None, float]] = {}
@@ -112,7 +129,8 @@ class StrongPath:
         self._released_seen: dict[RegionKey, tuple[tuple[int, str | None], float]] = {}
         self._notices: dict[RegionKey, int] = {}
         self._notice_event = asyncio.Event()
-        self._notifier: asyncio.Task[None] | None = None
+        self._notifier: asyncio.Task[Any] | None = None
+        self._renewer: asyncio.Task[Any] | None = None
         self.auto_acquired = 0
         self.timeouts = 0
 
@@ -158,27 +176,36 @@ class StrongPath:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @property
+    def rpc(self) -> Rpc:
+        return self.forwarder.rpc
+
     async def start(self) -> None:
+        me = self.ctx.server_id
         self.regions.start()
         self.inventories.start()
         self.forwarder.start()
-        self._notifier = asyncio.get_running_loop().create_task(
-            self._notify_loop(), name=f"ws-strong-notices-{self.world.server_id}"
-        )
+        self._notifier = self.ctx.tasks.spawn(self._notify_loop(), f"ws-strong-notices-{me}")
+        self._renewer = self.ctx.tasks.spawn(self._renew_loop(), f"ws-shard-renew-{me}")
 
     async def close(self) -> None:
         await self.regions.close()
         await self.inventories.close()
         await self.forwarder.close()
-        if self._notifier is not None:
-            self._notifier.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._notifier
+        for t in (self._notifier, self._renewer):
+            if t is not None:
+                t.cancel()
+                await asyncio.wait([t])  # a crash of it is the supervisor's to report
         for fut in self._acquiring.values():
             if not fut.done():
                 fut.cancel()
         with contextlib.suppress(Exception):
             await self.inventories.release_all()
+
+    async def _acquire_region(self, key: RegionKey) -> Lease:
+        lease = await self.authority.acquire(key)
+        await self.on_acquired(key, lease)
+        return lease
 
     async def on_acquired(self, key: RegionKey, lease: Lease) -> None:
         """The world took a region's lease: load its committed strong state now."""
@@ -196,9 +223,11 @@ class StrongPath:
         """A snapshot write changed the region's version: reload before the next group."""
         self.regions.mark_stale(key)
 
-    async def renew(self) -> None:
-        """Renew the inventory-shard leases (called with the region renewals)."""
-        await self.inventories.renew()
+    async def _renew_loop(self) -> None:
+        """Renew the inventory-shard leases, as often as the region leases are."""
+        while True:
+            await asyncio.sleep(self.ctx.config.lease_renew_interval)
+            await self.inventories.renew()
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -207,12 +236,12 @@ class StrongPath:
             return key
         if not isinstance(op, (ChangeInventory, TransferItems)):
             raise ValidationError(f"{op.op_type} has no region and is not an inventory op")
-        return shard_of(home_inventory(op), self.world.config.inventory_shards)
+        return shard_of(home_inventory(op), self.ctx.config.inventory_shards)
 
     def _holds(self, route: Route) -> bool:
         if isinstance(route, ShardKey):
             return self.inventories.holds(route)
-        return self.world.holds(route)
+        return self.authority.holds(route)
 
     def _pipeline(self, route: Route) -> Pipeline[Any]:
         if isinstance(route, ShardKey):
@@ -222,7 +251,7 @@ class StrongPath:
     async def submit(
         self, op: Operation, key: RegionKey | None, *, timeout: float | None = None
     ) -> Result:
-        t = self.world.config.submit_timeout if timeout is None else timeout
+        t = self.ctx.config.submit_timeout if timeout is None else timeout
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
             raise ValidationError(f"timeout must be a finite number of seconds > 0, got {t!r}")
         route = self._route(op, key)
@@ -237,11 +266,17 @@ class StrongPath:
                 may = not track.pipeline.withdraw(track.entry) and track.entry.taken
             elif not track.forwarded:
                 may = False
-            raise SubmitTimeout(op.op_id, float(t), may_have_applied=may) from None
+            maybe = "it may have applied" if may else "it was withdrawn and did not apply"
+            raise SubmitTimeout(
+                f"{op.op_type} {op.op_id} got no outcome within {t}s ({maybe}); resubmit the "
+                "same op (same op_id) to learn its outcome — it never applies twice",
+                op_id=op.op_id,
+                may_have_applied=may,
+            ) from None
 
     async def _submit(self, op: Operation, route: Route, track: _Track) -> Result:
         digest = op_digest(op)
-        me = self.world.server_id
+        me = self.ctx.server_id
         attempts = 0
         while attempts < 4:
             attempts += 1
@@ -291,11 +326,11 @@ class StrongPath:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._acquiring[route] = fut
         try:
-            log.info("%s acquires %s on first use", self.world.server_id, route)
+            log.info("%s acquires %s on first use", self.ctx.server_id, route)
             if isinstance(route, ShardKey):
                 await self.inventories.acquire(route)
             else:
-                await self.world.acquire_region(route)
+                await self.acquire_region(route)
             self.auto_acquired += 1
             self._owner_cache.pop(route, None)
             fut.set_result(None)
@@ -315,7 +350,7 @@ class StrongPath:
     async def _owner(self, route: Route) -> str | None:
         """Who holds ``route``'s lease (cached until it expires; one store read at a time
         per key however many submits ask)."""
-        now = self.world.clock()
+        now = self.ctx.clock()
         hit = self._owner_cache.get(route)
         if hit is not None and (
             (hit[0] is None and hit[1] > time.monotonic()) or (hit[0] is not None and hit[1] > now)
@@ -348,11 +383,11 @@ class StrongPath:
                 return g.owner
             self._owner_cache[route] = (None, time.monotonic())
             return None
-        lease = await self.world.store.lease(route)
+        lease = await self.ctx.store.lease(route)
         if lease is not None and lease.live(now):
             self._owner_cache[route] = (lease.owner, lease.expires_at)
             self._released.pop(route, None)
-            if lease.owner != self.world.server_id:
+            if lease.owner != self.ctx.server_id:
                 self._released_seen.pop(route, None)
             return lease.owner
         self._owner_cache[route] = (None, time.monotonic())
@@ -362,14 +397,14 @@ class StrongPath:
 
     async def _serve(self, op: Operation) -> Result | None:
         """A forwarded op: run it if this server owns its region or shard."""
-        w = self.world
-        if w.consistency_of(op).value != "strong":
+        _, cls, key = self.router.check(op)  # the same rules as a local submit
+        if cls is not ConsistencyClass.STRONG:
             raise ValidationError(f"{op.op_type} is not a strong operation")
-        route = self._route(op, w.region_key_of(op))
+        route = self._route(op, key)
         if not self._holds(route):
             return None
         entry = self._pipeline(route).submit(op, op_digest(op))
-        async with asyncio.timeout(w.config.submit_timeout):
+        async with asyncio.timeout(self.ctx.config.submit_timeout):
             return await asyncio.shield(entry.fut)
 
     # -- notices ---------------------------------------------------------------------------
@@ -392,12 +427,12 @@ class StrongPath:
 
     async def after_commit(self, key: RegionKey, version: int) -> None:
         """Tell caches and other servers the region changed."""
-        world = self.world
-        await world.cache.put(key.morton, version, b"")  # tombstone: older copies are refused
-        world.mark_stale(key)
+        ctx = self.ctx
+        await ctx.cache.put(key.morton, version, b"")  # tombstone: older copies are refused
+        self.views.mark_stale(key)
         with contextlib.suppress(WorldStateError):
-            await world.bus.publish(
-                f"notice/{key.morton}",
-                orjson.dumps({"v": version, "s": world.server_id}),
+            await ctx.bus.publish(
+                topics.of(topics.NOTICES, key.morton),
+                orjson.dumps({"v": version, "s": ctx.server_id}),
                 qos=0,
             )

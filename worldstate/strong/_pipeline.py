@@ -13,14 +13,13 @@ resubmit the same op_id later) rather than buffering without bound.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from worldstate.errors import NotAuthoritative, Overloaded, WorldClosed, WorldStateError
+from worldstate.errors import NotAuthoritative, Overloaded, WorldClosed
 from worldstate.operations import Operation
 from worldstate.results import Result
 
@@ -113,17 +112,23 @@ class Pipeline(Generic[K]):
 
 class GroupCommitter(Generic[K]):
     """Drains the pipelines of one kind into group transactions (see module doc).
-    Subclasses implement `commit_group`, which must resolve or fail every entry it is
-    given and never raise (a bug there is logged and fails that group, not the loop)."""
+    Subclasses implement `commit_group`, which resolves or fails every entry it is given;
+    an op-specific failure fails that op alone, and anything it raises is a bug: the loop
+    ends with it and the supervisor fails the world loudly (the group's ops get
+    `WorldClosed` carrying the cause)."""
 
     name = "strong"
 
-    def __init__(self, window: float, queue_limit: int) -> None:
+    def __init__(
+        self, window: float, queue_limit: int, spawn: Callable[..., asyncio.Task[Any]]
+    ) -> None:
         self.window = window
+        self.spawn = spawn
         self.queue_limit = queue_limit
         self.pipelines: dict[K, Pipeline[K]] = {}
         self._work = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self.owner = ""
         self.group_commits = 0
 
     def pipeline(self, key: K) -> Pipeline[K]:
@@ -133,7 +138,7 @@ class GroupCommitter(Generic[K]):
         return p
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"ws-{self.name}")
+        self._task = self.spawn(self._run(), f"ws-{self.name}-{self.owner}")
 
     async def _run(self) -> None:
         backlog = False
@@ -154,24 +159,19 @@ class GroupCommitter(Generic[K]):
             if group:
                 try:
                     await self.commit_group(group)
-                except asyncio.CancelledError:
+                except BaseException as e:
+                    # cancelled by close, or a bug: the supervisor fails the world loudly
+                    # with it; no op of the group is left waiting
+                    cause = None if isinstance(e, asyncio.CancelledError) else e
                     err = WorldClosed(
                         "the world closed during the commit; the ops may or may not have "
-                        "applied — resubmit them (same op_ids)"
-                    )
-                    for es in group.values():
-                        for e in es:
-                            e.fail(err)
-                    raise
-                except Exception as e:  # a bug: fail this group loudly, keep the loop alive
-                    log.exception("%s: committing a group failed", self.name)
-                    err2 = WorldStateError(
-                        f"internal error while committing: {e!r}; the ops may or may not "
-                        "have applied — resubmit them (same op_ids)"
+                        "applied — resubmit them (same op_ids)",
+                        cause=cause,
                     )
                     for es in group.values():
                         for x in es:
-                            x.fail(err2)
+                            x.fail(err)
+                    raise
                 self.group_commits += 1
                 for key, es in group.items():
                     pl = self.pipelines.get(key)
@@ -207,8 +207,7 @@ class GroupCommitter(Generic[K]):
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])  # a crash of it is the supervisor's to report
         err = WorldClosed("the world closed before the commit")
         for p in self.pipelines.values():
             p.fail_all(err)

@@ -20,6 +20,7 @@ What happens when the store disagrees:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -87,8 +88,10 @@ class RegionCommitter(GroupCommitter[RegionKey]):
         lost: Callable[[RegionKey, str], None],
         notify: Callable[[RegionKey, int], None],
         outcomes: OutcomeMemory,
+        spawn: Callable[..., asyncio.Task[Any]],
     ) -> None:
-        super().__init__(config.group_commit_window, config.region_queue_size)
+        super().__init__(config.group_commit_window, config.region_queue_size, spawn)
+        self.owner = server_id
         self.store = store
         self.config = config
         self.server_id = server_id

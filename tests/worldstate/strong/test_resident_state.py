@@ -131,7 +131,7 @@ async def test_owner_crash_then_new_owner_loses_nothing_acknowledged(backend: Ba
         results = await asyncio.gather(*tasks, return_exceptions=True)
         acked = [o for o, r in zip(ops, results, strict=True) if isinstance(r, Committed)]
         assert acked
-        a._leases.clear()
+        a.authority._leases.clear()
         clock.advance(30.0)  # the lease runs out
         lease = await b.acquire_region(K0)
         assert lease.epoch == 2
@@ -221,13 +221,16 @@ async def test_submit_deadline_says_whether_the_op_may_have_applied(
         gate = asyncio.Event()
         real = a.strong.regions._transaction
 
+        entered = asyncio.Event()
+
         async def slow(*args: Any) -> Any:
+            entered.set()
             await gate.wait()
             return await real(*args)
 
         monkeypatch.setattr(a.strong.regions, "_transaction", slow)
-        inside = asyncio.create_task(a.submit(box("inside", 10.0), timeout=0.3))
-        await asyncio.sleep(0.1)  # taken into the (stalled) commit
+        inside = asyncio.create_task(a.submit(box("inside", 10.0), timeout=1.0))
+        await asyncio.wait_for(entered.wait(), 5)  # taken into the (stalled) commit
         queued = asyncio.create_task(a.submit(box("queued", 40.0), timeout=0.2))
         with pytest.raises(SubmitTimeout) as e2:
             await queued

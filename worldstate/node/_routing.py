@@ -1,0 +1,89 @@
+"""`Router`: which operation types exist, which class each goes through, where it lands,
+and `prepare` — validate once, stamp once — for every op that enters a server (a local
+submit, a forwarded op, an op decoded from the bus)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+from consistency import ConsistencyClass, ConsistencyInputError, HybridClock, Registry
+from regions import RegionKey, region_of
+from worldstate._validation import check_op_limits, geometry
+from worldstate.config import Config
+from worldstate.errors import ValidationError
+from worldstate.operations import BUILTIN_OPERATIONS, Operation, PlaceStructure
+
+__all__ = ["Prepared", "Router"]
+
+Prepared = tuple[Operation, ConsistencyClass, RegionKey | None]
+"""A validated op stamped with this server's id and HLC, its class, and its region."""
+
+
+class Router:
+    """The operation registry of one server (see the module docs)."""
+
+    def __init__(self, server_id: str, config: Config, hlc: HybridClock) -> None:
+        self.server_id = server_id
+        self.config = config
+        self.hlc = hlc
+        self.registry = Registry({t: t.default_consistency for t in BUILTIN_OPERATIONS})
+        self._op_types: dict[str, type[Operation]] = {t.__name__: t for t in BUILTIN_OPERATIONS}
+
+    @property
+    def op_types(self) -> Mapping[str, type[Operation]]:
+        """Type name → class, for decoding ops from the bus."""
+        return self._op_types
+
+    def register(self, cls: type[Operation], consistency: ConsistencyClass | str) -> None:
+        """Route a game-defined operation type (a subclass of a built-in operation, so the
+        world knows how to apply it) through ``consistency``."""
+        if not isinstance(cls, type) or not issubclass(cls, Operation):
+            raise ValidationError(f"{cls!r} is not an Operation subclass")
+        try:
+            self.registry.register(cls, consistency)
+        except ConsistencyInputError as e:
+            raise ValidationError(str(e)) from None
+        self._op_types[cls.__name__] = cls
+
+    def consistency_of(self, op_or_type: object) -> ConsistencyClass:
+        try:
+            return self.registry.of(op_or_type)
+        except ConsistencyInputError as e:
+            raise ValidationError(str(e)) from None
+
+    def region_key_of(self, op: Operation) -> RegionKey | None:
+        """The region an operation belongs to (None for non-spatial ones); the position is
+        checked against the world bounds."""
+        where = op.where()
+        if where is None:
+            return None
+        p = geometry(self.config.world_bounds.check_point, where, f"{op.op_type} position")
+        key: RegionKey = geometry(region_of, *p, self.config.region_size)
+        return key
+
+    def check(self, op: object) -> tuple[Operation, ConsistencyClass, RegionKey | None]:
+        """Validate ``op`` against this world's rules (limits, bounds, registry) without
+        stamping it: `ValidationError` if it may not enter."""
+        if not isinstance(op, Operation):
+            raise ValidationError(f"expected an Operation, got {type(op).__name__}")
+        cls = self.consistency_of(op)
+        key = self.region_key_of(op)
+        check_op_limits(op, self.config)
+        if isinstance(op, PlaceStructure):
+            size = max(h - lo for lo, h in zip(op.lo, op.hi, strict=True))
+            if size > self.config.max_structure_size:
+                raise ValidationError(
+                    f"structure {op.structure_id!r} is {size:.1f} m across; the limit is "
+                    f"{self.config.max_structure_size} m (Config.max_structure_size)"
+                )
+        return op, cls, key
+
+    def prepare(self, op: object) -> Prepared:
+        """`check` the op, then stamp a copy with this server's id and a fresh HLC."""
+        checked, cls, key = self.check(op)
+        # the op was validated when built: stamp a copy without validating it again
+        stamped = copy.copy(checked)
+        object.__setattr__(stamped, "server_id", self.server_id)
+        object.__setattr__(stamped, "hlc", self.hlc.now())
+        return stamped, cls, key
