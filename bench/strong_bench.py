@@ -93,6 +93,9 @@ def config(url: str, **changes: Any) -> Config:
         "lease_ttl": 120.0,
         "lease_renew_interval": 30.0,
         "submit_timeout": 30.0,
+        # structures here are 25 m; a game states its largest (the default is a whole
+        # region, 2 km, which makes every placement a boundary candidate)
+        "max_structure_size": 100.0,
     }
     base.update(changes)
     return Config(**base)
@@ -206,7 +209,7 @@ async def closed_loop(
             regions = [RegionKey(i, 0, 0) for i in range(n_regions)]
             for k in regions:
                 await w.acquire_region(k)
-            ops = make_ops(400_000, regions, seed=1)
+            ops = make_ops(60_000, regions, seed=1)
             warm = make_ops(200 if per_op else 2000, regions, seed=2)
             lat: list[float] = []
             results: list[Result] = []

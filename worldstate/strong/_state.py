@@ -18,12 +18,13 @@ serialized by the store and the overlap has one winner.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import conflicts as cf
-from regions import RegionKey, SpatialIndex, keys_in_box
+from regions import RegionKey, SpatialIndex
 from worldstate.errors import ValidationError, WorldStateError
 from worldstate.operations import (
     ClaimResource,
@@ -96,8 +97,39 @@ class Decision:
     region_of: dict[str, RegionKey] = field(default_factory=dict)
 
 
-def _reach(op: PlaceStructure, reach: float) -> tuple[list[float], list[float]]:
-    return [c - reach for c in op.lo], [c + reach for c in op.hi]
+@functools.lru_cache(maxsize=65536)
+def _offset(key: RegionKey, dx: int, dy: int, dz: int) -> RegionKey | None:
+    try:
+        return RegionKey(key.ix + dx, key.iy + dy, key.iz + dz)
+    except ValueError:  # beyond the edge of the key space
+        return None
+
+
+def reachable(
+    key: RegionKey, op: PlaceStructure, reach: float, region_size: float
+) -> list[RegionKey]:
+    """``key`` and the neighbour regions whose structures can meet ``op``: a structure is
+    stored under the region of its centre and is at most ``2 * reach`` across, so only the
+    neighbours across a face that ``op``'s box comes within ``reach`` of. Float compares,
+    no key enumeration (this runs for every placement)."""
+    steps: list[tuple[int, ...]] = []
+    base = (key.ix * region_size, key.iy * region_size, key.iz * region_size)
+    for i in range(3):
+        axis = [0]
+        if op.lo[i] - reach < base[i]:
+            axis.append(-1)
+        if op.hi[i] + reach > base[i] + region_size:
+            axis.append(1)
+        steps.append(tuple(axis))
+    out = [key]
+    for dx in steps[0]:
+        for dy in steps[1]:
+            for dz in steps[2]:
+                if dx or dy or dz:
+                    k = _offset(key, dx, dy, dz)
+                    if k is not None:
+                        out.append(k)
+    return out
 
 
 def boundary_needs(
@@ -112,17 +144,11 @@ def boundary_needs(
     boxes: list[Box6] = []
     half = max_structure_size / 2
     for state, ops in batches:
-        lo_r, hi_r = state.key.bounds_for(region_size)
         for op in ops:
             if not isinstance(op, PlaceStructure):
                 continue
-            if all(op.lo[i] - half >= lo_r[i] and op.hi[i] + half <= hi_r[i] for i in range(3)):
-                continue  # cannot reach out of its own region
-            lo, hi = _reach(op, half)
             foreign = [
-                k.morton
-                for k in keys_in_box(lo, hi, region_size, max_keys=64)
-                if k != state.key and k not in held
+                k.morton for k in reachable(state.key, op, half, region_size)[1:] if k not in held
             ]
             if foreign:
                 keys.update(foreign)
@@ -173,8 +199,7 @@ def decide(
             cands.append(c)
             if isinstance(op, PlaceStructure):
                 box: Box6 = (*op.lo, *op.hi)
-                lo, hi = _reach(op, half)
-                for k in keys_in_box(lo, hi, region_size, max_keys=64):
+                for k in reachable(state.key, op, half, region_size):
                     st = held.get(k)
                     if st is None:
                         continue
