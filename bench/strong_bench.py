@@ -204,7 +204,7 @@ async def closed_loop(
     mode: str, seconds: float, clients: int, n_regions: int, per_op: bool = False
 ) -> dict[str, Any]:
     async with database() as url:
-        pool = clients if per_op else 16
+        pool = 32 if per_op else 16  # the shared PostgreSQL allows ~100 connections
         async with worldstate.connect(config=config(url, pool_size=pool)) as w:
             regions = [RegionKey(i, 0, 0) for i in range(n_regions)]
             for k in regions:
