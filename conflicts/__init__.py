@@ -17,6 +17,9 @@ whatever order the operations arrived in, on every server.
   `detect_creature_disputes`.
 - Split brain: `decide_partition`, `surviving_side`, `PartitionVerdict`.
 
+- Input rules shared with `worldstate`: `id_problem`, `magnitude_problem`, `MAX_ID_LENGTH`,
+  `MAX_MAGNITUDE` (pure predicates: one rule, each layer raising its own error).
+
 Imports only `regions`. Bad input raises `ConflictInputError` (a `ValueError`), never a
 wrong answer; `worldstate` surfaces it as `worldstate.ValidationError`.
 """
@@ -52,10 +55,13 @@ from conflicts._structures import (
     resolve_structures,
 )
 from conflicts._terrain import resolve_terrain
+from conflicts._validate import MAX_ID_LENGTH, MAX_MAGNITUDE, id_problem, magnitude_problem
 
 __all__ = [
     "DEFAULT_POLICY",
     "EMPTY_STATE",
+    "MAX_ID_LENGTH",
+    "MAX_MAGNITUDE",
     "Candidate",
     "CommittedState",
     "ConflictDecision",
@@ -82,6 +88,8 @@ __all__ = [
     "detect_resource_collisions",
     "detect_structure_overlaps",
     "detect_terrain_overlaps",
+    "id_problem",
+    "magnitude_problem",
     "merge_terrain",
     "precedence_key",
     "resolve",

@@ -1,4 +1,10 @@
-"""Checks for the scalar fields of candidates and records (ids, ints, reals)."""
+"""Checks for the scalar fields of candidates and records (ids, ints, reals).
+
+The primitive rules here are the ones `worldstate` applies too (it sits above and imports
+them): `id_problem` for every id, `MAX_MAGNITUDE` for coordinates, radii and deltas. Each rule
+is a pure predicate that returns what is wrong (or None), so each layer raises its own error
+type from the same rule and nothing `worldstate` accepts can be refused down here.
+"""
 
 from __future__ import annotations
 
@@ -20,23 +26,43 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
 
-def check_id(value: object, name: str) -> str:
-    """A non-empty, printable `str` of at most `MAX_ID_LENGTH` characters.
+def id_problem(value: object, name: str, max_length: int = MAX_ID_LENGTH) -> str | None:
+    """What is wrong with ``value`` as an id, or None: the one id rule.
 
-    Printable excludes control characters (NUL among them), so ids compare the same way as
-    Python strings and as numpy unicode arrays (which drop trailing NULs).
+    An id is a non-empty `str` of at most ``max_length`` (never more than `MAX_ID_LENGTH`)
+    characters, every one printable in Python's sense (`str.isprintable`): no control,
+    format, surrogate, private-use or unassigned characters and no separator but the ASCII
+    space (so NUL, U+00A0 and U+200B are refused). Ids then compare the same way as Python
+    strings, numpy unicode arrays (which drop trailing NULs) and SQL text, and print as
+    they are.
     """
-    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and value.isprintable():
-        return value  # the common case, checked in one line
+    limit = min(max_length, MAX_ID_LENGTH)
+    if type(value) is str and 0 < len(value) <= limit and value.isprintable():
+        return None  # the common case, checked in one line
     if not isinstance(value, str):
-        raise ConflictInputError(f"{name} must be a str, got {type(value).__name__}")
+        return f"{name} must be a str, got {type(value).__name__}"
     if not value:
-        raise ConflictInputError(f"{name} must not be empty")
-    if len(value) > MAX_ID_LENGTH:
-        raise ConflictInputError(f"{name} is longer than {MAX_ID_LENGTH} characters")
-    if not value.isprintable():
-        raise ConflictInputError(f"{name} contains non-printable characters: {value!r}")
-    return value
+        return f"{name} must not be empty"
+    if len(value) > limit:
+        return f"{name} is {len(value)} characters long; the limit is {limit}"
+    bad = next(ch for ch in value if not ch.isprintable())
+    return f"{name} {value!r:.60} contains a non-printable character {bad!r}"
+
+
+def magnitude_problem(value: float, name: str) -> str | None:
+    """What is wrong with ``value`` as a coordinate, radius or delta, or None: the one
+    magnitude rule (finite and ``|value| <= MAX_MAGNITUDE``)."""
+    if -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+        return None
+    return f"{name} must be within +-{MAX_MAGNITUDE:g}, got {value}"
+
+
+def check_id(value: object, name: str) -> str:
+    """``value`` if `id_problem` finds nothing wrong with it, else `ConflictInputError`."""
+    problem = id_problem(value, name)
+    if problem is not None:
+        raise ConflictInputError(problem)
+    return value  # type: ignore[return-value]  # id_problem proved it a str
 
 
 def check_int(value: object, name: str, lo: int = INT64_MIN, hi: int = INT64_MAX) -> int:
@@ -61,7 +87,8 @@ def check_real(value: object, name: str, *, allow_inf: bool = False) -> float:
 
 
 def check_magnitude(value: float, name: str) -> float:
-    """``value`` if ``|value| <= MAX_MAGNITUDE``."""
-    if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
-        raise ConflictInputError(f"{name} must be within +-{MAX_MAGNITUDE:g}, got {value}")
+    """``value`` if `magnitude_problem` finds nothing wrong with it."""
+    problem = magnitude_problem(value, name)
+    if problem is not None:
+        raise ConflictInputError(problem)
     return value

@@ -55,12 +55,9 @@ def consistency_of(op_or_type: object) -> ConsistencyClass:
     """The default consistency class of an operation (instance or type). A world may route
     game-defined types differently: see `World.register_operation` and
     `World.consistency_of`."""
-    from consistency import ConsistencyInputError
+    from worldstate._validation import inner
 
-    try:
-        return _DEFAULT_ROUTING.of(op_or_type)
-    except ConsistencyInputError as e:
-        raise ValidationError(str(e)) from None
+    return inner(_DEFAULT_ROUTING.of, op_or_type)
 
 
 __all__ = [

@@ -32,7 +32,14 @@ class Config:
     """Prefix of every Redis key and MQTT topic: worlds with different namespaces never mix."""
 
     extra_object_kinds: tuple[str, ...] = ()
-    """Object kinds a game adds to the built-in ones (structure, resource, item, ...)."""
+    """Object kinds a game adds to the built-in ones (structure, resource, item, ...); they
+    matter once ``structure_kinds`` is declared (until then every well-formed kind is taken)."""
+    structure_kinds: tuple[str, ...] | None = None
+    """The kinds a `PlaceStructure` may use (``"structure"`` always may). None (default):
+    every well-formed kind (printable, at most 64 characters) is accepted. Declared: any
+    other structure kind is refused, and stored objects must be of a built-in kind, an
+    ``extra_object_kinds`` kind or a declared structure kind. From the environment:
+    ``WORLDSTATE_STRUCTURE_KINDS=wall,tower``."""
     region_size: float = REGION_SIZE
     world_bounds: WorldBounds = DEFAULT_BOUNDS
 
@@ -111,6 +118,20 @@ class Config:
             isinstance(k, str) and k for k in self.extra_object_kinds
         ):
             raise ValidationError("Config.extra_object_kinds must be a tuple of non-empty str")
+        from worldstate._validation import MAX_ID_LENGTH, check_kind_name
+
+        for k in self.extra_object_kinds:
+            check_kind_name(k, "Config.extra_object_kinds entry")
+        if self.structure_kinds is not None:
+            if not isinstance(self.structure_kinds, tuple):
+                raise ValidationError("Config.structure_kinds must be None or a tuple of str")
+            for k in self.structure_kinds:
+                check_kind_name(k, "Config.structure_kinds entry")
+        if self.max_id_length > MAX_ID_LENGTH:
+            raise ValidationError(
+                f"Config.max_id_length must be at most {MAX_ID_LENGTH} (the id rule the "
+                f"conflict resolver applies too), got {self.max_id_length}"
+            )
         if not isinstance(self.world_bounds, WorldBounds):
             raise ValidationError("Config.world_bounds must be a regions.WorldBounds")
         if self.max_structure_size > self.region_size:
@@ -162,7 +183,7 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
             if len(nums) != 6:
                 raise ValueError("need 6 numbers")
             return WorldBounds(tuple(nums[:3]), tuple(nums[3:]))  # type: ignore[arg-type]
-        if f.type == "tuple[str, ...]":
+        if f.type in ("tuple[str, ...]", "tuple[str, ...] | None"):
             return tuple(x.strip() for x in raw.split(",") if x.strip())
     except ValueError as e:
         raise ValidationError(f"{name}={raw!r} is not valid for {f.type}: {e}") from None

@@ -3,8 +3,11 @@
 Every operation carries ``op_id`` (a UUID, generated when absent), ``server_id`` and ``hlc``
 (both filled in by `World.submit`) and ``priority`` (higher wins under the PRIORITY
 strategy). Field types are checked when an operation is built; world-dependent limits
-(bounds, id length, data size) when it is submitted. A bad operation raises
-`ValidationError` and changes nothing.
+(bounds, id length, data size, declared kinds) when it is submitted
+(`worldstate._validation.check_operation`). A bad operation raises `ValidationError` and
+changes nothing. Coordinates, radii and terrain deltas are finite and within
+``MAX_MAGNITUDE`` (1e12, the limit `conflicts` resolves within); kinds are checked like ids
+(printable, at most 64 characters); inventory deltas and quantities within ``2**53``.
 
 Entity ids on the eventual path (creatures, effects, automation, power grids) are integers
 (int64), so that thousands of them move per tick as numpy arrays.
@@ -20,11 +23,29 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+from conflicts import MAX_MAGNITUDE, id_problem
 from consistency import ConsistencyClass
 from regions import RegionKey, Vec3
 from worldstate.errors import ValidationError
 
 INT64_MAX = (1 << 63) - 1
+
+MAX_ITEM_DELTA = 1 << 53
+"""Largest ``|delta|`` of one `ChangeInventory` and largest `TransferItems` quantity: larger
+is refused as absurd (`ValidationError`). 2**53 is also the largest integer every JSON reader
+(and float64) holds exactly."""
+
+MAX_KIND_LENGTH = 64
+"""Longest object or structure kind, in characters (kinds follow the id rule,
+`conflicts.id_problem`, with this length; see `worldstate._validation.check_kind_name`)."""
+
+
+def _kind(v: object, name: str) -> str:
+    problem = id_problem(v, name, MAX_KIND_LENGTH)
+    if problem is not None:
+        raise ValidationError(problem)
+    assert isinstance(v, str)
+    return v
 
 
 def _vec3(v: object, name: str) -> Vec3:
@@ -32,23 +53,37 @@ def _vec3(v: object, name: str) -> Vec3:
         type(v) is tuple
         and len(v) == 3
         and all(type(c) is float for c in v)
-        and all(math.isfinite(c) for c in v)
+        and all(-MAX_MAGNITUDE <= c <= MAX_MAGNITUDE for c in v)
     ):
-        return v  # already a tuple of 3 finite floats
+        return v  # already a tuple of 3 finite floats within the magnitude limit
     if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) != 3:
         raise ValidationError(f"{name} must be 3 numbers (x, y, z), got {v!r:.60}")
     out = []
     for c in v:  # type: ignore[attr-defined]
         if isinstance(c, bool) or not isinstance(c, numbers.Real) or not math.isfinite(c):
             raise ValidationError(f"{name} must hold 3 finite numbers, got {v!r:.60}")
-        out.append(float(c))
+        f = float(c)
+        if not -MAX_MAGNITUDE <= f <= MAX_MAGNITUDE:
+            raise ValidationError(
+                f"{name} coordinates must be within +-{MAX_MAGNITUDE:g} m, got {v!r:.60}"
+            )
+        out.append(f)
     return (out[0], out[1], out[2])
 
 
-def _num(v: object, name: str, *, positive: bool = False, nonneg: bool = False) -> float:
+def _num(
+    v: object,
+    name: str,
+    *,
+    positive: bool = False,
+    nonneg: bool = False,
+    limit: float | None = None,
+) -> float:
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
         raise ValidationError(f"{name} must be a finite number, got {v!r:.60}")
     f = float(v)
+    if limit is not None and not -limit <= f <= limit:
+        raise ValidationError(f"{name} must be within +-{limit:g}, got {f}")
     if positive and f <= 0:
         raise ValidationError(f"{name} must be > 0, got {f}")
     if nonneg and f < 0:
@@ -57,6 +92,9 @@ def _num(v: object, name: str, *, positive: bool = False, nonneg: bool = False) 
 
 
 def _int(v: object, name: str, *, lo: int | None = None, hi: int = INT64_MAX) -> int:
+    """A plain `int` (numpy integers accepted and converted; bool refused) in ``lo..hi``."""
+    if type(v) is int and (lo if lo is not None else -INT64_MAX - 1) <= v <= hi:
+        return v
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise ValidationError(f"{name} must be an int, got {type(v).__name__}")
     i = int(v)
@@ -99,8 +137,10 @@ class Operation:
             raise ValidationError(f"op_id must be a UUID, got {type(self.op_id).__name__}")
         if not isinstance(self.server_id, str):
             raise ValidationError("server_id must be a str (submit fills it in)")
-        _int(self.hlc, "hlc", lo=0)
-        _int(self.priority, "priority", lo=-(1 << 31), hi=(1 << 31) - 1)
+        object.__setattr__(self, "hlc", _int(self.hlc, "hlc", lo=0))
+        object.__setattr__(
+            self, "priority", _int(self.priority, "priority", lo=-(1 << 31), hi=(1 << 31) - 1)
+        )
 
     @property
     def op_type(self) -> str:
@@ -126,7 +166,7 @@ class PlaceStructure(Operation):
     def __post_init__(self) -> None:
         super().__post_init__()
         _str(self.structure_id, "structure_id")
-        _str(self.kind, "kind")
+        _kind(self.kind, "kind")
         lo, hi = _vec3(self.lo, "lo"), _vec3(self.hi, "hi")
         if any(a > b for a, b in zip(lo, hi, strict=True)):
             raise ValidationError(f"structure box lo {lo} exceeds hi {hi}")
@@ -171,8 +211,10 @@ class ModifyTerrain(Operation):
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "center", _vec3(self.center, "center"))
-        object.__setattr__(self, "radius", _num(self.radius, "radius", nonneg=True))
-        object.__setattr__(self, "delta", _num(self.delta, "delta"))
+        # the same magnitude limit as `conflicts` (which resolves terrain overlaps)
+        radius = _num(self.radius, "radius", nonneg=True, limit=MAX_MAGNITUDE)
+        object.__setattr__(self, "radius", radius)
+        object.__setattr__(self, "delta", _num(self.delta, "delta", limit=MAX_MAGNITUDE))
 
     def where(self) -> Vec3:
         return self.center
@@ -188,7 +230,9 @@ class ChangeInventory(Operation):
         super().__post_init__()
         _str(self.inventory_id, "inventory_id")
         _str(self.item, "item")
-        _int(self.delta, "delta", lo=-(1 << 53), hi=1 << 53)
+        object.__setattr__(
+            self, "delta", _int(self.delta, "delta", lo=-MAX_ITEM_DELTA, hi=MAX_ITEM_DELTA)
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,7 +247,9 @@ class TransferItems(Operation):
         _str(self.from_inventory, "from_inventory")
         _str(self.to_inventory, "to_inventory")
         _str(self.item, "item")
-        _int(self.quantity, "quantity", lo=1, hi=1 << 53)
+        object.__setattr__(
+            self, "quantity", _int(self.quantity, "quantity", lo=1, hi=MAX_ITEM_DELTA)
+        )
         if self.from_inventory == self.to_inventory:
             raise ValidationError("from_inventory and to_inventory must differ")
 
@@ -255,7 +301,7 @@ class TransferCreature(Operation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _int(self.creature_id, "creature_id", lo=0)
+        object.__setattr__(self, "creature_id", _int(self.creature_id, "creature_id", lo=0))
         _str(self.to_server, "to_server")
         if self.position is not None:
             object.__setattr__(self, "position", _vec3(self.position, "position"))
@@ -277,7 +323,7 @@ class MoveCreature(Operation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _int(self.creature_id, "creature_id", lo=0)
+        object.__setattr__(self, "creature_id", _int(self.creature_id, "creature_id", lo=0))
         object.__setattr__(self, "position", _vec3(self.position, "position"))
         object.__setattr__(self, "velocity", _vec3(self.velocity, "velocity"))
 
@@ -298,7 +344,7 @@ class _EntityState(Operation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _int(self.entity_id, "entity_id", lo=0)
+        object.__setattr__(self, "entity_id", _int(self.entity_id, "entity_id", lo=0))
         object.__setattr__(self, "state", _mapping(self.state, "state"))
         if (self.position is None) == (self.region is None):
             raise ValidationError(f"{self.op_type} needs exactly one of position= or region=")

@@ -23,7 +23,7 @@ import numpy as np
 import conflicts as cf
 from consistency import ConsistencyClass, HybridClock, Registry
 from regions import RegionKey, Shape, as_region_key, region_keys, region_of
-from worldstate._validation import check_id, geometry, kinds_of
+from worldstate._validation import MAX_STREAM_CAPACITY, check_id, check_int, check_ops, geometry
 from worldstate.bus import Bus, open_bus
 from worldstate.cache import RegionCache, open_cache
 from worldstate.causal import CausalPath
@@ -123,9 +123,9 @@ class World:
             policy=policy,
             tasks=self.tasks,
         )
-        self.kinds = kinds_of(config.extra_object_kinds)
         self.authority = Authority(ctx)
         self.router = Router(sid, config, hlc)
+        self.kinds = self.router.kinds
         self.fanout = Fanout()
         self.views = RegionViews(ctx, self.fanout, self.kinds)
         self.strong = StrongPath(ctx, self.authority, self.router, self.views)
@@ -477,11 +477,7 @@ class World:
         """Submit several operations concurrently; results in the same order. Every op is
         validated before any is submitted (one bad op: `ValidationError`, nothing done)."""
         self._check_open()
-        if isinstance(ops, (str, bytes, Operation)) or not isinstance(ops, Iterable):
-            raise ValidationError(
-                f"submit_many takes an iterable of operations, got {type(ops).__name__}"
-            )
-        items = list(ops)
+        items = check_ops(ops)
         for o in items:
             self.router.check(o)
         return list(await asyncio.gather(*(self.submit(o, timeout=timeout) for o in items)))
@@ -538,6 +534,7 @@ class World:
         `WorldClosed` when the world closes, fails or loses its bus, and with `Overloaded`
         when the consumer falls ``capacity`` updates behind."""
         self._check_open()
+        capacity = check_int(capacity, "capacity", 1, MAX_STREAM_CAPACITY)
         keys = interest_keys(
             interest,
             region_size=self.config.region_size,
@@ -562,12 +559,6 @@ class World:
         touches, each read (from cache when possible) if not seen within
         ``Config.query_staleness`` seconds. Ordered by region (Morton), then as stored."""
         self._check_open()
-        if kinds is not None and (
-            isinstance(kinds, (str, bytes)) or not isinstance(kinds, Iterable)
-        ):
-            raise ValidationError(
-                f"kinds must be None or an iterable of kind names, got {type(kinds).__name__}"
-            )
         return await self.views.query(shape, kinds)
 
     # -- observability ---------------------------------------------------------------------

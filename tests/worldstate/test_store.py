@@ -198,7 +198,8 @@ BAD_OBJECTS: list[tuple[str, Any]] = [
     ("nan", lambda k: WorldObject("x", "structure", (math.nan, 0, 0), (1, 1, 1))),
     ("inf", lambda k: WorldObject("x", "structure", (0, 0, 0), (math.inf, 1, 1))),
     ("inverted", lambda k: WorldObject("x", "structure", (5, 5, 5), (1, 1, 1))),
-    ("unknown kind", lambda k: obj("x", k, kind="dragon-egg")),
+    ("malformed kind", lambda k: obj("x", k, kind="dragon\x00egg")),
+    ("overlong kind", lambda k: obj("x", k, kind="k" * 65)),
     ("empty id", lambda k: obj("", k)),
     ("control char id", lambda k: obj("a\x00b", k)),
     ("slash id", lambda k: obj("a/b", k)),
@@ -281,7 +282,8 @@ async def test_query_box_and_sphere_and_kinds(backend: Backend) -> None:
         with pytest.raises(ValidationError):
             await w.query(((0, 0, 0), (1e9, 1e9, 1e9)))
         with pytest.raises(ValidationError):
-            await w.query(((0, 0, 0), (50, 50, 50)), kinds=["dragon"])
+            await w.query(((0, 0, 0), (50, 50, 50)), kinds=["dra\ngon"])
+        assert await w.query(((0, 0, 0), (50, 50, 50)), kinds=["dragon"]) == []
 
 
 async def test_query_sees_other_servers_writes_after_staleness(backend: Backend) -> None:

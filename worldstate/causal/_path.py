@@ -484,7 +484,7 @@ class CausalPath:
     # -- receiving -------------------------------------------------------------------------
 
     def _check_op(self, op: Operation) -> RegionKey | None:
-        _, cls, key = self.router.check(op)
+        _, cls, key = self.router.check_received(op)
         if cls is not ConsistencyClass.CAUSAL:
             raise ValidationError(f"{op.op_type} is not routed CAUSAL on this server")
         return key

@@ -7,12 +7,20 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 
-from consistency import ConsistencyClass, ConsistencyInputError, HybridClock, Registry
+from consistency import ConsistencyClass, HybridClock, Registry
 from regions import RegionKey, region_of
-from worldstate._validation import check_op_limits, geometry
+from worldstate._validation import (
+    KindRule,
+    check_id,
+    check_operation,
+    check_registration,
+    geometry,
+    inner,
+    inner_errors,
+)
 from worldstate.config import Config
 from worldstate.errors import ValidationError
-from worldstate.operations import BUILTIN_OPERATIONS, Operation, PlaceStructure
+from worldstate.operations import BUILTIN_OPERATIONS, Operation
 
 __all__ = ["Prepared", "Router"]
 
@@ -27,6 +35,8 @@ class Router:
         self.server_id = server_id
         self.config = config
         self.hlc = hlc
+        self.kinds = KindRule.of(config)
+        """The structure and object kinds this world accepts."""
         self.registry = Registry({t: t.default_consistency for t in BUILTIN_OPERATIONS})
         self._op_types: dict[str, type[Operation]] = {t.__name__: t for t in BUILTIN_OPERATIONS}
 
@@ -37,20 +47,16 @@ class Router:
 
     def register(self, cls: type[Operation], consistency: ConsistencyClass | str) -> None:
         """Route a game-defined operation type (a subclass of a built-in operation, so the
-        world knows how to apply it) through ``consistency``."""
-        if not isinstance(cls, type) or not issubclass(cls, Operation):
-            raise ValidationError(f"{cls!r} is not an Operation subclass")
-        try:
-            self.registry.register(cls, consistency)
-        except ConsistencyInputError as e:
-            raise ValidationError(str(e)) from None
+        world knows how to apply it) through ``consistency``. A type the chosen path cannot
+        execute, or one named like another registered type, is refused here, at
+        registration (`worldstate._validation.check_registration`)."""
+        parsed = check_registration(cls, consistency, self._op_types)
+        with inner_errors():
+            self.registry.register(cls, parsed)
         self._op_types[cls.__name__] = cls
 
     def consistency_of(self, op_or_type: object) -> ConsistencyClass:
-        try:
-            return self.registry.of(op_or_type)
-        except ConsistencyInputError as e:
-            raise ValidationError(str(e)) from None
+        return inner(self.registry.of, op_or_type)
 
     def region_key_of(self, op: Operation) -> RegionKey | None:
         """The region an operation belongs to (None for non-spatial ones); the position is
@@ -69,15 +75,16 @@ class Router:
             raise ValidationError(f"expected an Operation, got {type(op).__name__}")
         cls = self.consistency_of(op)
         key = self.region_key_of(op)
-        check_op_limits(op, self.config)
-        if isinstance(op, PlaceStructure):
-            size = max(h - lo for lo, h in zip(op.lo, op.hi, strict=True))
-            if size > self.config.max_structure_size:
-                raise ValidationError(
-                    f"structure {op.structure_id!r} is {size:.1f} m across; the limit is "
-                    f"{self.config.max_structure_size} m (Config.max_structure_size)"
-                )
+        check_operation(op, self.config, self.kinds)
         return op, cls, key
+
+    def check_received(self, op: object) -> tuple[Operation, ConsistencyClass, RegionKey | None]:
+        """`check` for an op that arrived over the bus (forwarded, or in a causal event):
+        also its sender's stamp, which a local submit would replace — the ``server_id``
+        follows the id rule (the conflict resolver orders by it)."""
+        checked, cls, key = self.check(op)
+        check_id(checked.server_id, "server_id", self.config.max_id_length)
+        return checked, cls, key
 
     def prepare(self, op: object) -> Prepared:
         """`check` the op, then stamp a copy with this server's id and a fresh HLC."""

@@ -30,7 +30,7 @@ from worldstate._codec import (
     encode_cache_entry,
     encode_objects,
 )
-from worldstate._validation import check_kind, check_region_objects, geometry
+from worldstate._validation import KindRule, check_kind_filter, check_region_objects, geometry
 from worldstate.bus import Message
 from worldstate.errors import ValidationError
 from worldstate.node._context import NodeContext
@@ -60,7 +60,7 @@ class _RegionView:
 class RegionViews:
     """Region load/store/query for one server (see the module docs)."""
 
-    def __init__(self, ctx: NodeContext, fanout: Fanout, kinds: frozenset[str]) -> None:
+    def __init__(self, ctx: NodeContext, fanout: Fanout, kinds: KindRule) -> None:
         self.ctx = ctx
         self.fanout = fanout
         self.kinds = kinds
@@ -209,7 +209,7 @@ class RegionViews:
         """Objects whose boxes meet ``shape``; see `World.query`."""
         ctx = self.ctx
         q: Box | Sphere = geometry(as_shape, shape)
-        kind_set = None if kinds is None else {check_kind(k, self.kinds) for k in kinds}
+        kind_set = check_kind_filter(kinds, self.kinds)
         keys: list[RegionKey] = geometry(
             keys_of_shape, q, ctx.config.region_size, max_keys=ctx.config.max_query_regions
         )

@@ -4,6 +4,7 @@ the way in exactly as a local `submit` validates them."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -65,6 +66,26 @@ def op_from_dict(doc: object, types: Mapping[str, type[Operation]]) -> Operation
         return cls(**kwargs)
     except TypeError as e:
         raise ValidationError(f"bad {cls.__name__} record: {e}") from None
+
+
+_NOT_DIGESTED = frozenset({"op_id", "server_id", "hlc"})
+DIGEST_BYTES = 16
+
+
+def op_digest(op: Operation) -> bytes:
+    """A stable digest (16 bytes, BLAKE2b) of what an operation asks for: its type and every
+    field except the ``op_id`` it is filed under and the ``server_id`` and ``hlc`` each submit
+    stamps anew. The same op resubmitted (from any server, at any time) has the same digest;
+    an op that reuses an ``op_id`` for different fields has another. Independent of dict
+    order and of the process (no ``hash()``). ``op_digest(op).hex()`` is the text form the
+    strong commit records with an outcome."""
+    doc = op_to_dict(op)
+    body = orjson.dumps(
+        [doc["t"], {k: v for k, v in doc["f"].items() if k not in _NOT_DIGESTED}],
+        option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY,
+        default=_plain,
+    )
+    return hashlib.blake2b(body, digest_size=DIGEST_BYTES, person=b"ws-op-digest").digest()
 
 
 def encode_op(op: Operation) -> bytes:

@@ -4,15 +4,12 @@ operation it was first submitted with, and the owner's memory of recent outcomes
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import uuid
 from collections import OrderedDict
 
-import orjson
-
 from worldstate.errors import ValidationError
 from worldstate.operations import Operation
-from worldstate.protocol._ops import op_to_dict
+from worldstate.protocol._ops import op_digest as wire_digest
 from worldstate.results import Committed, Rejected, Result
 from worldstate.store.strong_commit import OpOutcome
 
@@ -22,14 +19,10 @@ _STAMPED = frozenset({"op_id", "server_id", "hlc"})
 
 
 def op_digest(op: Operation) -> str:
-    """A digest of what the op asks for: its type and fields, without the op id and what
-    `submit` stamps (server id, HLC), so the same op resubmitted anywhere matches."""
-    doc = op_to_dict(op)
-    body = orjson.dumps(
-        [doc["t"], {k: v for k, v in doc["f"].items() if k not in _STAMPED}],
-        option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY,
-    )
-    return hashlib.blake2b(body, digest_size=16, person=b"ws-op-digest").hexdigest()
+    """The hex digest of what the op asks for (`worldstate.protocol._ops.op_digest`: its
+    type and fields, without the op id and what `submit` stamps), recorded with its outcome,
+    so the same op resubmitted from anywhere matches and a reused op id does not."""
+    return wire_digest(op).hex()
 
 
 def check_digest(op: Operation, recorded: str | None) -> None:

@@ -397,7 +397,7 @@ class StrongPath:
 
     async def _serve(self, op: Operation) -> Result | None:
         """A forwarded op: run it if this server owns its region or shard."""
-        _, cls, key = self.router.check(op)  # the same rules as a local submit
+        _, cls, key = self.router.check_received(op)  # the same rules as a local submit
         if cls is not ConsistencyClass.STRONG:
             raise ValidationError(f"{op.op_type} is not a strong operation")
         route = self._route(op, key)
