@@ -136,7 +136,8 @@ class Forwarder:
                 }
         except NotAuthoritative:
             reply = {"r": req, "k": "not-owner"}
-        except ValidationError as e:
+        except ValidationError as e:  # refused by the same rules as a local submit
+            self.dropped += 1
             reply = {"r": req, "k": "invalid", "error": str(e)[:500]}
         except TimeoutError:
             reply = {"r": req, "k": "error", "error": "no outcome within the owner's deadline"}

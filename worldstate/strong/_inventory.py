@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from worldstate.config import Config
@@ -307,10 +308,36 @@ class InventoryCommitter(GroupCommitter[ShardKey]):
             for x in entries:
                 x.fail(gave_up)
 
+    async def _reject_alone(self, x: Entry, reason: str) -> None:
+        """Record ``x`` as rejected on its own (idempotent: a prior outcome wins)."""
+        oid = str(x.op.op_id)
+        out = OpOutcome(oid, False, None, reason)
+        row = outcome_row(x.op, out, None, self.clock(), x.digest)
+        try:
+            await self.store.run(lambda c: rows.insert_outcomes(c, [row]), f"reject {oid}")
+        except rows.DuplicateOps:
+            prior = await self.store.run(
+                lambda c: rows.prior_outcomes(c, [oid]), "read prior outcome", read=True
+            )
+            if oid in prior:
+                self._settle(x, *prior[oid])
+                return
+        except WorldStateError as err:
+            x.fail(err)
+            return
+        self.outcomes.put(out, x.digest)
+        x.resolve(to_result(out))
+
     async def _split(self, live: dict[ShardKey, list[Entry]], e: BaseException) -> None:
         flat = [(k, x) for k, es in live.items() for x in es]
         if len(flat) == 1:
             x = flat[0][1]
+            if isinstance(e, StoreUnavailable) and isinstance(
+                e.__cause__, (IntegrityError, DataError)
+            ):
+                # the store's range check refused the count: a credit past int64
+                await self._reject_alone(x, f"the change would take a count past {INT64_MAX}")
+                return
             log.warning("inventory op %s fails alone: %r", x.op.op_id, e)
             x.fail(
                 ValidationError(
