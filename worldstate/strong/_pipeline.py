@@ -52,6 +52,11 @@ class Entry:
             self.fut.set_exception(err)
 
 
+def _retrieve(fut: asyncio.Future[Result]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class Pipeline(Generic[K]):
     """The queue of one owned region or shard, with what it committed."""
 
@@ -78,6 +83,9 @@ class Pipeline(Generic[K]):
                 "(Config.region_queue_size); retry later with the same op_id"
             )
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        # the submitter may have stopped waiting (its deadline passed): an error nobody
+        # reads is still accounted for, not reported as "never retrieved"
+        fut.add_done_callback(_retrieve)
         e = Entry(op, fut, digest)
         self.queue.append(e)
         self.idle.clear()
