@@ -21,6 +21,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
+    literal,
+    or_,
     text,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -58,17 +61,20 @@ async def insert_rows(
     set_add: Sequence[str] = (),
     conflict_cols: Sequence[str] = (),
     returning: Sequence[str] = (),
+    add_at_most: int | None = None,
 ) -> list[tuple[Any, ...]]:
     """Insert ``rows`` (dicts with the same keys). ``on_conflict`` is ``""`` (none),
     ``"nothing"`` (``ON CONFLICT DO NOTHING``) or ``"add"`` (``ON CONFLICT (conflict_cols)
-    DO UPDATE SET c = t.c + excluded.c`` for each column in ``set_add``). Returns the
-    ``returning`` columns of the rows written."""
+    DO UPDATE SET c = t.c + excluded.c`` for each column in ``set_add``; with
+    ``add_at_most``, only where every sum stays at most that — a row whose sum would pass it
+    is left unchanged and not returned). Returns the ``returning`` columns of the rows
+    written."""
     if not rows:
         return []
     cols = list(rows[0].keys())
     if conn.dialect.name == "sqlite":
         return await _sqlite(
-            conn, table, rows, cols, on_conflict, set_add, conflict_cols, returning
+            conn, table, rows, cols, on_conflict, set_add, conflict_cols, returning, add_at_most
         )
     name = table.name
     arrays = ", ".join(f"CAST(:c{i} AS {_array_type(table.c[c])})" for i, c in enumerate(cols))
@@ -78,9 +84,17 @@ async def insert_rows(
     elif on_conflict == "add":
         sets = ", ".join(f"{c} = {name}.{c} + excluded.{c}" for c in set_add)
         sql += f" ON CONFLICT ({', '.join(conflict_cols)}) DO UPDATE SET {sets}"
+        if add_at_most is not None:
+            # compared as numeric: the sum must not overflow while being checked
+            # exact integers, never an overflowing sum (see the SQLite branch)
+            sql += " WHERE " + " AND ".join(
+                f"(excluded.{c} <= 0 OR {name}.{c} <= :at_most - excluded.{c})" for c in set_add
+            )
     if returning:
         sql += f" RETURNING {', '.join(returning)}"
-    params = {f"c{i}": [r[c] for r in rows] for i, c in enumerate(cols)}
+    params: dict[str, Any] = {f"c{i}": [r[c] for r in rows] for i, c in enumerate(cols)}
+    if on_conflict == "add" and add_at_most is not None:
+        params["at_most"] = add_at_most
     res = await conn.execute(text(sql), params)
     return [tuple(r) for r in res.all()] if returning else []
 
@@ -94,6 +108,7 @@ async def _sqlite(
     set_add: Sequence[str],
     conflict_cols: Sequence[str],
     returning: Sequence[str],
+    add_at_most: int | None,
 ) -> list[tuple[Any, ...]]:
     out: list[tuple[Any, ...]] = []
     ins = s.insert_for("sqlite", table)
@@ -103,9 +118,23 @@ async def _sqlite(
         if on_conflict == "nothing":
             stmt = stmt.on_conflict_do_nothing()
         elif on_conflict == "add":
+            where = None
+            if add_at_most is not None:
+                # exact integers, never an overflowing sum: adding d > 0 keeps c <= at_most
+                # iff c <= at_most - d (a subtraction that cannot overflow)
+                where = and_(
+                    *(
+                        or_(
+                            stmt.excluded[c] <= 0,
+                            table.c[c] <= literal(add_at_most) - stmt.excluded[c],
+                        )
+                        for c in set_add
+                    )
+                )
             stmt = stmt.on_conflict_do_update(
                 index_elements=list(conflict_cols),
                 set_={c: table.c[c] + stmt.excluded[c] for c in set_add},
+                where=where,
             )
         if returning:
             stmt = stmt.returning(*(table.c[c] for c in returning))

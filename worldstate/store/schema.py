@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    CheckConstraint,
     Column,
     Double,
     Index,
@@ -142,11 +141,6 @@ inventories = Table(
     Column("inventory_id", Text, primary_key=True),
     Column("item", Text, primary_key=True),
     Column("count", BigInteger, nullable=False),
-    # the last line of defence (the shard owner decides first): never below zero, never past
-    # int64 — SQLite would otherwise turn an overflowing sum into a REAL silently
-    CheckConstraint(
-        "count >= 0 AND count <= 9223372036854775807", name="ws_inventories_count_range"
-    ),
 )
 
 # One version per inventory: goes up by one with every commit that changes the inventory

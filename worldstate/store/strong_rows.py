@@ -47,6 +47,17 @@ __all__ = [
 ]
 
 
+INT64_MAX = (1 << 63) - 1
+
+
+class CountOverflow(Exception):
+    """Adding to these (inventory, item) counts would pass int64: nothing was written."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
+        self.pairs = list(pairs)
+        super().__init__(f"counts would pass {INT64_MAX}: {self.pairs[:5]}")
+
+
 class StaleState(Exception):
     """What the owner holds in memory no longer matches the store (``what`` says which:
     region keys, resource ids or inventory ids): reload it and decide again."""
@@ -355,14 +366,21 @@ async def add_counts(conn: AsyncConnection, deltas: Mapping[tuple[str, str], int
     rows = [
         {"inventory_id": k[0], "item": k[1], "count": d} for k, d in sorted(deltas.items()) if d
     ]
-    await insert_rows(
+    got = await insert_rows(
         conn,
         s.inventories,
         rows,
         on_conflict="add",
         set_add=["count"],
         conflict_cols=["inventory_id", "item"],
+        returning=["inventory_id", "item"],
+        add_at_most=INT64_MAX,
     )
+    written = {(str(a), str(b)) for a, b in got}
+    pairs = [(str(r["inventory_id"]), str(r["item"])) for r in rows]
+    over = [p for p in pairs if p not in written]
+    if over:
+        raise CountOverflow(over)
 
 
 async def bump_inventory_versions(

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from worldstate.config import Config
@@ -280,7 +280,7 @@ class InventoryCommitter(GroupCommitter[ShardKey]):
                         x.fail(err)
                 continue
             except Exception as e:
-                if is_poison(e):
+                if is_poison(e) or isinstance(e, rows.CountOverflow):
                     await self._split(live, e)
                     return
                 if isinstance(e, WorldStateError):
@@ -332,8 +332,8 @@ class InventoryCommitter(GroupCommitter[ShardKey]):
         flat = [(k, x) for k, es in live.items() for x in es]
         if len(flat) == 1:
             x = flat[0][1]
-            if isinstance(e, StoreUnavailable) and isinstance(
-                e.__cause__, (IntegrityError, DataError)
+            if isinstance(e, rows.CountOverflow) or (
+                isinstance(e, StoreUnavailable) and isinstance(e.__cause__, DataError)
             ):
                 # the store's range check refused the count: a credit past int64
                 await self._reject_alone(x, f"the change would take a count past {INT64_MAX}")
