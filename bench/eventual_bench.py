@@ -17,6 +17,12 @@ hot path):
   and merges it last-writer-wins into a dict. We count updates applied per second there.
 
     python -m bench.eventual_bench [--entities 10000] [--hz 20] [--seconds 10] [--regions 16]
+    python -m bench.eventual_bench --signing-overhead   # batched, signed vs unsigned bus
+
+Every world signs and verifies its bus messages (`worldstate.bus.SignedBus`, one envelope per
+batch); ``--signing-overhead`` runs the batched mode once more on bare buses (the bus
+injected into `World`, which is then not wrapped; ``EVENTUAL_BENCH_UNSIGNED=1`` does that
+in both processes) and reports the CPU cost per applied update of both, as a ratio.
 
 Writes bench/results/eventual.json.
 """
@@ -42,8 +48,8 @@ import numpy as np
 
 from bench.common import format_table, machine_info, percentiles, write_result
 from consistency import lww_wins
-from worldstate import Config, connect
-from worldstate.bus import Message, MqttBus
+from worldstate import Config, World, connect
+from worldstate.bus import Message, MqttBus, open_bus
 
 MQTT = os.environ.get("WORLDSTATE_TEST_MQTT", "mqtt://127.0.0.1:1883")
 ROW = struct.Struct("<qqd3d3d")  # id, hlc, sent_at, position, velocity: 64 bytes
@@ -51,7 +57,8 @@ ROW = struct.Struct("<qqd3d3d")  # id, hlc, sent_at, position, velocity: 64 byte
 
 def _config(server_id: str, namespace: str, store_dir: str) -> Config:
     return Config(
-        store_url=f"sqlite+aiosqlite:///{store_dir}/{server_id}.db",
+        # one store for both: servers of one world share it, and with it the bus keys
+        store_url=f"sqlite+aiosqlite:///{store_dir}/world.db",
         bus_url=MQTT,
         server_id=server_id,
         namespace=namespace,
@@ -60,6 +67,25 @@ def _config(server_id: str, namespace: str, store_dir: str) -> Config:
 
 
 # -- receiver (child process) ---------------------------------------------------------------
+
+
+def _open(cfg: Config) -> Any:
+    """The world, on a bare (unsigned) bus when ``EVENTUAL_BENCH_UNSIGNED`` is set."""
+    if not os.environ.get("EVENTUAL_BENCH_UNSIGNED"):
+        return connect(config=cfg)
+    bare = open_bus(cfg.bus_url, client_id=cfg.server_id, prefix=cfg.namespace)
+    return _Opened(World(cfg, bus=bare))
+
+
+class _Opened:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def __aenter__(self) -> World:
+        return await self.world.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.world.close()
 
 
 async def _measure(conn: Connection, applied: Callable[[], int], quiet: float) -> dict[str, Any]:
@@ -89,7 +115,7 @@ async def _measure(conn: Connection, applied: Callable[[], int], quiet: float) -
 async def _receive_batched(
     conn: Connection, namespace: str, store_dir: str, seconds: float
 ) -> None:
-    async with connect(config=_config("bench-rx", namespace, store_dir)) as world:
+    async with _open(_config("bench-rx", namespace, store_dir)) as world:
         path = world.eventual
         conn.send("ready")
         # the warm-up runs while we wait for "start"; measure from then on
@@ -184,7 +210,7 @@ async def _send_batched(
 ) -> dict[str, Any]:
     ids, pos, vel, extent = _scene(n, regions)
     period = 1.0 / hz
-    async with connect(config=_config("bench-tx", namespace, store_dir)) as world:
+    async with _open(_config("bench-tx", namespace, store_dir)) as world:
         path = world.eventual
         loop = asyncio.get_running_loop()
 
@@ -326,6 +352,181 @@ def _batched(args: argparse.Namespace, hz: float) -> dict[str, Any]:
     }
 
 
+def _cpu_per_row(r: dict[str, Any], seconds: float) -> float:
+    cpu = (r["sender_cpu_fraction"] + r["receiver_cpu_fraction"]) * seconds
+    return float(cpu) / max(1, int(r["rows_applied"]))
+
+
+async def _cpu_per_tick(signed: bool, n: int, regions: int, ticks: int, store_dir: str) -> float:
+    """CPU seconds per tick for one sender and one receiver in this process on the in-process
+    bus: moving ``n`` entities, building, (signing,) publishing, (verifying,) decoding and
+    merging every batch. Without the MQTT client's own I/O cost, which signing does not touch,
+    so the signed/unsigned ratio here is an upper bound of what signing costs the path."""
+    ns = f"cpu{uuid.uuid4().hex[:8]}"
+
+    def cfg(sid: str) -> Config:
+        return _config(sid, ns, store_dir).replace(bus_url=f"memory://{ns}")
+
+    def opened(c: Config) -> Any:
+        if signed:
+            return connect(config=c)
+        bare = open_bus(c.bus_url, client_id=c.server_id, prefix=c.namespace)
+        return _Opened(World(c, bus=bare))
+
+    ids, pos, vel, _ = _scene(n, regions)
+    async with opened(cfg("cpu-tx")) as tx, opened(cfg("cpu-rx")) as rx:
+
+        async def tick_all(count: int) -> None:
+            nonlocal pos
+            for _ in range(count):
+                pos = pos + vel * 0.05
+                tx.move_entities(ids, pos, vel)
+                await tx.eventual.tick()
+            sent = tx.eventual.stats()["batches_sent"]
+            for _ in range(1_000_000):  # the receiver's handlers run on this loop
+                if rx.eventual.stats()["messages_received"] >= sent:
+                    break
+                await asyncio.sleep(0)
+
+        await tick_all(10)  # warm-up: the receiver learns every entity
+        t0 = time.process_time()
+        await tick_all(ticks)
+        spent = (time.process_time() - t0) / ticks
+        s = tx.eventual.stats()
+        _BATCHES.append(
+            (s["bytes_sent"] / max(1, s["batches_sent"]), s["batches_sent"] / s["ticks"])
+        )
+        return spent
+
+
+_BATCHES: list[tuple[float, float]] = []
+"""(mean batch bytes, batches per tick) of each in-process run."""
+
+
+def _seal_and_verify_s(size: int, rounds: int = 2000) -> float:
+    """CPU seconds to seal one ``size``-byte body and to open and verify it (what signing
+    adds per message: sender and receiver), measured directly."""
+    from worldstate.protocol._envelope import Signer, check_mac, derive_server_key, parse, seal
+
+    signer = Signer(derive_server_key(os.urandom(32), "bench-tx"))
+    body = os.urandom(size)
+    t0 = time.process_time()
+    for i in range(rounds):
+        env = seal(
+            signer,
+            "eventual/1",
+            body,
+            key_id=1,
+            sender="bench-tx",
+            incarnation=1,
+            seq=i,
+            conn=1,
+            sent_at=0.0,
+        )
+        check_mac(signer, "eventual/1", parse(env))
+    return (time.process_time() - t0) / rounds
+
+
+def _signing_overhead(args: argparse.Namespace) -> int:
+    """The batched mode over MQTT twice each, signed and unsigned, alternating (the machine
+    is shared: alternation spreads its noise over both); then in-process CPU per tick, and
+    the signing cost measured directly."""
+    runs: dict[str, list[dict[str, Any]]] = {"signed": [], "unsigned": []}
+    for i in range(2):
+        for mode in ("signed", "unsigned") if i % 2 == 0 else ("unsigned", "signed"):
+            if mode == "unsigned":
+                os.environ["EVENTUAL_BENCH_UNSIGNED"] = "1"
+            else:
+                os.environ.pop("EVENTUAL_BENCH_UNSIGNED", None)
+            runs[mode].append(_batched(args, args.hz))
+    os.environ.pop("EVENTUAL_BENCH_UNSIGNED", None)
+
+    def summary(rs: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "cpu_us_per_update": float(np.median([_cpu_per_row(r, r["seconds"]) for r in rs]))
+            * 1e6,
+            "sender_tick_p50_ms": float(np.median([r["sender_tick_cost_ms"]["p50"] for r in rs])),
+            "applied_updates_per_s": float(np.median([r["applied_updates_per_s"] for r in rs])),
+            "latency_p50_ms": float(np.median([r["latency_ms"]["p50"] for r in rs])),
+            "latency_p99_ms": float(np.median([r["latency_ms"]["p99"] for r in rs])),
+            "runs": rs,
+        }
+
+    cpu: dict[str, list[float]] = {"signed": [], "unsigned": []}
+    with tempfile.TemporaryDirectory() as store_dir:
+        for i in range(6):  # alternate which goes first: no order bias
+            for mode in ("signed", "unsigned") if i % 2 else ("unsigned", "signed"):
+                cpu[mode].append(
+                    asyncio.run(
+                        _cpu_per_tick(mode == "signed", args.entities, args.regions, 100, store_dir)
+                    )
+                )
+    in_process = {m: min(v) * 1000 for m, v in cpu.items()}  # min: least disturbed by others
+    in_process_ratio = in_process["signed"] / in_process["unsigned"]
+    size = float(np.median([b for b, _ in _BATCHES]))
+    per_tick = float(np.median([n for _, n in _BATCHES]))
+    sign_ms = _seal_and_verify_s(int(size)) * 1000
+    direct = {
+        "batch_bytes": size,
+        "batches_per_tick": per_tick,
+        "seal_and_verify_ms_per_batch": sign_ms,
+        "signing_ms_per_tick": sign_ms * per_tick,
+        "share_of_unsigned_tick": sign_ms * per_tick / in_process["unsigned"],
+    }
+    signed, unsigned = summary(runs["signed"]), summary(runs["unsigned"])
+    ratio = signed["cpu_us_per_update"] / unsigned["cpu_us_per_update"]
+    tick_ratio = signed["sender_tick_p50_ms"] / unsigned["sender_tick_p50_ms"]
+    results = {
+        "signed": signed,
+        "unsigned": unsigned,
+        "cpu_per_update_ratio": ratio,
+        "sender_tick_ratio": tick_ratio,
+        "in_process_cpu_ms_per_tick": in_process,
+        "in_process_cpu_ratio": in_process_ratio,
+        "signing_cost_direct": direct,
+        "in_process_cpu_samples_ms": {m: [x * 1000 for x in v] for m, v in cpu.items()},
+        "targets_met": {
+            "signing costs <= 10% of a tick's CPU (measured directly)": direct[
+                "share_of_unsigned_tick"
+            ]
+            <= 0.10,
+            "signing costs <= 10% CPU per tick (in-process, both pairs)": in_process_ratio <= 1.10,
+            "signing costs <= 10% CPU per update (two processes over MQTT)": ratio <= 1.10,
+        },
+    }
+    path = write_result(
+        "eventual_signing", results, machine=machine_info(("numpy", "aiomqtt", "paho-mqtt"))
+    )
+    rows = [
+        (
+            m,
+            s["applied_updates_per_s"],
+            s["cpu_us_per_update"],
+            s["sender_tick_p50_ms"],
+            s["latency_p50_ms"],
+            s["latency_p99_ms"],
+        )
+        for m, s in (("signed", signed), ("unsigned", unsigned))
+    ]
+    print(
+        format_table(("bus", "applied/s", "CPU us/update", "tick p50 ms", "p50 ms", "p99 ms"), rows)
+    )
+    print(f"signed/unsigned CPU per update: {ratio:.3f}; sender tick p50: {tick_ratio:.3f}")
+    print(
+        f"in-process CPU per tick ({args.entities} entities, {args.regions} regions): signed "
+        f"{in_process['signed']:.2f} ms, unsigned {in_process['unsigned']:.2f} ms, "
+        f"ratio {in_process_ratio:.3f}"
+    )
+    print(
+        f"signing measured directly: {sign_ms * 1000:.1f} us to seal + verify one "
+        f"{size / 1024:.1f} KiB batch, x {per_tick:.1f} batches per tick = "
+        f"{sign_ms * per_tick:.2f} ms per tick, {direct['share_of_unsigned_tick']:.1%} of an "
+        "unsigned tick's CPU"
+    )
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--entities", type=int, default=10_000)
@@ -339,7 +540,14 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the batched mode at this tick rate to find its ceiling (0: skip)",
     )
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument(
+        "--signing-overhead",
+        action="store_true",
+        help="only: the batched mode with and without message signing, and the cost ratio",
+    )
     args = ap.parse_args(argv)
+    if args.signing_overhead:
+        return _signing_overhead(args)
 
     batched = _batched(args, args.hz)
     results: dict[str, Any] = {"batched": batched, "mqtt": MQTT, "processes": 2}

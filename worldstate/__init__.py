@@ -11,13 +11,18 @@ from regions import Box, RegionKey, Sphere
 from worldstate.config import Config
 from worldstate.errors import (
     AuthorityLost,
+    BusRefused,
     BusUnavailable,
+    CheckpointNotFound,
     CorruptRegion,
+    CursorExpired,
+    ExportFormatError,
     Fenced,
     HandoffFailed,
     NotAuthoritative,
     Overloaded,
     RegionOwned,
+    RestoreRefused,
     RetryableError,
     StoreUnavailable,
     SubmitTimeout,
@@ -26,6 +31,7 @@ from worldstate.errors import (
     WorldClosed,
     WorldStateError,
 )
+from worldstate.history import Checkpoint
 from worldstate.mesh import MeshCoordinator, Move
 from worldstate.objects import Lease, RegionSnapshot, ResourceNode, WorldObject
 from worldstate.operations import (
@@ -45,7 +51,14 @@ from worldstate.operations import (
     TransferItems,
 )
 from worldstate.results import Accepted, Committed, Rejected, Result
-from worldstate.updates import CausalDelivery, EntityBatch, RegionChanged, StateChange, Update
+from worldstate.updates import (
+    CausalDelivery,
+    Cursor,
+    EntityBatch,
+    RegionChanged,
+    StateChange,
+    Update,
+)
 from worldstate.world import World, connect
 
 _DEFAULT_ROUTING = Registry({t: t.default_consistency for t in BUILTIN_OPERATIONS})
@@ -64,17 +77,23 @@ __all__ = [
     "Accepted",
     "AuthorityLost",
     "Box",
+    "BusRefused",
     "BusUnavailable",
     "CausalDelivery",
     "ChangeInventory",
+    "Checkpoint",
+    "CheckpointNotFound",
     "ClaimResource",
     "Committed",
     "Config",
     "ConsistencyClass",
     "CorruptRegion",
     "CosmeticEffect",
+    "Cursor",
+    "CursorExpired",
     "EmitEvent",
     "EntityBatch",
+    "ExportFormatError",
     "Fenced",
     "HandoffFailed",
     "Lease",
@@ -93,6 +112,7 @@ __all__ = [
     "RegionSnapshot",
     "Rejected",
     "ResourceNode",
+    "RestoreRefused",
     "Result",
     "RetryableError",
     "SetAutomation",

@@ -96,10 +96,28 @@ class Config:
     query_staleness: float = 1.0
     """A query re-reads (from cache) regions it has held for longer than this."""
 
+    # -- history (worldstate.history) --
+    event_retention: float | None = None
+    """Seconds causal events are kept in the durable log (None: forever). Older ones are
+    pruned, except those the oldest checkpoint needs; a resume from before the prune
+    point raises `CursorExpired`."""
+    event_retention_count: int | None = None
+    """Events kept per origin in the causal log (None: no count limit)."""
+    event_prune_interval: float = 60.0
+    """Seconds between two prunes of the causal log (when a retention is set)."""
+
     txn_max_attempts: int = 12
     txn_backoff_base: float = 0.005
     txn_backoff_max: float = 0.5
     pool_size: int = 10
+
+    # -- bus authentication (docs/security.md) --
+    bus_max_age: float = 30.0
+    """Seconds a signed bus message may take from its sender to us; older ones are dropped."""
+    bus_clock_skew: float = 2.0
+    """Wall-clock difference between servers tolerated by the bus freshness checks."""
+    bus_key_refresh: float = 5.0
+    """Seconds between re-reads of the bus keys and revocations from the store."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -145,6 +163,23 @@ class Config:
                 f"Config.lease_renew_interval ({self.lease_renew_interval}) must be shorter "
                 f"than lease_ttl ({self.lease_ttl})"
             )
+        if self.event_retention is not None and (
+            isinstance(self.event_retention, bool)
+            or not isinstance(self.event_retention, (int, float))
+            or not (math.isfinite(self.event_retention) and self.event_retention > 0)
+        ):
+            raise ValidationError(
+                f"Config.event_retention must be None or seconds > 0, got {self.event_retention!r}"
+            )
+        if self.event_retention_count is not None and (
+            isinstance(self.event_retention_count, bool)
+            or not isinstance(self.event_retention_count, int)
+            or self.event_retention_count < 1
+        ):
+            raise ValidationError(
+                "Config.event_retention_count must be None or an int >= 1, got "
+                f"{self.event_retention_count!r}"
+            )
         from worldstate._validation import check_id  # local: ids imports errors only
 
         check_id(self.server_id, "server_id", self.max_id_length)
@@ -183,6 +218,10 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
             if len(nums) != 6:
                 raise ValueError("need 6 numbers")
             return WorldBounds(tuple(nums[:3]), tuple(nums[3:]))  # type: ignore[arg-type]
+        if f.type in ("float | None", "int | None"):
+            if raw.strip().lower() in ("", "none"):
+                return None
+            return float(raw) if f.type.startswith("float") else int(raw)
         if f.type in ("tuple[str, ...]", "tuple[str, ...] | None"):
             return tuple(x.strip() for x in raw.split(",") if x.strip())
     except ValueError as e:

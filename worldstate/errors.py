@@ -118,6 +118,12 @@ class BusUnavailable(RetryableError):
     """The message bus could not be reached in time (a QoS-1 publish or a forwarded op)."""
 
 
+class BusRefused(BusUnavailable):
+    """The broker answered but would not have us: wrong credentials, not authorized, or a
+    TLS certificate that does not check out. Retrying will not help; fix the configuration
+    (the message says which)."""
+
+
 class SubmitTimeout(RetryableError):
     """A submit's deadline (``submit(op, timeout=...)``, default `Config.submit_timeout`)
     passed before its outcome was known. ``may_have_applied`` says whether the op could
@@ -139,6 +145,7 @@ class WorldClosed(WorldStateError):
 
 __all__ = [
     "AuthorityLost",
+    "BusRefused",
     "BusUnavailable",
     "CorruptRegion",
     "Fenced",
@@ -166,3 +173,49 @@ class HandoffFailed(WorldStateError):
             f"region {key}: {step} on {server!r} failed: {reason}; the coordinator will "
             "place the region again on its next cycle — retry the hand-off if still wanted"
         )
+
+
+# -- history (worldstate.history) ---------------------------------------------------------------
+
+
+class CursorExpired(WorldStateError):
+    """A resume point (cursor or time) is older than what the causal log still holds: the
+    events after it were pruned (``Config.event_retention``)."""
+
+    def __init__(self, message: str, *, cursor: Any = None) -> None:
+        self.cursor = cursor
+        super().__init__(
+            f"{message}; the events after it were pruned from the causal log — resync from a "
+            "checkpoint (worldstate checkpoint restore) or reload the regions of interest, "
+            "then subscribe again without since="
+        )
+
+
+class CheckpointNotFound(WorldStateError, LookupError):
+    """No complete checkpoint has that id or name."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        super().__init__(
+            f"no checkpoint named or with id {ref!r}; see `worldstate checkpoint list`"
+        )
+
+
+class RestoreRefused(WorldStateError):
+    """A restore would overwrite regions that live servers hold (pass force=True /
+    ``--force`` to fence them and restore anyway)."""
+
+    def __init__(self, leases: list[tuple[str, str, float]]) -> None:
+        self.leases = leases
+        shown = ", ".join(f"{k} held by {o!r}" for k, o, _ in leases[:5])
+        more = f" and {len(leases) - 5} more" if len(leases) > 5 else ""
+        super().__init__(
+            f"{len(leases)} live lease(s): {shown}{more}; stop those servers (or wait for the "
+            "leases to expire), or restore with --force to fence them (their regions' epochs "
+            "go up and their next write is refused)"
+        )
+
+
+class ExportFormatError(ValidationError):
+    """A checkpoint file that cannot be imported: not a worldstate checkpoint, a newer
+    format version, truncated or corrupt. Nothing was imported."""

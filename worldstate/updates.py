@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -10,7 +11,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
+from consistency import ConsistencyInputError, VectorClock
 from regions import Box, RegionKey, Sphere, as_region_key, as_shape, keys_of_shape
 from worldstate.errors import Overloaded, ValidationError, WorldClosed, WorldStateError
 
@@ -41,6 +44,55 @@ class StateChange:
 
 
 @dataclass(frozen=True, slots=True)
+class Cursor:
+    """A resume point in the causal log: how many events of each origin lie before it.
+
+    Every `CausalDelivery` carries the cursor just after itself; a game stores it (as
+    ``str(cursor)``, a short token) and later calls ``world.updates(interest,
+    since=token)`` to get every causal event after it, in causal order, then live.
+    Deliveries are causally ordered, so what came before a cursor is a prefix of each
+    origin's sequence: a vector clock says it exactly."""
+
+    clock: VectorClock
+
+    PREFIX = "c1."
+
+    def __str__(self) -> str:
+        return self.encode()
+
+    def encode(self) -> str:
+        doc = orjson.dumps(self.clock.to_dict(), option=orjson.OPT_SORT_KEYS)
+        return self.PREFIX + base64.urlsafe_b64encode(doc).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: object) -> Cursor:
+        """A cursor from its token (or a cursor, or a ``{origin: seq}`` mapping);
+        `ValidationError` for anything else."""
+        if isinstance(token, Cursor):
+            return token
+        if isinstance(token, VectorClock):
+            return cls(token)
+        try:
+            if isinstance(token, Mapping):
+                return cls(VectorClock(token))
+            if not isinstance(token, str) or not token.startswith(cls.PREFIX):
+                raise ValueError("not a worldstate cursor token")
+            raw = token[len(cls.PREFIX) :]
+            if len(raw) > 1_000_000:
+                raise ValueError("too long")
+            doc = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+            return cls(VectorClock.from_dict(doc))
+        except (ValueError, TypeError, orjson.JSONDecodeError, ConsistencyInputError) as e:
+            raise ValidationError(f"bad cursor {token!r:.60}: {e}") from None
+
+    def after(self, origin: str, seq: int) -> Cursor:
+        """The cursor once ``origin``'s event ``seq`` is delivered too."""
+        if seq < 1:
+            raise ValidationError(f"an event seq is >= 1, got {seq!r}")
+        return Cursor(VectorClock._trusted({**self.clock.to_dict(), origin: seq}))
+
+
+@dataclass(frozen=True, slots=True)
 class CausalDelivery:
     """A causal event (EmitEvent, TransferCreature), delivered in causal order."""
 
@@ -51,6 +103,8 @@ class CausalDelivery:
     op_id: str
     fields: Mapping[str, Any]
     vclock: Mapping[str, int]
+    cursor: Cursor | None = None
+    """The resume point just after this event (see `Cursor`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,14 +163,58 @@ class UpdateStream(AsyncIterator[Update]):
         self._wakeup = asyncio.Event()
         self._error: WorldStateError | None = None
         self._on_close = on_close
+        self._held: collections.deque[Update] | None = None
+        self._room = asyncio.Event()
+        self._since: VectorClock | None = None
+        self.task: asyncio.Task[None] | None = None
+        """The replay task of a resumed stream (``since=``), cancelled when it closes."""
 
     def wants(self, region: RegionKey | None) -> bool:
         return self.keys is None or (region is not None and region in self.keys)
 
+    def resume_after(self, since: Cursor) -> None:
+        """Resume mode: live updates are held back (in order) until `release`, while the
+        replay of the events after ``since`` goes in with `put_replayed`; live causal
+        events at or before ``since`` are dropped (already seen by the game)."""
+        self._held = collections.deque()
+        self._since = since.clock
+
+    @property
+    def failed(self) -> bool:
+        """Whether the stream has ended (closed, failed or overloaded)."""
+        return self._error is not None
+
+    def put_replayed(self, update: Update) -> None:
+        self._put(update, self._items)
+
+    async def wait_room(self) -> None:
+        """Wait until the consumer has taken enough for another replayed update (a replay
+        goes at the consumer's pace instead of overflowing the stream)."""
+        while self._error is None and len(self._items) >= max(1, self.capacity // 2):
+            self._room.clear()
+            await self._room.wait()
+
+    def release(self) -> None:
+        """End of the replay: the held live updates follow it."""
+        held, self._held = self._held, None
+        if held:
+            self._items.extend(held)
+            self._wakeup.set()
+
     def put(self, update: Update) -> None:
+        since = self._since
+        if (
+            since is not None
+            and isinstance(update, CausalDelivery)
+            and update.seq <= since.get(update.origin)
+        ):
+            return
+        self._put(update, self._items if self._held is None else self._held)
+
+    def _put(self, update: Update, into: collections.deque[Update]) -> None:
         if self._error is not None:
             return
-        if len(self._items) >= self.capacity:
+        if len(self._items) + len(self._held or ()) >= self.capacity:
             self.fail(
                 Overloaded(
                     f"update stream fell {self.capacity} updates behind; reload the regions of "
@@ -124,13 +222,15 @@ class UpdateStream(AsyncIterator[Update]):
                 )
             )
             return
-        self._items.append(update)
-        self._wakeup.set()
+        into.append(update)
+        if into is self._items:
+            self._wakeup.set()
 
     def fail(self, err: WorldStateError) -> None:
         if self._error is None:
             self._error = err
             self._wakeup.set()
+            self._room.set()
 
     def __aiter__(self) -> UpdateStream:
         return self
@@ -138,6 +238,7 @@ class UpdateStream(AsyncIterator[Update]):
     async def __anext__(self) -> Update:
         while True:
             if self._items:
+                self._room.set()
                 return self._items.popleft()
             if self._error is not None:
                 self.close()
@@ -148,11 +249,14 @@ class UpdateStream(AsyncIterator[Update]):
     def close(self) -> None:
         if self._error is None:
             self._error = WorldClosed("update stream closed")
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
         self._on_close(self)
 
 
 __all__ = [
     "CausalDelivery",
+    "Cursor",
     "EntityBatch",
     "RegionChanged",
     "StateChange",

@@ -14,17 +14,17 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 import conflicts as cf
-from consistency import ConsistencyClass, HybridClock, Registry
+from consistency import CausalEvent, ConsistencyClass, HybridClock, Registry
 from regions import RegionKey, Shape, as_region_key, region_keys, region_of
 from worldstate._validation import MAX_STREAM_CAPACITY, check_id, check_int, check_ops, geometry
-from worldstate.bus import Bus, open_bus
+from worldstate.bus import Bus, SignedBus, open_bus
 from worldstate.cache import RegionCache, open_cache
 from worldstate.causal import CausalPath
 from worldstate.config import Config
@@ -36,6 +36,8 @@ from worldstate.errors import (
     WorldStateError,
 )
 from worldstate.eventual import EventualPath
+from worldstate.history import Checkpoint, create_checkpoint, prune_events, read_events
+from worldstate.history._resume import start_resume
 from worldstate.mesh import CommandHandler, MembershipAgent, last_will
 from worldstate.node import (
     NOTICE_TOPIC,
@@ -49,11 +51,11 @@ from worldstate.node import (
 from worldstate.objects import Lease, RegionSnapshot, ResourceNode, WorldObject
 from worldstate.operations import Operation
 from worldstate.results import Result
-from worldstate.store import Store
+from worldstate.store import Store, bus_keys
 from worldstate.store import resources as resource_sql
 from worldstate.store.retry import RetryPolicy
 from worldstate.strong import StrongPath
-from worldstate.updates import Update, UpdateStream, interest_keys
+from worldstate.updates import Cursor, Update, UpdateStream, interest_keys
 
 log = logging.getLogger("worldstate")
 
@@ -83,6 +85,7 @@ class World:
         cache: RegionCache | None = None,
     ) -> None:
         sid = config.server_id
+        built_bus = bus is None
         if bus is None:
             bus = open_bus(
                 config.bus_url,
@@ -110,6 +113,18 @@ class World:
                 breaker_reset=config.cache_breaker_reset,
             )
         self.tasks = Supervisor(sid)
+        if built_bus:
+            # every message signed and verified (worldstate.bus._signed; docs/security.md),
+            # with keys from the store; an injected bus is the caller's to secure
+            bus = SignedBus(
+                bus,
+                load_keys=bus_keys.loader(store, clock),
+                clock=clock,
+                max_age=config.bus_max_age,
+                skew=config.bus_clock_skew,
+                refresh=config.bus_key_refresh,
+                spawn=lambda coro, name: self.tasks.spawn(coro, name),
+            )
         hlc = HybridClock(wall=clock)
         self.ctx = ctx = NodeContext(
             server_id=sid,
@@ -130,7 +145,14 @@ class World:
         self.views = RegionViews(ctx, self.fanout, self.kinds)
         self.strong = StrongPath(ctx, self.authority, self.router, self.views)
         self.causal = CausalPath(ctx, self.router, self.fanout)
-        self.eventual = EventualPath(ctx, self.authority, self.fanout, self.views)
+        self.eventual = EventualPath(
+            ctx,
+            self.authority,
+            self.fanout,
+            self.views,
+            router=self.router,
+            peers=lambda: self.partition_status()["view"],
+        )
         self.commands = CommandHandler(
             ctx, self.authority, acquire=self.acquire_region, release=self.release_region
         )
@@ -140,6 +162,8 @@ class World:
         self._opened = False
         self._closing: asyncio.Task[None] | None = None
         self.tasks.on_failure(self._on_crash)
+        self._metrics: Any = None
+        """worldstate.metrics.WorldMetrics, created by the first access to `metrics`."""
 
     # -- the node's parts, for callers that used to reach them here ------------------------
 
@@ -217,6 +241,9 @@ class World:
             self.commands.start()
             await self.membership.start()
             self.authority.start()
+            c = self.config
+            if c.event_retention is not None or c.event_retention_count is not None:
+                self.tasks.spawn(self._prune_loop(), f"ws-prune-{self.server_id}")
         except BaseException:
             self._closed = True
             await self._shutdown(WorldClosed("the world failed to open"))
@@ -408,10 +435,30 @@ class World:
 
     # -- operations ------------------------------------------------------------------------
 
-    def register_operation(self, cls: type[Operation], consistency: ConsistencyClass | str) -> None:
+    def register_operation(
+        self,
+        cls: type[Operation],
+        consistency: ConsistencyClass | str,
+        *,
+        delivery: str | None = None,
+    ) -> None:
         """Route a game-defined operation type (a subclass of a built-in operation, so the
-        world knows how to apply it) through ``consistency``."""
-        self.router.register(cls, consistency)
+        world knows how to apply it) through ``consistency``, with a delivery guarantee:
+
+        - ``"at-most-once"``: fire and forget (eventual tick batches, QoS 0); the default
+          for EVENTUAL.
+        - ``"at-least-once"``: acknowledged and redelivered until every server that hears
+          this one acknowledges; a receiver may see an op twice (EVENTUAL; for CAUSAL it is
+          served as effectively-once).
+        - ``"effectively-once"``: at-least-once plus deduplication by ``op_id``; the
+          default (and the only choice) for STRONG, the default for CAUSAL.
+
+        Every server of the world must register the same types the same way."""
+        self.router.register(cls, consistency, delivery=delivery)
+
+    def delivery_of(self, op_or_type: object) -> str:
+        """The delivery guarantee of an operation or type (see `register_operation`)."""
+        return self.router.delivery_of(op_or_type)
 
     def consistency_of(self, op_or_type: object) -> ConsistencyClass:
         return self.router.consistency_of(op_or_type)
@@ -437,6 +484,20 @@ class World:
         self._check_open()
         stamped, cls, key = self.router.prepare(op)
         limit = self.config.submit_timeout if timeout is None else _check_timeout(timeout)
+        if self._metrics is None:
+            return await self._submit(stamped, cls, key, limit)
+        t0 = time.perf_counter()
+        try:
+            result = await self._submit(stamped, cls, key, limit)
+        except BaseException as e:
+            self._metrics.observe_op(cls, e, time.perf_counter() - t0)
+            raise
+        self._metrics.observe_op(cls, result, time.perf_counter() - t0)
+        return result
+
+    async def _submit(
+        self, stamped: Operation, cls: ConsistencyClass, key: RegionKey | None, limit: float
+    ) -> Result:
         try:
             # a strong op's own deadline (inside the strong path) fires first and says
             # whether the op may have applied; this one is the backstop
@@ -523,16 +584,26 @@ class World:
         batch. Returns how many rows were applied."""
         self._check_open()
         applied: int = self.eventual.move_entities(ids, positions, velocities)
+        if self._metrics is not None:
+            self._metrics.observe_moves(applied)
         return applied
 
-    def updates(self, interest: object = None, *, capacity: int = 10_000) -> UpdateStream:
+    def updates(
+        self, interest: object = None, *, since: object = None, capacity: int = 10_000
+    ) -> UpdateStream:
         """What other servers change inside ``interest`` (region keys, a Box, a Sphere, a
         ``(lo, hi)`` pair, or None for everything): eventual batches, eventual state
         changes, causal events in causal order and strong-commit notices.
 
         ``async for update in world.updates(box): ...`` — the iterator ends with
         `WorldClosed` when the world closes, fails or loses its bus, and with `Overloaded`
-        when the consumer falls ``capacity`` updates behind."""
+        when the consumer falls ``capacity`` updates behind.
+
+        ``since``: None is live from now. A cursor (``CausalDelivery.cursor``, or the
+        token ``str(cursor)`` a game stored) first delivers, in causal order, every causal
+        event in the interest after it (read from the durable log), then continues live
+        with no gap and no duplicate (`worldstate.history._resume`). A cursor older than
+        the log's retention ends the stream with `CursorExpired`."""
         self._check_open()
         capacity = check_int(capacity, "capacity", 1, MAX_STREAM_CAPACITY)
         keys = interest_keys(
@@ -540,7 +611,72 @@ class World:
             region_size=self.config.region_size,
             max_keys=self.config.max_query_regions,
         )
-        return self.fanout.open(keys, capacity)
+        cursor = Cursor.decode(since) if since is not None else None
+        stream = self.fanout.open(keys, capacity)
+        if cursor is not None:
+            start_resume(
+                stream,
+                since=cursor,
+                live_from=self.causal.cursor,
+                store=self.store,
+                server_id=self.server_id,
+                op_types=self.op_types,
+                spawn=lambda coro, name: self.tasks.spawn(coro, name, job=True),
+            )
+        return stream
+
+    # -- history ---------------------------------------------------------------------------
+
+    async def checkpoint(self, name: str | None = None) -> Checkpoint:
+        """A consistent copy of the world's durable state, kept in the store, taken in one
+        read-only snapshot without stopping writes (`worldstate.history`)."""
+        self._check_open()
+        return await create_checkpoint(self.store, name, by=self.server_id)
+
+    async def events(
+        self,
+        *,
+        stream: str | None = None,
+        region: object = None,
+        since: object = None,
+        until: object = None,
+    ) -> AsyncIterator[CausalEvent]:
+        """The durable causal log in causal order (the deterministic linearisation of
+        `worldstate.history._events`), optionally one ``stream`` (`EmitEvent.stream`), one
+        ``region`` (a region key; ``"world"`` for the world-wide stream), after ``since``
+        and up to ``until`` (each a cursor or a time in seconds). Each `CausalEvent`'s
+        payload is its `CausalDelivery` with a ``cursor``. Raises `CursorExpired` when
+        ``since`` is older than the log's retention."""
+        self._check_open()
+        regions = None
+        if region == "world":
+            regions = [-1]
+        elif region is not None:
+            regions = [self._key(region).morton]
+        if stream is not None:
+            check_id(stream, "stream", self.config.max_id_length)
+        async for event in read_events(
+            self.store,
+            stream=stream,
+            regions=regions,
+            since=_point(since, "since"),
+            until=_point(until, "until"),
+            op_types=self.op_types,
+        ):
+            yield event
+
+    async def _prune_loop(self) -> None:
+        """Keep the causal log within ``Config.event_retention``/``event_retention_count``
+        (supervised; a failed prune is logged and retried at the next interval)."""
+        c = self.config
+        while True:
+            await asyncio.sleep(c.event_prune_interval)
+            try:
+                await prune_events(
+                    self.store, retention=c.event_retention, keep_per_origin=c.event_retention_count
+                )
+            except WorldStateError as e:
+                log.warning("pruning the causal log failed (will retry): %s", e)
 
     def publish_update(self, region: RegionKey | None, update: Update) -> None:
         """Hand an update to every stream interested in ``region``."""
@@ -562,6 +698,74 @@ class World:
         return await self.views.query(shape, kinds)
 
     # -- observability ---------------------------------------------------------------------
+
+    @property
+    def metrics(self) -> Any:
+        """This world's Prometheus registry (a ``prometheus_client.CollectorRegistry``):
+        every ``worldstate_*`` family, read from the world's counters at scrape time, plus
+        per-class op latency histograms observed by `submit` from the first access on. A
+        game mounts it on its own endpoint (``prometheus_client.generate_latest(world.
+        metrics)``); ``worldstate serve`` serves it on ``/metrics``."""
+        if self._metrics is None:
+            from worldstate.metrics import WorldMetrics
+
+            self._metrics = WorldMetrics(self)
+        return self._metrics.registry
+
+    async def readiness(self, *, timeout: float = 1.0) -> dict[str, Any]:
+        """Readiness: the store answers within ``timeout`` s, this server is on the majority
+        side, and held leases are being renewed. ``{"ok": bool, "checks": {...}}``."""
+        checks: dict[str, Any] = {}
+        try:
+            async with asyncio.timeout(timeout):
+                await self.store.ping()
+            checks["store"] = "ok"
+        except (TimeoutError, WorldStateError, OSError) as e:
+            checks["store"] = f"unreachable: {str(e)[:200] or type(e).__name__}"
+        checks["majority"] = "ok" if self.authoritative else "minority side of a partition"
+        if not self.authority.held():
+            checks["leases"] = "ok (none held)"
+        else:
+            last = self.authority.last_renewal_ok
+            limit = 2 * self.config.lease_renew_interval + timeout
+            if last is None or self.clock() - last <= limit:
+                checks["leases"] = "ok"  # None: acquired since the last pass (fresh)
+            else:
+                checks["leases"] = f"no successful renewal for {self.clock() - last:.1f} s"
+        health = self.health()
+        tasks = health["tasks"]
+        checks["loops"] = (
+            "ok"
+            if health["ok"]
+            else ("closed" if health["closed"] else f"{tasks['failed_task']}: {tasks['failure']}")
+        )
+        ok = all(str(v).startswith("ok") for v in checks.values())
+        return {"ok": ok, "checks": checks}
+
+    async def drain(self) -> list[RegionKey]:
+        """Leave the mesh and hand every held region back: stop heartbeating (the
+        coordinator drops this server and places nothing more on it), stop taking
+        commands, then for each region drain its strong pipeline (queued ops commit and are
+        acknowledged), flush its eventual state into a snapshot and release the lease (the
+        next owner gets epoch + 1). Returns the regions released. The world stays open
+        (reads and forwarded ops still work) until `close`."""
+        self._check_open()
+        for what, step in (
+            ("leave the mesh", self.membership.close),
+            ("stop serving commands", self.commands.close),
+        ):
+            try:
+                await step()
+            except Exception as e:  # draining goes on: the regions matter more
+                log.warning("%s: drain: %s: %s", self.server_id, what, e)
+        released: list[RegionKey] = []
+        for key in sorted(self.authority.held(), key=lambda k: k.morton):
+            try:
+                if await self.release_region(key):
+                    released.append(key)
+            except WorldStateError as e:
+                log.warning("drain: releasing %s failed: %s", key, e)
+        return released
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -592,6 +796,18 @@ class World:
             "tasks": self.tasks.status(),
             "dropped_messages": self.views.dropped_notices,
         }
+
+
+def _point(v: object, what: str) -> Cursor | float | None:
+    """A resume point: None, a time (seconds) or a cursor (token, `Cursor`, mapping)."""
+    if v is None:
+        return None
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return float(v)
+    try:
+        return Cursor.decode(v)
+    except ValidationError:
+        raise ValidationError(f"{what} must be a cursor or a time, got {v!r:.60}") from None
 
 
 def _check_timeout(timeout: object) -> float:

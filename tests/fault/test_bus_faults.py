@@ -220,6 +220,29 @@ async def test_partition_stops_cross_group_delivery_and_heal_restores_it(
         hub.partition([{"a"}, {"a", "b"}])
 
 
+async def test_one_way_block_stops_one_direction_only(
+    trio: tuple[Hub, MemoryBus, MemoryBus, MemoryBus],
+) -> None:
+    hub, a, b, c = trio
+    inbox = {bus.client_id: Inbox() for bus in (a, b, c)}
+    for bus in (a, b, c):
+        bus.subscribe("t/#", inbox[bus.client_id])
+    hub.block("a", "b")  # b no longer hears a; a still hears b, c hears both
+    assert not hub.can_reach("a", "b") and hub.can_reach("b", "a")
+    await a.publish("t/x", b"from-a", qos=1)
+    await b.publish("t/x", b"from-b", qos=1)
+    await inbox["c"].wait_payload(b"from-a")
+    await inbox["a"].wait_payload(b"from-b")
+    assert await barrier(b, inbox["b"], "t/b") == [b"from-b"]  # a's never arrived
+    assert hub.network.stats.partitioned >= 1
+    hub.unblock("a", "b")
+    await a.publish("t/x", b"again", qos=1)
+    await inbox["b"].wait_payload(b"again")
+    hub.block("c", "a")
+    hub.heal()  # ends blocks too
+    assert hub.can_reach("c", "a")
+
+
 async def test_hub_cut_and_restore(trio: tuple[Hub, MemoryBus, MemoryBus, MemoryBus]) -> None:
     hub, a, b, _ = trio
     a_bus = MemoryBus(

@@ -1,665 +1,292 @@
-"""The deterministic mesh simulator: a discrete-event loop, one clock, one seed.
+"""Deterministic simulation of a mesh of REAL `worldstate.World` servers and REAL
+`worldstate.MeshCoordinator`s (see docs/simulation.md).
 
-Everything the mesh does is an event in one priority queue ordered by ``(time, seq)``:
-timers of the simulated servers, message deliveries, partitions and heals, joins and
-leaves. One ``random.Random(seed)`` decides every fault and every choice, and nothing
-iterates a set or reads the real clock, so a seed replays exactly, in any process: the trace
-(one line per event) hashes the same every time. No asyncio, no sockets, no sleeping: 35
-simulated seconds of five servers are a few thousand events, a fraction of a second.
+Everything runs in one process on a virtual-time event loop (`tests.sim.vloop`): the
+servers' and coordinators' own tasks (renewals, heartbeats, membership verdicts, placement,
+rebalancing, hand-offs, strong group commits, eventual ticks and snapshots), the in-process
+bus whose hub drives the sans-I/O fault network (`worldstate.bus.netsim`), and the real
+`Store` on one in-memory SQLite database through a thread-free driver with the store's own
+fault network (`tests.sim.store_sim`). One seed drives every random choice — the workload,
+the faults, the fault network's draws, the store's latencies, the retry jitter — so a
+failing seed replays exactly: ``python -m tests.sim.harness --seed N --trace``.
 
-The invariants (`INVARIANTS`) are checked as the run goes and at its end; a violation
-raises `InvariantViolation` carrying the seed, the invariant, a short reason and the last
-events of the trace. Replay one seed::
-
-    python -m tests.sim.harness --seed 17            # summary, or the violation
-    python -m tests.sim.harness --seed 17 --trace    # the whole event trace
-    python -m tests.sim.harness --seeds 0:1000       # a range, stops at the first failure
-    python -m tests.sim.harness --seed 3 --broken no-fencing
+The invariants (`INVARIANTS`) are checked while the run goes (after every committed store
+transaction, and every `CHECK_EVERY` seconds of virtual time) and at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import heapq
+import asyncio
+import contextlib
+import logging
 import random
 import sys
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-import conflicts
-from tests.sim.model import (
-    BROKEN_VARIANTS,
-    HEALED,
-    STORE,
-    Acquire,
-    Body,
-    Commit,
-    Committed,
-    Cut,
-    Fenced,
-    Lease,
-    NetProfile,
-    Network,
-    RegionOwned,
-    Release,
-    Released,
-    Renew,
-    Result,
-    SimConfig,
-    SimServer,
-    SimStore,
-    StoreReply,
-    StoreRequest,
-    StrongOp,
-    describe,
-)
-
-INVARIANTS: dict[str, str] = {
-    "lease-exclusive": (
-        "(1) never two servers with live leases on one region: once the store grants a lease "
-        "until E, it grants that region to no other server before the holder stops trusting "
-        "it (E - margin by the holder's clock)"
-    ),
-    "fencing": (
-        "(1) an accepted strong commit carries the region's current epoch and comes from the "
-        "server that epoch was granted to: two believers never both commit in overlapping "
-        "intervals"
-    ),
-    "demoted-commit": "(2) no strong commit sent after the sender's demotion is accepted",
-    "timely-demotion": (
-        "(2) a server that cannot have heard a majority within the heartbeat timeout (plus "
-        "the longest network delay) has demoted itself"
-    ),
-    "exactly-once": "(3) no op id is applied twice, however often it is retried or duplicated",
-    "acked-durable": "(3) every acknowledged strong op is in the store at the end",
-    "convergence": "(4) after the final heal and a quiet period, all eventual tables are equal",
-    "recovery": "after the final heal, every region has a live owner that is authoritative",
-}
-
-EXPECTED_VIOLATION: dict[str, str] = {
-    "no-fencing": "fencing",
-    "no-dedup": "exactly-once",
-    "demoted-commits": "demoted-commit",
-    "never-demote": "timely-demotion",
-    "arrival-order-eventual": "convergence",
-    "no-anti-entropy": "convergence",
-    "skew-beyond-margin": "lease-exclusive",
-    "shortening-renewal": "lease-exclusive",
-}
-"""The invariant each broken variant must trip (for some seed among the first few dozen)."""
-
-_EPS = 1e-6
+from tests.sim.faults import FaultSchedule
+from tests.sim.invariants import Invariants
+from tests.sim.mesh import SimConfig
+from tests.sim.store_sim import Network, SimDatabase, StoreFaults
+from tests.sim.variants import BROKEN_VARIANTS
+from tests.sim.violation import INVARIANTS, InvariantViolation, seed_id
+from tests.sim.vloop import VirtualTimeLoop, run_virtual
+from tests.sim.workload import Workload
+from worldstate import MeshCoordinator, World
+from worldstate.bus import get_hub
 
 
-class InvariantViolation(AssertionError):
-    """An invariant failed. Carries ``seed``, ``broken``, ``invariant``, ``at`` (simulated
-    time), ``detail`` and ``tail`` (the last events), and says how to replay it."""
-
-    def __init__(
-        self,
-        seed: int,
-        broken: frozenset[str],
-        invariant: str,
-        at: float,
-        detail: str,
-        tail: Sequence[str],
-    ) -> None:
-        self.seed = seed
-        self.broken = broken
-        self.invariant = invariant
-        self.at = at
-        self.detail = detail
-        self.tail = list(tail)
-        flags = "".join(f" --broken {b}" for b in sorted(broken))
-        super().__init__(
-            f"seed {seed}{' (broken: ' + ', '.join(sorted(broken)) + ')' if broken else ''}: "
-            f"invariant {invariant!r} violated at t={at:.4f}: {detail}\n"
-            f"  {INVARIANTS[invariant]}\n"
-            f"  replay: python -m tests.sim.harness --seed {seed}{flags} --trace"
-            + ("" if broken else f"   or   pytest tests/sim -k {seed_id(seed)}")
-            + f"\n  last {len(self.tail)} events:\n    "
-            + "\n    ".join(self.tail)
-        )
-
-
-def seed_id(seed: int) -> str:
-    """The pytest id of a seed's test (zero-padded so that ``-k`` selects exactly one)."""
-    return f"seed{seed:05d}"
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunResult:
     seed: int
     trace_hash: str
     events: int
     stats: dict[str, int]
+    trace: list[str] = field(default_factory=list, repr=False)
+    classes: dict[str, str] = field(default_factory=dict)
+    """Evidence of what ran: role → fully qualified class name."""
+    evidence: dict[str, int] = field(default_factory=dict)
+    """Counters kept inside worldstate's own code, summed over the servers/coordinators."""
+    servers: list[World] = field(default_factory=list, repr=False)
+    """The (closed) server objects the run drove."""
+    coordinators: list[MeshCoordinator] = field(default_factory=list, repr=False)
 
 
-# -- the invariants ----------------------------------------------------------------------
-
-
-class Checker:
-    """Watches the store's linearized history and the servers' standing; fails fast."""
-
-    def __init__(self, sim: Simulation) -> None:
-        self.sim = sim
-        self.trusted_until: dict[str, dict[str, float]] = {}
-        """Per key, per server: the latest true time that server may trust a lease the
-        store granted it (``expires_at - margin`` by its clock)."""
-        self.epoch_owner: dict[tuple[str, int], str] = {}
-        self.acked: dict[str, tuple[str, str]] = {}
-        self.takeovers = 0
-        self.fenced = 0
-        self.grants = 0
-        self.released: set[tuple[str, int]] = set()
-        self.revived = 0
-        """Renewals that brought a released lease back to life (same owner, same epoch)."""
-
-    def store_call(self, src: str, req: StoreRequest, result: Result) -> None:
-        call, now, sim = req.call, self.sim.now, self.sim
-        if isinstance(call, (Acquire, Renew)) and isinstance(result, Lease):
-            self.grants += 1
-            if (result.key, result.epoch) in self.released:
-                self.released.discard((result.key, result.epoch))
-                self.revived += 1
-                sim.note(f"{result.key}@{result.epoch} revived by a renewal after its release")
-            windows = self.trusted_until.setdefault(result.key, {})
-            for other, until in windows.items():
-                if other != result.owner and until > now + _EPS:
-                    sim.fail(
-                        "lease-exclusive",
-                        f"{result.key} granted to {result.owner}@{result.epoch} at t={now:.4f} "
-                        f"while {other} may trust its lease until t={until:.4f}",
-                    )
-            until = result.expires_at - sim.config.lease_margin - sim.skew[result.owner]
-            windows[result.owner] = max(windows.get(result.owner, until), until)
-            first = self.epoch_owner.get((result.key, result.epoch))
-            if first is None:
-                self.epoch_owner[(result.key, result.epoch)] = result.owner
-                previous = self.epoch_owner.get((result.key, result.epoch - 1))
-                if previous is not None and previous != result.owner:
-                    self.takeovers += 1
-            elif first != result.owner:
-                sim.fail(
-                    "lease-exclusive",
-                    f"{result.key} epoch {result.epoch} granted to {first} and {result.owner}",
-                )
-        elif isinstance(call, Release) and isinstance(result, Released) and result.ok:
-            windows = self.trusted_until.setdefault(call.key, {})
-            windows[call.owner] = min(windows.get(call.owner, now), now)
-            self.released.add((call.key, call.epoch))
-        elif isinstance(call, Commit):
-            if isinstance(result, (Fenced, RegionOwned)):
-                self.fenced += 1
-            elif isinstance(result, Committed) and not result.duplicate:
-                self._accepted(call, req.sent_majority)
-
-    def _accepted(self, call: Commit, sent_majority: bool) -> None:
-        sim = self.sim
-        if sim.store.applied.get(call.op_id, 0) > 1:
-            sim.fail(
-                "exactly-once",
-                f"{call.op_id} applied {sim.store.applied[call.op_id]} times "
-                f"(attempt {call.attempt} by {call.writer})",
-            )
-        lease = sim.store.leases.get(call.key)
-        granted_to = self.epoch_owner.get((call.key, call.epoch))
-        if lease is None or lease.epoch != call.epoch or granted_to != call.writer:
-            current = f"{lease.owner}@{lease.epoch}" if lease is not None else "none"
-            sim.fail(
-                "fencing",
-                f"{call.writer} committed {call.op_id} to {call.key} under epoch {call.epoch} "
-                f"(granted to {granted_to}); the region's lease is {current}",
-            )
-        if not sent_majority:
-            sim.fail(
-                "demoted-commit",
-                f"{call.writer} sent {call.op_id} (try {call.attempt}) while demoted and "
-                f"the store accepted it",
-            )
-
-    def acknowledged(self, server: SimServer, op: StrongOp) -> None:
-        self.acked[op.op_id] = (server.sid, op.region)
-
-    def refreshed(self, server: SimServer) -> None:
-        """Right after ``server`` re-decided its standing: if even the most generous view it
-        could have (every member whose heartbeats could still be within the timeout) loses
-        authority, it must have demoted itself."""
-        if not server.authoritative:
-            return
-        sim, c = self.sim, self.sim.config
-        now, timeout = sim.now, c.heartbeat_timeout
-        possible = {server.sid}
-        sent_from = now - timeout - sim.max_delay - _EPS
-        for start, stop in sim.pauses.get(server.sid, ()):
-            if stop >= now - timeout - _EPS:  # heartbeats buffered while it was frozen
-                sent_from = min(sent_from, start - sim.max_delay - _EPS)
-        for other in sim.order:
-            if other == server.sid:
-                continue
-            if sim.heartbeating_within(other, sent_from, now) and sim.link_open_within(
-                other, server.sid, now - timeout - _EPS, now
-            ):
-                possible.add(other)
-        verdict = conflicts.decide_partition(server.membership, possible, self_id=server.sid)
-        if not verdict.keeps_authority:
-            sim.fail(
-                "timely-demotion",
-                f"{server.sid} is still authoritative but could have heard at most "
-                f"{sorted(possible)} of members {sorted(server.membership)}: {verdict.reason}",
-            )
-
-    def final(self) -> None:
-        sim = self.sim
-        for op_id, (sid, region) in self.acked.items():
-            if op_id not in sim.store.outcomes or op_id not in sim.store.region_ops.get(region, []):
-                sim.fail("acked-durable", f"{sid} acknowledged {op_id} on {region}; not in store")
-        live = [s for s in sim.servers.values() if s.active]
-        first = live[0]
-        for other in live[1:]:
-            if other.table != first.table:
-                ids = sorted(set(first.table.ids.tolist()) | set(other.table.ids.tolist()))
-                a_pos, b_pos = first.table.positions_of(ids), other.table.positions_of(ids)
-                a_w, b_w = first.table.writers_of(ids), other.table.writers_of(ids)
-                diff = [
-                    i
-                    for k, i in enumerate(ids)
-                    if a_w[k] != b_w[k] or not (a_pos[k] == b_pos[k]).all()
-                ]
-                sim.fail(
-                    "convergence",
-                    f"{first.sid} ({len(first.table)} entities) and {other.sid} "
-                    f"({len(other.table)}) differ on entities {diff[:10]}",
-                )
-        for region in sim.config.region_keys:
-            lease = sim.store.leases.get(region)
-            owner = sim.servers.get(lease.owner) if lease is not None else None
-            if (
-                lease is None
-                or owner is None
-                or not owner.active
-                or not owner.authoritative
-                or not lease.live(owner.local_now())
-            ):
-                sim.fail("recovery", f"{region} has no live authoritative owner: {lease}")
-
-
-# -- the simulator -----------------------------------------------------------------------
-
-
-class Simulation:
-    """One seeded run of the mesh (see the module doc). ``broken`` names variants from
-    `BROKEN_VARIANTS` (harness self-tests); ``config`` overrides the default timing."""
+class Simulation(Invariants, Workload, FaultSchedule):
+    """One seeded run: the mesh, its workload, its faults and its checks."""
 
     def __init__(
         self,
         seed: int,
-        *,
-        broken: Iterable[str] = (),
         config: SimConfig | None = None,
-        tail: int = 40,
+        *,
+        broken: str | None = None,
         keep_trace: bool = False,
     ) -> None:
-        self.seed = seed
-        self.broken = frozenset(broken)
-        unknown = sorted(self.broken - set(BROKEN_VARIANTS))
-        if unknown:
-            raise ValueError(f"unknown broken variants {unknown}; known: {sorted(BROKEN_VARIANTS)}")
-        cfg = config or SimConfig()
-        if "skew-beyond-margin" in self.broken:
-            cfg = replace(cfg, max_skew=1.5 * cfg.lease_margin, allow_unsafe_skew=True)
-        self.config = cfg
-        self.rng = random.Random(seed)
-        self._queue: list[tuple[float, int, str, str, Callable[[], None]]] = []
-        self._seq = 0
-        self._now = 0.0
-        self._quiet = False
-        self._hash = hashlib.blake2b(digest_size=16)
-        self._tail: deque[str] = deque(maxlen=tail)
-        self.trace: list[str] | None = [] if keep_trace else None
-        self.events = 0
-        self.counts: dict[str, int] = {}
+        if broken is not None and broken not in BROKEN_VARIANTS:
+            raise ValueError(f"unknown broken variant {broken!r}; one of {sorted(BROKEN_VARIANTS)}")
+        super().__init__(seed, config, broken=broken, keep_trace=keep_trace)
 
-        rng = self.rng
-        n = rng.randint(3, 5)
-        profile = NetProfile(
-            drop=rng.choice((0.0, 0.01, 0.03, 0.08)),
-            duplicate=rng.choice((0.0, 0.02, 0.05)),
-            slow=rng.choice((0.0, 0.02, 0.05)),
-            stall=rng.choice((0.0, 0.03, 0.08, 0.15)),
-        )
-        self.max_delay = profile.max_delay
-        self.network = Network(rng, profile)
-        self.cut_history: list[tuple[float, Cut]] = [(0.0, HEALED)]
-        self.order: list[str] = []
-        self.servers: dict[str, SimServer] = {}
-        self.skew: dict[str, float] = {}
-        self.started_at: dict[str, float] = {}
-        self.heartbeats_until: dict[str, float] = {}
-        self.paused_until: dict[str, float] = {}
-        self.pauses: dict[str, list[tuple[float, float]]] = {}
-        self._armed: dict[str, float] = {}
-        initial = [f"s{i}" for i in range(n)]
-        self.store = SimStore(
-            frozenset(initial),
-            fencing="no-fencing" not in self.broken,
-            dedup="no-dedup" not in self.broken,
-            monotonic_renewal="shortening-renewal" not in self.broken,
-        )
-        self.checker = Checker(self)
-        self._record(
-            f"seed {seed} servers {n} {profile} skew<={cfg.max_skew} broken {sorted(self.broken)}"
-        )
-        for sid in initial:
-            self._add_server(sid)
-        end = cfg.duration
-        if rng.random() < 0.35:
-            self._at(rng.uniform(4.0, end - 8.0), "mesh", "join", self._join)
-        if rng.random() < 0.35:
-            self._at(rng.uniform(4.0, end - 6.0), "mesh", "leave", self._leave)
-        self._at(rng.uniform(1.0, 4.0), "net", "partition", self._fault_tick)
-        for _ in range(rng.choice((0, 0, 1, 2, 3))):
-            self._at(rng.uniform(3.0, end - 10.0), "mesh", "arm pause", self._arm_pause)
-        self._at(end, "mesh", "final heal; quiet phase", self._start_quiet)
-        self._at(end + 1.0, "mesh", "anti-entropy round", self._anti_entropy_round)
+    async def main(self) -> None:
+        """Build the mesh, run the scenario, check, tear down. A violation stops the run at
+        once (the rest of a broken run would only add noise)."""
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, VirtualTimeLoop)
+        self.loop = loop
+        random.seed(self.rng.getrandbits(64))  # retry jitter and anything else on `random`
+        self.hub_name = f"sim-{self.seed}-{id(self)}"
+        self.hub = get_hub(self.hub_name)
+        self.db = SimDatabase()
+        self.net = Network(random.Random(self.rng.getrandbits(64)))
+        self._work = set()
+        self._sent = {}
+        scenario = loop.create_task(self._scenario())
+        stop = loop.create_task(self._violated.wait())
+        try:
+            await asyncio.wait({scenario, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if scenario.done():
+                scenario.result()  # a crash of the harness itself surfaces here
+        finally:
+            extra = [self._crash] if self._crash is not None else []
+            for task in (scenario, stop, *self._work, *extra):
+                task.cancel()
+            await asyncio.gather(scenario, stop, *self._work, *extra, return_exceptions=True)
+            await self._stop()
+            self.db.close()
 
-    # -- the Env the servers see -----------------------------------------------------------
+    async def _scenario(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.cfg
+        await self._start()
+        tasks = [loop.create_task(self._watch())]
+        try:
+            await asyncio.sleep(3.0)  # the mesh forms: membership, placement
+            end_faults = self.now + cfg.fault_phase
+            drivers = [
+                loop.create_task(self._faults(end_faults)),
+                loop.create_task(self._strong_load(end_faults)),
+                loop.create_task(self._eventual_load(end_faults)),
+                loop.create_task(self._handoffs(end_faults)),
+                loop.create_task(self._causal_load(end_faults)),
+            ]
+            tasks += drivers
+            await asyncio.gather(*drivers)
+            self._heal_network()
+            self.hub.set_faults()
+            self.net.faults = StoreFaults()
+            self.net.quiet = True
+            self.record("final heal: quiet phase")
+            if self._crash is not None:  # a crashed server comes back first
+                await self._crash
+            await asyncio.sleep(cfg.quiet_phase / 2)
+            for op, label in list(self.uncertain):  # settle the ambiguous ones
+                self._spawn(self._submit_strong(self.server_ids[0], op, label + "(final)"))
+            for sid in self.server_ids:  # one last write of each creature, published
+                for creature in self._creatures(sid):
+                    await self._move(sid, creature)
+            await asyncio.sleep(cfg.quiet_phase / 2)
+            if self._work:
+                await asyncio.wait(list(self._work), timeout=cfg.submit_timeout)
+            self._final_checks()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-    @property
-    def now(self) -> float:
-        return self._now
+    def evidence(self) -> dict[str, int]:
+        """What worldstate's own counters say ran (read at the end of the run)."""
 
-    @property
-    def quiet(self) -> bool:
-        return self._quiet
+        def total(objs: Any, *path: str) -> int:
+            n = 0
+            for obj in objs:
+                for name in path:
+                    obj = getattr(obj, name, None)
+                n += int(obj or 0)
+            return n
 
-    def after(self, delay: float, node: str, label: str, fn: Callable[[], None]) -> None:
-        self._at(self._now + delay, node, label, fn)
-
-    def peers(self, sid: str) -> list[str]:
-        return [s for s in self.order if s != sid and self.servers[s].running]
-
-    def note(self, text: str) -> None:
-        self._record(f"{self._now:.4f}   {text}")
-
-    def standing_changed(self, server: SimServer) -> None:
-        p = server.partition
-        self.note(f"{server.sid} {'PROMOTED' if p.majority else 'DEMOTED'}: {p.reason}")
-
-    def refreshed(self, server: SimServer) -> None:
-        self.checker.refreshed(server)
-
-    def acknowledged(self, server: SimServer, op: StrongOp) -> None:
-        self.checker.acknowledged(server, op)
-
-    def take_pause(self, sid: str) -> float:
-        """A pause armed for ``sid`` starts now (see `_arm_pause`): the server freezes (its
-        timers and deliveries wait until it wakes) and the caller holds its message as long."""
-        length = self._armed.pop(sid, 0.0)
-        if length:
-            self.paused_until[sid] = self._now + length
-            self.pauses.setdefault(sid, []).append((self._now, self._now + length))
-            self._count("pauses")
-            self.note(f"{sid} PAUSED for {length:.3f}s")
-        return length
-
-    def send(self, src: str, dst: str, body: Body, hold: float = 0.0) -> None:
-        self._count("sent")
-        if not self.network.connected(src, dst):
-            self._count("cut")
-            self.note(f"cut {src}->{dst} {describe(body)}")
-            return
-        delays, note = self.network.plan(isinstance(body, StoreRequest))
-        if not delays:
-            self._count("dropped")
-            self.note(f"drop {src}->{dst} {describe(body)}")
-            return
-        if note:
-            for word in note.split():
-                self._count(word)
-            self.note(f"{note} {src}->{dst} {describe(body)}")
-        for delay in delays:
-            self._at(self._now + hold + delay, dst, "", lambda: self._deliver(src, dst, body))
-
-    # -- the loop --------------------------------------------------------------------------
-
-    def _at(self, when: float, node: str, label: str, fn: Callable[[], None]) -> None:
-        self._seq += 1
-        heapq.heappush(self._queue, (when, self._seq, node, label, fn))
-
-    def _record(self, line: str) -> None:
-        self._hash.update(f"{line}\n".encode())
-        self._tail.append(line)
-        if self.trace is not None:
-            self.trace.append(line)
-
-    def _count(self, what: str) -> None:
-        self.counts[what] = self.counts.get(what, 0) + 1
-
-    def fail(self, invariant: str, detail: str) -> None:
-        raise InvariantViolation(
-            self.seed, self.broken, invariant, self._now, detail, list(self._tail)
-        )
-
-    def run(self) -> RunResult:
-        end = self.config.duration + self.config.quiet
-        queue = self._queue
-        paused = self.paused_until
-        while queue and queue[0][0] <= end:
-            when, _, node, label, fn = heapq.heappop(queue)
-            if node in paused and paused[node] > when:  # frozen: runs when it wakes
-                self._at(paused[node], node, label, fn)
-                continue
-            self._now = when
-            self.events += 1
-            if label:  # a timer; a delivery records its own line
-                self._record(f"{when:.4f} {node} {label}")
-            fn()
-        self._now = end
-        self._record(f"{end:.4f} end")
-        self.checker.final()
-        return RunResult(self.seed, self._hash.hexdigest(), self.events, self.stats())
+        worlds, coords = list(self.worlds.values()), list(self.coordinators.values())
+        return {
+            "strong-group-commits": total(worlds, "strong", "group_commits"),
+            "strong-direct-commits": total(worlds, "strong", "direct_commits"),
+            "demotions": total(worlds, "membership", "demotions"),
+            "promotions": total(worlds, "membership", "promotions"),
+            "placements": total(coords, "placements"),
+            "handoffs": total(coords, "handoffs"),
+            "coordinator-events": total(coords, "event_count"),
+        }
 
     def stats(self) -> dict[str, int]:
-        out = dict(sorted(self.counts.items()))
-        for server in self.servers.values():
-            for k, v in asdict(server.stats).items():
-                out[k] = out.get(k, 0) + v
-        out["servers"] = len(self.servers)
-        out["grants"] = self.checker.grants
-        out["takeovers"] = self.checker.takeovers
-        out["fenced"] = self.checker.fenced
-        out["revived"] = self.checker.revived
-        out["commits"] = sum(self.store.applied.values())
-        out["events"] = self.events
+        out = dict(self.counts)
+        hub = self.hub.stats
+        out.update(
+            {
+                "events": self.events,
+                "acked": len(self.acked),
+                "bus-published": hub.published,
+                "bus-dropped": hub.dropped,
+                "bus-partitioned": hub.partitioned,
+                "store-writes": self.db.write_transactions,
+                "epochs": len(self.owner_of),
+            }
+        )
         return out
 
-    # -- delivery and the store ------------------------------------------------------------
 
-    def _deliver(self, src: str, dst: str, body: Body) -> None:
-        self._record(f"{self._now:.4f} {src}->{dst} {describe(body)}")
-        if not self.network.connected(src, dst):  # the link went down while in flight
-            self._count("cut")
-            self.note("cut in flight")
-            return
-        if dst == STORE:
-            assert isinstance(body, StoreRequest)
-            result = self.store.execute(body.call)
-            self.note(describe(result))
-            self.checker.store_call(src, body, result)
-            self.send(STORE, src, StoreReply(body.req_id, body.call, result))
-            return
-        server = self.servers.get(dst)
-        if server is not None:
-            server.receive(src, body)
+class _TraceLog(logging.Handler):
+    """Puts worldstate's log lines (INFO and up) into the run's trace, unhashed."""
 
-    # -- scenario: servers, faults, phases -------------------------------------------------
+    def __init__(self, sim: Simulation) -> None:
+        super().__init__(logging.INFO)
+        self.sim = sim
 
-    def _add_server(self, sid: str) -> None:
-        c = self.config
-        skew = self.rng.uniform(-c.max_skew, c.max_skew)
-        server = SimServer(
-            sid, self, membership=self.store.membership, skew=skew, broken=self.broken
-        )
-        self.order.append(sid)
-        self.servers[sid] = server
-        self.skew[sid] = skew
-        self.started_at[sid] = self._now
-        self.note(f"{sid} starts, skew {skew:+.4f}")
-        server.start()
-
-    def _arm_pause(self) -> None:
-        """Arm a process pause (2..8 s) on a random server: it starts at that server's next
-        strong commit, between deciding it and sending it (the case fencing exists for)."""
-        sid = self.rng.choice([s for s in self.order if self.servers[s].active])
-        self._armed[sid] = self.rng.uniform(2.0, 8.0)
-        self.note(f"pause armed on {sid}")
-
-    def _join(self) -> None:
-        self._add_server(f"s{len(self.order)}")
-
-    def _leave(self) -> None:
-        candidates = [
-            s
-            for s in self.order
-            if self.servers[s].active and self.paused_until.get(s, 0.0) <= self._now
-        ]
-        if len(candidates) <= 2:
-            return
-        sid = self.rng.choice(candidates)
-        self.heartbeats_until[sid] = self._now
-        self.note(f"{sid} leaves")
-        self.servers[sid].leave()
-
-    def heartbeating_within(self, sid: str, t0: float, t1: float) -> bool:
-        """Could ``sid`` have sent a heartbeat at some time in ``[t0, t1]``?"""
-        return self.started_at[sid] <= t1 and self.heartbeats_until.get(sid, t1) >= t0
-
-    def link_open_within(self, src: str, dst: str, t0: float, t1: float) -> bool:
-        """Was the link ``src -> dst`` up at some time in ``[t0, t1]``?"""
-        history = self.cut_history
-        for i in range(len(history) - 1, -1, -1):
-            start, cut = history[i]
-            stop = history[i + 1][0] if i + 1 < len(history) else float("inf")
-            if stop < t0:
-                break
-            if start <= t1 and cut.connected(src, dst):
-                return True
-        return False
-
-    def _set_cut(self, cut: Cut) -> None:
-        self.network.cut = cut
-        self.cut_history.append((self._now, cut))
-        self._count("partitions" if cut is not HEALED else "heals")
-        self.note(f"network {cut.describe()}")
-
-    def _draw_cut(self) -> Cut:
-        rng = self.rng
-        ids = [s for s in self.order if self.servers[s].active]
-        if rng.random() < 0.15:
-            x = rng.choice(ids)
-            others = [o for o in ids if o != x]
-            # Either nobody hears x (x hears everyone) or x hears nobody (everyone hears x).
-            deaf = rng.random() < 0.5
-            return Cut(oneway=frozenset((o, x) if deaf else (x, o) for o in others))
-        k = rng.choice((2, 2, 3))
-        while True:
-            groups = {s: rng.randrange(k) for s in ids}
-            if len(set(groups.values())) >= 2:
-                break
-        store_group = None if rng.random() < 0.5 else rng.randrange(k)
-        return Cut(groups, store_group)
-
-    def _fault_tick(self) -> None:
-        if self._quiet:
-            return
-        rng = self.rng
-        if self.network.cut is HEALED:
-            self._set_cut(self._draw_cut())
-            self.after(rng.uniform(1.5, 12.0), "net", "heal", self._fault_tick)
-        else:
-            self._set_cut(HEALED)
-            self.after(rng.uniform(1.0, 6.0), "net", "partition", self._fault_tick)
-
-    def _start_quiet(self) -> None:
-        self._quiet = True
-        self._armed.clear()
-        if self.network.cut is not HEALED:
-            self._set_cut(HEALED)
-        self.network.profile = self.network.profile.reliable()
-
-    def _anti_entropy_round(self) -> None:
-        for sid in self.order:  # one event per server: a paused server sends when it wakes
-            self.after(0.0, sid, "anti-entropy round", self.servers[sid].anti_entropy_round)
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.sim.note(f"{record.name} {record.levelname}: {record.getMessage()}")
 
 
 def run_seed(
-    seed: int, *, broken: Iterable[str] = (), config: SimConfig | None = None
+    seed: int,
+    config: SimConfig | None = None,
+    *,
+    broken: str | None = None,
+    keep_trace: bool = False,
 ) -> RunResult:
-    """Run one seed; raises `InvariantViolation` on the first violated invariant."""
-    return Simulation(seed, broken=broken, config=config).run()
+    """Run one seed; raises `InvariantViolation` (with a replayable trace) on a violation."""
+    sim = Simulation(seed, config, broken=broken, keep_trace=keep_trace)
+    patch = BROKEN_VARIANTS[broken][0]() if broken else contextlib.nullcontext()
+    handler = _TraceLog(sim)
+    logger = logging.getLogger("worldstate")
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # into the trace, not onto the terminal
+    try:
+        with patch:
+            run_virtual(sim.main())
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+    if sim.violation is not None:
+        raise sim.violation
+    worlds = list(sim.worlds.values())
+    coords = list(sim.coordinators.values())
+    return RunResult(
+        seed,
+        sim._hash.hexdigest(),
+        sim.events,
+        sim.stats(),
+        list(sim.trace),
+        {
+            "server": f"{type(worlds[0]).__module__}.{type(worlds[0]).__qualname__}",
+            "coordinator": f"{type(coords[0]).__module__}.{type(coords[0]).__qualname__}",
+            "store": f"{type(worlds[0].store).__mro__[1].__module__}.Store",
+        },
+        sim.evidence(),
+        worlds,
+        coords,
+    )
 
 
 def first_violation(
-    variant: str, seeds: Iterable[int], *, config: SimConfig | None = None
+    seeds: Sequence[int], config: SimConfig | None = None, *, broken: str | None = None
 ) -> InvariantViolation | None:
-    """The first violation the broken ``variant`` produces over ``seeds`` (None if none)."""
+    """The first violation among ``seeds`` (None if they all pass)."""
     for seed in seeds:
         try:
-            run_seed(seed, broken=(variant,), config=config)
-        except InvariantViolation as v:
-            return v
+            run_seed(seed, config, broken=broken)
+        except InvariantViolation as e:
+            return e
     return None
 
 
-# -- CLI ---------------------------------------------------------------------------------
-
-
 def _seed_range(text: str) -> range:
-    lo, _, hi = text.partition(":")
-    return range(int(lo), int(hi)) if hi else range(int(lo), int(lo) + 1)
+    lo, sep, hi = text.partition(":")
+    return range(int(lo), int(hi)) if sep else range(int(lo))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.sim.harness", description="Replay deterministic mesh simulations."
-    )
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--seed", type=int, help="run one seed")
-    which.add_argument("--seeds", type=_seed_range, help="run a range, e.g. 0:1000")
-    parser.add_argument(
-        "--broken",
-        action="append",
-        default=[],
-        choices=sorted(BROKEN_VARIANTS),
-        help="run a deliberately broken variant (repeatable)",
-    )
-    parser.add_argument("--trace", action="store_true", help="print the whole event trace")
-    parser.add_argument("--tail", type=int, default=40, help="events shown with a violation")
-    args = parser.parse_args(argv)
-    seeds = range(args.seed, args.seed + 1) if args.seed is not None else args.seeds
+    p = argparse.ArgumentParser(prog="python -m tests.sim.harness", description=__doc__)
+    p.add_argument("--seed", type=int, help="run one seed")
+    p.add_argument("--seeds", help="a count N (seeds 0..N-1) or a range LO:HI")
+    p.add_argument("--trace", action="store_true", help="print every event of the run")
+    p.add_argument("--broken", choices=sorted(BROKEN_VARIANTS), help="a broken variant")
+    p.add_argument("--log", default="ERROR", help="worldstate log level (default ERROR)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log.upper(), format="%(levelname)s %(name)s %(message)s")
+    seeds = [args.seed] if args.seed is not None else list(_seed_range(args.seeds or "20"))
+    started = time.perf_counter()
     for seed in seeds:
-        sim = Simulation(seed, broken=args.broken, tail=args.tail, keep_trace=args.trace)
         try:
-            result = sim.run()
-        except InvariantViolation as v:
-            if args.trace and sim.trace is not None:
-                print("\n".join(sim.trace))
-            print(v, file=sys.stderr)
+            result = run_seed(seed, broken=args.broken, keep_trace=args.trace)
+        except InvariantViolation as e:
+            if args.trace:
+                print("\n".join(e.trace))
+            print(e, file=sys.stderr)
             return 1
-        if args.trace and sim.trace is not None:
-            print("\n".join(sim.trace))
-        if args.seed is not None or args.trace:
-            stats = " ".join(f"{k}={v}" for k, v in result.stats.items())
-            print(f"seed {seed}: ok, trace {result.trace_hash}, {result.events} events\n  {stats}")
-        elif (seed - seeds.start + 1) % 100 == 0:
-            print(f"seeds {seeds.start}..{seed}: ok", file=sys.stderr, flush=True)
-    if args.seeds is not None:
-        print(f"seeds {seeds.start}..{seeds.stop - 1}: ok")
+        if args.trace:
+            print("\n".join(result.trace))
+        print(f"{seed_id(seed)} ok: {result.trace_hash[:16]} {result.stats}")
+    print(f"{len(seeds)} seeds in {time.perf_counter() - started:.1f}s")
     return 0
 
 
+__all__ = [
+    "BROKEN_VARIANTS",
+    "INVARIANTS",
+    "InvariantViolation",
+    "RunResult",
+    "SimConfig",
+    "Simulation",
+    "first_violation",
+    "main",
+    "run_seed",
+    "seed_id",
+]
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from worldstate import (
     StateChange,
     ValidationError,
 )
+from worldstate.bus import SignedBus, open_bus
 from worldstate.eventual._path import MAX_MOVE_ROWS
 from worldstate.objects import WorldObject
 from worldstate.protocol._eventual import (
@@ -40,6 +42,7 @@ from worldstate.protocol._eventual import (
     decode_batch,
     encode_batch,
 )
+from worldstate.store import bus_keys
 from worldstate.updates import Update, UpdateStream
 
 from .fix_world import open_world
@@ -55,6 +58,18 @@ def in_region(key: RegionKey, n: int, seed: int = 0) -> npt.NDArray[np.float64]:
     lo, _ = key.bounds
     rng = np.random.default_rng(seed)
     return np.asarray(lo) + rng.uniform(10.0, 1990.0, (n, 3))
+
+
+async def injector(w: worldstate.World, client_id: str = "gs-inject") -> SignedBus:
+    """A started bus of a server of this world (it holds the bus keys): what it publishes
+    passes the signing layer and reaches the eventual path's own checks. (A world drops its
+    own eventual echoes unverified, so a test cannot inject through a world's bus.)"""
+    bus = SignedBus(
+        open_bus(w.config.bus_url, client_id=client_id, prefix=w.config.namespace),
+        load_keys=bus_keys.loader(w.store, time.time),
+    )
+    await bus.start()
+    return bus
 
 
 @asynccontextmanager
@@ -252,15 +267,17 @@ async def test_equal_hlc_goes_to_the_lowest_server_id(sqlite_url: str) -> None:
             )
 
         # entity 1: the low id's write arrives first; entity 2: last
+        inj = await injector(a)
         for payload in (
             batch("gs-0low", 1, p_low),
             batch("gs-9high", 1, p_high),
             batch("gs-9high", 2, p_high),
             batch("gs-0low", 2, p_low),
         ):
-            await a.bus.publish(f"eventual/{K.morton}", payload)
+            await inj.publish(f"eventual/{K.morton}", payload)
         await wait_until(lambda: knows(a, [1, 2]) and knows(b, [1, 2]))
         await wait_until(lambda: b.eventual.stats()["messages_received"] >= 4)
+        await inj.close()
         for w in (a, b):
             t = w.eventual.positions
             assert t.writers_of([1, 2]) == ["gs-0low", "gs-0low"]
@@ -447,11 +464,12 @@ async def test_malformed_messages_are_dropped_and_change_nothing(sqlite_url: str
                 K,
             ),
         ]
+        inj = await injector(a)
         for _, payload, region in bad:
-            await a.bus.publish(f"eventual/{region.morton}", payload)
+            await inj.publish(f"eventual/{region.morton}", payload)
         # a valid message after them all: once it is in, every bad one was handled
         sentinel = encode_batch(**valid(hlc=a.hlc.now(), ids=[900], positions=in_region(K, 1, 9)))
-        await a.bus.publish(f"eventual/{K.morton}", sentinel)
+        await inj.publish(f"eventual/{K.morton}", sentinel)
         await wait_until(lambda: knows(b, [900]))
         sb = b.eventual.stats()
         assert sb["dropped_total"] == len(bad), sb["dropped"]
@@ -461,6 +479,7 @@ async def test_malformed_messages_are_dropped_and_change_nothing(sqlite_url: str
         # a saw them too (same bus) and refused them the same way
         await wait_until(lambda: knows(a, [900]))
         assert a.eventual.stats()["dropped_total"] == len(bad)
+        await inj.close()
         # the far-future stamp did not drag the clock forward
         assert (b.hlc.last >> 16) < (far_future >> 16) - 1_000_000
         batch = await next_of(stream, EntityBatch)

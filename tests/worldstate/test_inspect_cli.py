@@ -37,7 +37,8 @@ def test_inspect_views(sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFi
     asyncio.run(_populate(sqlite_url))  # the CLI runs its own event loop
     assert main(["inspect", "--store", sqlite_url, "regions", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows[0]["key"] == [0, 0, 0] and rows[0]["version"] == 2 and rows[0]["objects"] == 2
+    # two snapshot objects + the committed structure p1 (p2 lost the overlap)
+    assert rows[0]["key"] == [0, 0, 0] and rows[0]["version"] == 2 and rows[0]["objects"] == 3
     assert main(["inspect", "--store", sqlite_url, "region", "0,0,0", "--json"]) == 0
     region = json.loads(capsys.readouterr().out)
     assert sorted(o["id"] for o in region["objects"]) == ["a", "b", "p1"]

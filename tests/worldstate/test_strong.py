@@ -269,3 +269,26 @@ async def test_conflict_decisions_are_recorded(backend: Backend) -> None:
         rows = await a.store.conflicts(limit=10)
         assert rows and rows[0]["conflict_type"] == "structure_overlap"
         assert uuid.UUID(rows[0]["losers"][0])
+
+
+async def test_a_server_demoted_while_routing_writes_nothing(backend: Backend) -> None:
+    """Found by tests/sim (seed 3): the standing is checked at submit, but routing awaits
+    the store (the owner lookup); a server demoted meanwhile must not then commit directly
+    into the unowned region."""
+    async with mesh(backend, 1) as (a,):
+        owner_of = a.strong._owner
+
+        async def demoted_while_looking(key: RegionKey) -> str | None:
+            found = await owner_of(key)
+            a.authority.demote("a partition, noticed during routing")
+            return found
+
+        a.strong._owner = demoted_while_looking  # type: ignore[method-assign]
+        op = place("late", 10.0)
+        with pytest.raises(NotAuthoritative):
+            await a.submit(op)
+        a.authority.promote("healed")
+        a.strong._owner = owner_of  # type: ignore[method-assign]
+        assert a.strong.direct_commits == 0
+        assert not (await a.load_region(K)).objects
+        assert isinstance(await a.submit(op), Committed)  # same op_id: it was never applied

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from worldstate.bus._signed import SignedBus
 from worldstate.bus.base import (
     DEFAULT_MAX_PAYLOAD,
     DEFAULT_MAX_TOPIC_BYTES,
@@ -90,6 +91,7 @@ __all__ = [
     "MemoryBus",
     "Message",
     "MqttBus",
+    "SignedBus",
     "Subscription",
     "get_hub",
     "matches",

@@ -19,7 +19,7 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
@@ -49,6 +49,11 @@ class Message:
     payload: bytes
     qos: int = 0
     retain: bool = False
+    sender: str | None = None
+    """Who signed it (set by `worldstate.bus.SignedBus` after verification; None on an
+    unsigned bus)."""
+    epoch: int | None = None
+    """The coordinator lease epoch the sender signed under (None: unsigned, -1: none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,13 @@ class BusStats:
     """Exceptions raised by handlers and listeners (each logged)."""
     reconnects: int = 0
     """Connections made after the first one."""
+    bytes_offered: int = 0
+    """Payload bytes handed to `Bus.publish` (whether or not the broker took them)."""
+    bytes_received: int = 0
+    """Payload bytes of the received messages counted in ``received``."""
+    rejected: dict[str, int] = field(default_factory=dict)
+    """Received messages dropped by the signing layer, by reason (see
+    `worldstate.protocol._envelope.DROP_REASONS`); empty on an unsigned bus."""
 
 
 Handler = Callable[[Message], None]
@@ -219,6 +231,8 @@ class Bus(ABC):
             self._wire_will = self._check_outgoing(will.topic, will.payload, will.qos, will.retain)
             self._will = will
 
+        self._will_signer: Callable[[Message], bytes] | None = None
+        """Set by a signing wrapper: makes the will's payload when a connection is made."""
         self._patterns: dict[str, _Pattern] = {}
         self._by_sid: dict[int, _Pattern] = {}
         self._next_sid = 1
@@ -241,6 +255,8 @@ class Bus(ABC):
         self._dropped_incoming = 0
         self._handler_errors = 0
         self._reconnects = 0
+        self._bytes_offered = 0
+        self._bytes_received = 0
 
     # -- public surface ---------------------------------------------------------------------
 
@@ -274,6 +290,8 @@ class Bus(ABC):
             dropped_incoming=self._dropped_incoming,
             handler_errors=self._handler_errors,
             reconnects=self._reconnects,
+            bytes_offered=self._bytes_offered,
+            bytes_received=self._bytes_received,
         )
 
     async def start(self) -> None:
@@ -332,6 +350,7 @@ class Bus(ABC):
         wire = self._check_outgoing(topic, payload, qos, retain)
         if self._closed:
             raise WorldClosed(f"bus {self._client_id!r} is closed; cannot publish to {topic!r}")
+        self._bytes_offered += len(payload)
         await self._publish(wire, payload, qos, retain)
 
     def subscribe(self, pattern: str, handler: Handler) -> Subscription:
@@ -437,6 +456,14 @@ class Bus(ABC):
         self._check_wire_length(wire, "topic")
         return wire
 
+    def _current_will(self) -> tuple[str, bytes, int, bool] | None:
+        """The will for a connection being made now: (wire topic, payload, qos, retain)."""
+        will, wire = self._will, self._wire_will
+        if will is None or wire is None:
+            return None
+        payload = will.payload if self._will_signer is None else self._will_signer(will)
+        return (wire, payload, will.qos, will.retain)
+
     def _remove_subscription(self, sub: Subscription) -> None:
         state = sub._state
         if sub in state.subs:
@@ -463,24 +490,29 @@ class Bus(ABC):
             self._dropped_incoming += 1
             return
         self._received += 1
+        self._bytes_received += len(payload)
         msg = Message(wire_topic[len(self._prefix_slash) :], payload, qos, retain)
         if patterns is None:
             patterns = self._matching_patterns(wire_topic)
         for state in patterns:
-            for sub in tuple(state.subs):
-                if sub._cancelled:
-                    continue
-                try:
-                    sub.handler(msg)
-                except Exception:
-                    self._handler_errors += 1
-                    logger.exception(
-                        "bus %r: handler %r for %r failed on a message on %r",
-                        self._client_id,
-                        sub.handler,
-                        sub.pattern,
-                        msg.topic,
-                    )
+            self._deliver(state, msg)
+
+    def _deliver(self, state: _Pattern, msg: Message) -> None:
+        """Call every live handler of ``state`` with ``msg`` (errors logged and counted)."""
+        for sub in tuple(state.subs):
+            if sub._cancelled:
+                continue
+            try:
+                sub.handler(msg)
+            except Exception:
+                self._handler_errors += 1
+                logger.exception(
+                    "bus %r: handler %r for %r failed on a message on %r",
+                    self._client_id,
+                    sub.handler,
+                    sub.pattern,
+                    msg.topic,
+                )
 
     def _mark_active(self, state: _Pattern, error: WorldStateError | None = None) -> None:
         """The broker acknowledged (or, with ``error``, refused) the subscription ``state``."""

@@ -1,7 +1,9 @@
 """The in-process bus: every `MemoryBus` opened with the same name in one process shares one
 `Hub`, which plays the broker. It is the embedded default (``memory://``) and the network of
-the deterministic simulation, so the hub can also inject faults: partitions, crashes, cuts,
-drops, duplicates, reordering and delays, all driven by one seeded `random.Random`.
+the deterministic simulation, so the hub can also inject faults: partitions, one-way blocks,
+crashes, cuts, drops, duplicates, reordering and delays. The decisions are made by the
+sans-I/O `worldstate.bus.netsim.FaultNetwork` (one seeded `random.Random`); the hub drives
+it with its event loop's clock and one timer.
 
 Semantics follow MQTT where it matters to the layers above:
 
@@ -22,7 +24,6 @@ every run. Random draws happen per (message, receiver), receivers in the order t
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 from collections import deque
 from collections.abc import Iterable
@@ -36,49 +37,12 @@ from worldstate.bus.base import (
     Message,
     _Pattern,
 )
+from worldstate.bus.netsim import FaultNetwork, Faults
 from worldstate.bus.topics import matches
 from worldstate.errors import BusUnavailable, ValidationError
 
 DEFAULT_QUEUE_SIZE = 100_000
 """Messages a `MemoryBus` holds for its handlers before dropping (``dropped_incoming``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Faults:
-    """What the hub does to each (message, receiver) delivery. Probabilities are in [0, 1].
-
-    drop: the delivery is lost.
-    duplicate: the delivery happens twice.
-    reorder: the delivery is held back and released after the next one on the same
-        publisher→receiver link (or after ``reorder_window`` seconds if none comes).
-    delay: a uniform random latency in ``[lo, hi]`` seconds; each link stays FIFO (like a
-        TCP connection), so delay alone never reorders one publisher's messages.
-    seed: seeds the hub's random generator (reset by every `Hub.set_faults`).
-    """
-
-    drop: float = 0.0
-    duplicate: float = 0.0
-    reorder: float = 0.0
-    delay: tuple[float, float] = (0.0, 0.0)
-    reorder_window: float = 0.05
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("drop", "duplicate", "reorder"):
-            p = getattr(self, name)
-            if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p <= 1.0:
-                raise ValidationError(f"{name} must be a probability in [0, 1], got {p!r}")
-        lo, hi = self.delay
-        if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo <= hi):
-            raise ValidationError(f"delay must be (lo, hi) with 0 <= lo <= hi, got {self.delay!r}")
-        if not (math.isfinite(self.reorder_window) and self.reorder_window > 0):
-            raise ValidationError(f"reorder_window must be > 0, got {self.reorder_window!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValidationError(f"seed must be an int, got {self.seed!r}")
-
-    @property
-    def any(self) -> bool:
-        return bool(self.drop or self.duplicate or self.reorder or self.delay[1] > 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,72 +81,6 @@ class _Retained:
     sender: str
 
 
-class _Link:
-    """The path from one publisher to one receiver, where reorder and delay happen."""
-
-    __slots__ = ("held", "held_timer", "hub", "last_due", "pending", "receiver", "timer")
-
-    def __init__(self, hub: Hub, receiver: MemoryBus) -> None:
-        self.hub, self.receiver = hub, receiver
-        self.held: _Delivery | None = None
-        self.held_timer: asyncio.TimerHandle | None = None
-        self.pending: deque[tuple[float, _Delivery]] = deque()
-        self.timer: asyncio.TimerHandle | None = None
-        self.last_due = 0.0
-
-    def push(self, d: _Delivery) -> None:
-        faults, rng = self.hub._faults, self.hub._rng
-        if faults.reorder and self.held is None and rng.random() < faults.reorder:
-            self.hub._reordered += 1
-            self.held = d
-            loop = asyncio.get_running_loop()
-            self.held_timer = loop.call_later(faults.reorder_window, self._release_held)
-            return
-        self._send(d)
-        self._release_held()
-
-    def _release_held(self) -> None:
-        if self.held_timer is not None:
-            self.held_timer.cancel()
-            self.held_timer = None
-        held, self.held = self.held, None
-        if held is not None:
-            self._send(held)
-
-    def _send(self, d: _Delivery) -> None:
-        lo, hi = self.hub._faults.delay
-        if hi <= 0 and not self.pending:
-            self.hub._enqueue(self.receiver, d)
-            return
-        loop = asyncio.get_running_loop()
-        latency = self.hub._rng.uniform(lo, hi) if hi > 0 else 0.0
-        due = max(self.last_due, loop.time() + latency)
-        self.last_due = due
-        self.pending.append((due, d))
-        if self.timer is None:
-            self.timer = loop.call_at(due, self._flush)
-
-    def _flush(self) -> None:
-        self.timer = None
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        while self.pending and self.pending[0][0] <= now:
-            self.hub._enqueue(self.receiver, self.pending.popleft()[1])
-        if self.pending:
-            self.timer = loop.call_at(self.pending[0][0], self._flush)
-
-    @property
-    def idle(self) -> bool:
-        return self.held is None and not self.pending
-
-    def close(self) -> None:
-        for timer in (self.timer, self.held_timer):
-            if timer is not None:
-                timer.cancel()
-        self.pending.clear()
-        self.held = None
-
-
 class Hub:
     """The in-process broker shared by the `MemoryBus` instances attached to it.
 
@@ -195,16 +93,10 @@ class Hub:
         self._clients: dict[str, MemoryBus] = {}
         self._cut: set[str] = set()
         self._retained: dict[str, _Retained] = {}
-        self._group_of: dict[str, int] | None = None
-        self._faults = Faults()
-        self._rng = random.Random(0)
-        self._links: dict[tuple[str, MemoryBus], _Link] = {}
+        self._net: FaultNetwork[_Delivery] = FaultNetwork()
+        self._timer: asyncio.TimerHandle | None = None
         self._published = 0
         self._delivered = 0
-        self._dropped = 0
-        self._duplicated = 0
-        self._reordered = 0
-        self._partitioned = 0
         self._overflowed = 0
         self._wills = 0
 
@@ -217,17 +109,23 @@ class Hub:
 
     @property
     def faults(self) -> Faults:
-        return self._faults
+        return self._net.faults
+
+    @property
+    def network(self) -> FaultNetwork[_Delivery]:
+        """The fault network between the clients (partitions, blocks, per-delivery faults)."""
+        return self._net
 
     @property
     def stats(self) -> HubStats:
+        net = self._net.stats
         return HubStats(
             published=self._published,
             delivered=self._delivered,
-            dropped=self._dropped,
-            duplicated=self._duplicated,
-            reordered=self._reordered,
-            partitioned=self._partitioned,
+            dropped=net.dropped,
+            duplicated=net.duplicated,
+            reordered=net.reordered,
+            partitioned=net.partitioned,
             overflowed=self._overflowed,
             wills=self._wills,
         )
@@ -236,8 +134,7 @@ class Hub:
     def in_flight(self) -> int:
         """Deliveries not yet handed to handlers: held back or delayed on their way, or
         queued at a bus. Zero means the hub is quiet (a simulation can wait for that)."""
-        on_links = sum(len(k.pending) + (k.held is not None) for k in self._links.values())
-        return on_links + sum(len(bus._queue) for bus in self._clients.values())
+        return self._net.in_flight + sum(len(bus._queue) for bus in self._clients.values())
 
     def retained_topics(self) -> list[str]:
         """Wire topics holding a retained message."""
@@ -254,27 +151,23 @@ class Hub:
         across groups during the partition are lost (as over a cut network), retained
         messages included in what a subscriber of another group cannot see.
         """
-        group_of: dict[str, int] = {}
-        for index, group in enumerate(groups):
-            if isinstance(group, str):
-                raise ValidationError("each partition group must be a set of client ids, not a str")
-            for client_id in group:
-                if not isinstance(client_id, str):
-                    raise ValidationError(f"client ids are str, got {client_id!r}")
-                if client_id in group_of:
-                    raise ValidationError(f"client {client_id!r} is listed in two partition groups")
-                group_of[client_id] = index
-        self._group_of = group_of
+        self._net.partition(groups)
+
+    def block(self, sender: str, receiver: str) -> None:
+        """One-way fault: messages from ``sender`` no longer reach ``receiver`` (the other
+        direction still works) until `heal` or `unblock`."""
+        self._net.block(sender, receiver)
+
+    def unblock(self, sender: str, receiver: str) -> None:
+        self._net.unblock(sender, receiver)
 
     def heal(self) -> None:
-        """End the partition: every client can reach every other again."""
-        self._group_of = None
+        """End the partition and every one-way block: every client reaches every other."""
+        self._net.heal()
 
     def can_reach(self, sender: str, receiver: str) -> bool:
-        """Whether a message from ``sender`` can reach ``receiver`` under the partition."""
-        if self._group_of is None:
-            return True
-        return self._group_of.get(sender, -1) == self._group_of.get(receiver, -1)
+        """Whether a message from ``sender`` can reach ``receiver`` now."""
+        return self._net.can_reach(sender, receiver)
 
     def set_faults(
         self,
@@ -285,16 +178,19 @@ class Hub:
         delay: tuple[float, float] = (0.0, 0.0),
         seed: int = 0,
         reorder_window: float = 0.05,
+        rng: random.Random | None = None,
     ) -> None:
         """Set the faults applied to each delivery from now on (see `Faults`) and reseed the
-        random generator with ``seed``. ``set_faults()`` turns them all off."""
+        random generator with ``seed`` (or use ``rng``, e.g. the simulation's own).
+        ``set_faults()`` turns them all off; links still holding or delaying messages keep
+        carrying traffic (so nothing overtakes them)."""
         try:
             lo, hi = (float(x) for x in delay)
         except (TypeError, ValueError):
             raise ValidationError(
                 f"delay must be a (lo, hi) pair of seconds, got {delay!r}"
             ) from None
-        self._faults = Faults(
+        faults = Faults(
             drop=drop,
             duplicate=duplicate,
             reorder=reorder,
@@ -302,12 +198,7 @@ class Hub:
             reorder_window=reorder_window,
             seed=seed,
         )
-        self._rng = random.Random(seed)
-        if not self._faults.any:
-            # Links still holding or delaying messages keep carrying traffic (so nothing
-            # overtakes them); idle ones go, and delivery takes the direct path again.
-            for key in [k for k, link in self._links.items() if link.idle]:
-                del self._links[key]
+        self._net.set_faults(faults, rng=rng)
 
     def kill(self, client_id: str) -> None:
         """Simulate the crash of ``client_id``: its bus loses the connection for good
@@ -364,12 +255,15 @@ class Hub:
         del self._clients[bus.client_id]
         self._cut.discard(bus.client_id)
         self._close_links(bus)
-        if not self._clients and _HUBS.get(self.name) is self:
-            del _HUBS[self.name]
+        if not self._clients:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if _HUBS.get(self.name) is self:
+                del _HUBS[self.name]
 
     def _close_links(self, bus: MemoryBus) -> None:
-        for key in [k for k in self._links if k[1] is bus or k[0] == bus.client_id]:
-            self._links.pop(key).close()
+        self._net.forget(bus.client_id)
 
     def _is_up(self, bus: MemoryBus) -> bool:
         return self._clients.get(bus.client_id) is bus and bus.client_id not in self._cut
@@ -381,33 +275,43 @@ class Hub:
                 self._retained[wire] = _Retained(payload, qos, sender)
             else:
                 self._retained.pop(wire, None)
-        faults = self._faults
+        net = self._net
+        sent = False
         for receiver_id, receiver in self._clients.items():
             if receiver_id in self._cut:
                 continue
             patterns = tuple(receiver._matching_patterns(wire))
             if not patterns:
                 continue
-            if not self.can_reach(sender, receiver_id):
-                self._partitioned += 1
+            if not net.admit(sender, receiver_id):
                 continue
             delivery = _Delivery(wire, payload, qos, False, patterns)
-            if not faults.any and not self._links:
+            if net.direct:
                 self._enqueue(receiver, delivery)
                 continue
-            rng = self._rng
-            if faults.drop and rng.random() < faults.drop:
-                self._dropped += 1
-                continue
-            copies = 1
-            if faults.duplicate and rng.random() < faults.duplicate:
-                self._duplicated += 1
-                copies = 2
-            link = self._links.get((sender, receiver))
-            if link is None:
-                link = self._links[(sender, receiver)] = _Link(self, receiver)
-            for _ in range(copies):
-                link.push(delivery)
+            net.send(sender, receiver_id, delivery, asyncio.get_running_loop().time())
+            sent = True
+        if sent:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Hand over what the network has due now; set the timer for what is due next."""
+        loop = asyncio.get_running_loop()
+        for receiver_id, delivery in self._net.due(loop.time()):
+            bus = self._clients.get(receiver_id)
+            if bus is not None:
+                self._enqueue(bus, delivery)
+        when = self._net.next_due()
+        timer = self._timer
+        if timer is not None and (when is None or timer.when() != when):
+            timer.cancel()
+            self._timer = timer = None
+        if when is not None and timer is None:
+            self._timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._pump()
 
     def _replay_retained(self, bus: MemoryBus, state: _Pattern) -> None:
         """A pattern was subscribed: replay matching retained messages to its handlers."""
@@ -499,7 +403,7 @@ class MemoryBus(Bus):
         if hub is None:
             hub = self._hub = get_hub(self._name)
         hub._attach(self)
-        self._task = asyncio.create_task(
+        self._task = asyncio.create_task(  # owned
             self._deliver_loop(), name=f"worldstate-bus-memory[{self.client_id}]"
         )
         self._come_up()
@@ -533,9 +437,7 @@ class MemoryBus(Bus):
         pass
 
     def _wire_will_message(self) -> tuple[str, bytes, int, bool] | None:
-        if self._will is None or self._wire_will is None:
-            return None
-        return (self._wire_will, self._will.payload, self._will.qos, self._will.retain)
+        return self._current_will()
 
     def _come_up(self) -> None:
         assert self._hub is not None

@@ -45,8 +45,9 @@ import random
 import secrets
 import ssl
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -63,32 +64,111 @@ from worldstate.bus.base import (
     Message,
     _Pattern,
 )
-from worldstate.errors import BusUnavailable, ValidationError
+from worldstate.errors import BusRefused, BusUnavailable, ValidationError
+from worldstate.security._redact import redact_url
+from worldstate.security._tls import TLS_PARAMS, TlsOptions, describe_tls_error
 
 logger = logging.getLogger("worldstate.bus.mqtt")
 _client_logger = logging.getLogger("worldstate.bus.mqtt.client")
 
 
-def parse_mqtt_url(url: str) -> tuple[str, int, str | None, str | None, bool]:
-    """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...`` →
-    (host, port, username, password, tls). Raises `ValidationError`."""
+@dataclass(frozen=True, slots=True)
+class MqttUrl:
+    """A parsed bus URL. ``safe`` is the URL with its password masked, for every message."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: TlsOptions | None
+    safe: str
+
+
+def parse_mqtt_url(url: str) -> MqttUrl:
+    """``mqtt://[user[:password]@]host[:port]`` or
+    ``mqtts://[user[:password]@]host[:port][?ca=FILE&cert=FILE&key=FILE&check_hostname=false]``
+    (see `worldstate.security._tls`). Raises `ValidationError` (never quoting the password)."""
     if not isinstance(url, str):
         raise ValidationError(f"bus URL must be a str, got {type(url).__name__}")
+    safe = redact_url(url)
     try:
         parts = urlsplit(url)
         port = parts.port
+        query = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False))
     except ValueError as exc:
-        raise ValidationError(f"bad MQTT URL {url!r}: {exc}") from None
+        raise ValidationError(f"bad MQTT URL {safe!r}: {exc}") from None
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValidationError(f"MQTT URL {url!r} must start with mqtt:// or mqtts://")
+        raise ValidationError(f"MQTT URL {safe!r} must start with mqtt:// or mqtts://")
     if not parts.hostname:
-        raise ValidationError(f"MQTT URL {url!r} has no host; write mqtt://host:1883")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValidationError(f"MQTT URL {url!r} must be just scheme://host[:port]")
+        raise ValidationError(f"MQTT URL {safe!r} has no host; write mqtt://host:1883")
+    unknown = sorted(set(query) - TLS_PARAMS)
+    if parts.path not in ("", "/") or parts.fragment or unknown:
+        raise ValidationError(
+            f"MQTT URL {safe!r} must be scheme://host[:port] with only "
+            f"{', '.join(sorted(TLS_PARAMS))} as parameters"
+        )
     tls = parts.scheme == "mqtts"
+    options = TlsOptions.from_query(query, tls=tls, what=f"MQTT URL {safe!r}")
     user = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password else None
-    return parts.hostname, port or (8883 if tls else 1883), user, password, tls
+    return MqttUrl(
+        parts.hostname,
+        port or (8883 if tls else 1883),
+        user,
+        password,
+        options if tls else None,
+        safe,
+    )
+
+
+_AUTH_CODES = {
+    4: "bad user name or password",
+    5: "not authorized",
+    134: "bad user name or password",
+    135: "not authorized",
+}
+
+
+def classify_connect_error(exc: BaseException) -> tuple[str, bool]:
+    """(a plain sentence, whether retrying is pointless) for a failed connection attempt:
+    refused credentials, a TLS mismatch, or the broker unreachable."""
+    rc = getattr(exc, "rc", None)
+    code = getattr(rc, "value", rc)
+    if isinstance(code, int) and code in _AUTH_CODES:
+        return (
+            f"the broker refused the connection: {_AUTH_CODES[code]} (check the user name and "
+            "password in the bus URL, and the broker's password file and ACL)",
+            True,
+        )
+    tls = describe_tls_error(exc)
+    text = str(exc)
+    if tls is None and ("[SSL" in text or "certificate verify failed" in text.lower()):
+        tls = f"TLS handshake failed ({text}): check ca=, cert=, key= in the bus URL"
+    if tls is not None:
+        return tls, True
+    if "refused" in text.lower():
+        return f"the broker is unreachable (connection refused: {text}); is it running?", False
+    return f"the broker is unreachable ({text})", False
+
+
+START_REFUSALS = 3
+"""Connection attempts refused outright (nothing listens at the address) after which a
+bus that never connected fails its start at once instead of waiting ``connect_timeout``."""
+
+
+def _refused(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(4):  # aiomqtt wraps the OSError
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError) or "refused" in str(seen).lower():
+            return getattr(seen, "rc", None) is None
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class _Reason(Exception):
+    """The last connection error, as a sentence (what ``_why_disconnected`` quotes)."""
 
 
 class MqttBus(Bus):
@@ -145,8 +225,11 @@ class MqttBus(Bus):
             max_topic_bytes=max_topic_bytes,
             publish_timeout=publish_timeout,
         )
-        self._host, self._port, self._username, self._password, tls = parse_mqtt_url(url)
-        self._url = url
+        parsed = parse_mqtt_url(url)
+        self._host, self._port = parsed.host, parsed.port
+        self._username, self._password = parsed.username, parsed.password
+        self._url = parsed.safe
+        """The URL as printed: its password masked (never log the real one)."""
         for name, value in (
             ("connect_timeout", connect_timeout),
             ("reconnect_min", reconnect_min),
@@ -177,7 +260,9 @@ class MqttBus(Bus):
         self._max_queued_incoming = max_queued_incoming
         self._max_queued_outgoing = max_queued_outgoing
         self._max_inflight = max_inflight
-        self._tls_context = (tls_context or ssl.create_default_context()) if tls else None
+        self._tls_context = (
+            (tls_context or parsed.tls.context()) if parsed.tls is not None else None
+        )
         self.mqtt_client_id = f"{self.client_id}-{secrets.token_hex(4)}"
         """The id the broker sees: ``client_id`` plus a random suffix, because a broker
         disconnects the older of two clients with the same id."""
@@ -192,16 +277,21 @@ class MqttBus(Bus):
 
     @property
     def url(self) -> str:
+        """The bus URL with its password masked."""
         return self._url
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._connection_loop(), name=self._task_name)
+        self._task = loop.create_task(self._connection_loop(), name=self._task_name)  # owned
         try:
             await self._wait_for_connection(loop.time() + self._connect_timeout)
         except BusUnavailable:
+            if isinstance(self._fatal, BusRefused):
+                raise BusRefused(str(self._fatal)) from None
+            if self._fatal is not None:
+                raise BusUnavailable(str(self._fatal)) from None
             raise BusUnavailable(
                 f"could not connect to the MQTT broker at {self._url} within "
                 f"{self._connect_timeout} s{self._why_disconnected()}; is it running?"
@@ -230,9 +320,10 @@ class MqttBus(Bus):
 
     def _new_client(self) -> aiomqtt.Client:
         will = None
-        if self._will is not None and self._wire_will is not None:
-            w = self._will
-            will = aiomqtt.Will(self._wire_will, w.payload, qos=w.qos, retain=w.retain)
+        current = self._current_will()
+        if current is not None:
+            wire, payload, qos, retain = current
+            will = aiomqtt.Will(wire, payload, qos=qos, retain=retain)
         bus = self
 
         class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
@@ -268,15 +359,35 @@ class MqttBus(Bus):
 
     async def _connection_loop(self) -> None:
         attempt = 0
+        refused = 0
         try:
             while True:
                 client = self._new_client()
                 try:
                     await self._connect(client)
                 except aiomqtt.MqttError as exc:
-                    self._last_error = exc
-                    logger.debug(
-                        "bus %r: connecting to %s failed: %s", self.client_id, self._url, exc
+                    why, pointless = classify_connect_error(exc)
+                    self._last_error = _Reason(why)
+                    if pointless and self._generation == 0:
+                        # the broker answered and said no: fail start() now, not after
+                        # connect_timeout (a reconnection keeps trying: it may be fixed)
+                        logger.error("bus %r: %s: %s", self.client_id, self._url, why)
+                        self._set_fatal(BusRefused(f"MQTT broker at {self._url}: {why}"))
+                        return
+                    if self._generation == 0 and _refused(exc):
+                        refused += 1
+                        if refused >= START_REFUSALS:
+                            # nothing listens there: the broker answered at once, so say so
+                            # at once too rather than after connect_timeout
+                            self._set_fatal(BusUnavailable(f"MQTT broker at {self._url}: {why}"))
+                            return
+                    log_at = logging.WARNING if pointless else logging.DEBUG
+                    logger.log(
+                        log_at,
+                        "bus %r: connecting to %s failed: %s",
+                        self.client_id,
+                        self._url,
+                        why,
                     )
                 else:
                     attempt = 0
@@ -318,11 +429,12 @@ class MqttBus(Bus):
         """``client.__aenter__()``, but if we are cancelled while paho's blocking connect runs
         in its executor thread, let it finish and then disconnect: abandoning it would leave a
         live connection (and its keepalive task) behind."""
-        entering = asyncio.ensure_future(client.__aenter__())
+        entering = asyncio.ensure_future(client.__aenter__())  # owned
         try:
             await asyncio.shield(entering)
         except asyncio.CancelledError:
-            task = asyncio.get_running_loop().create_task(self._disconnect_late(entering, client))
+            late = self._disconnect_late(entering, client)
+            task = asyncio.get_running_loop().create_task(late)  # owned
             self._cleanup_tasks.add(task)
             task.add_done_callback(self._cleanup_tasks.discard)
             raise
@@ -345,7 +457,7 @@ class MqttBus(Bus):
         self._session_lost = loop.create_future()
         # Read from the start: the reader is what notices a broken connection (a pending
         # SUBACK would only time out), and retained messages follow the SUBACKs.
-        reader = loop.create_task(self._read(client), name=f"{self._task_name}-reader")
+        reader = loop.create_task(self._read(client), name=f"{self._task_name}-reader")  # owned
         try:
             subscribing = asyncio.gather(
                 *(self._send_subscribe(client, st) for st in list(self._patterns.values())),
@@ -384,7 +496,7 @@ class MqttBus(Bus):
             lost.set_result(None)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = asyncio.get_running_loop().create_task(coro)  # owned
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
@@ -460,7 +572,7 @@ class MqttBus(Bus):
             return
         # Not awaited: tasks start in creation order, so messages keep their order (also
         # relative to a QoS 1 publish that follows), and one socket write carries many.
-        task = asyncio.get_running_loop().create_task(
+        task = asyncio.get_running_loop().create_task(  # owned
             client.publish(wire, payload, qos=0, retain=retain, timeout=math.inf)
         )
         self._qos0_pending[task] = len(payload)
@@ -492,7 +604,7 @@ class MqttBus(Bus):
                 ) from None
             client, lost = self._client, self._session_lost
             assert client is not None and lost is not None
-            sending = asyncio.ensure_future(
+            sending = asyncio.ensure_future(  # owned
                 client.publish(wire, payload, qos=1, retain=retain, timeout=math.inf)
             )
             try:
@@ -528,4 +640,4 @@ class MqttBus(Bus):
                 )
 
 
-__all__ = ["MqttBus", "parse_mqtt_url"]
+__all__ = ["MqttBus", "MqttUrl", "classify_connect_error", "parse_mqtt_url"]

@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 from worldstate.cache.base import CachedRegion, CacheStats, RegionCache
 from worldstate.cache.breaker import BreakerState, CircuitBreaker
 from worldstate.cache.memory import MemoryCache
-from worldstate.cache.redis_cache import RedisCache, redact_url
+from worldstate.cache.redis_cache import RedisCache
 from worldstate.errors import ValidationError
+from worldstate.security._redact import redact_url
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
@@ -45,6 +46,21 @@ def open_cache(
     if scheme == "memory":
         return MemoryCache(max_entries=max_entries, ttl=ttl)
     if scheme in REDIS_SCHEMES:
+        parts = urlsplit(url)
+        malformed = (
+            "://" not in url
+            or (scheme != "unix" and not parts.hostname)
+            or (scheme == "unix" and not parts.path)
+        )
+        try:
+            _ = parts.port  # raises on a port that is not a number
+        except ValueError:
+            malformed = True
+        if malformed:
+            raise ValidationError(
+                f"cache url {redact_url(url)!r} is malformed: use redis://host:port/db, "
+                "rediss://host:port/db or unix:///path/to/redis.sock"
+            )
         return RedisCache(
             url,
             prefix=prefix,

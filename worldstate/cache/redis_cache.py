@@ -18,8 +18,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Final, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Final, Literal, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import parse_url
@@ -30,6 +30,8 @@ from redis.commands.core import AsyncScript
 from worldstate.cache.base import CachedRegion, RegionCache, check_seconds
 from worldstate.cache.breaker import CircuitBreaker
 from worldstate.errors import ValidationError
+from worldstate.security._redact import redact_url
+from worldstate.security._tls import TLS_PARAMS, TlsOptions
 
 log = logging.getLogger("worldstate.cache")
 
@@ -75,23 +77,33 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
-def redact_url(url: str) -> str:
-    """``url`` without its password, for logs and the operator."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+def _take_tls(url: str) -> tuple[str, dict[str, Any]]:
+    """Move ``?ca=&cert=&key=&check_hostname=`` (`worldstate.security._tls`) out of a Redis URL into
+    redis-py's ``ssl_*`` arguments; ``rediss://`` checks the host name by default."""
+    try:
+        parts = urlsplit(url)
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError as e:
+        raise ValidationError(f"RedisCache url {redact_url(url)!r} is not valid: {e}") from None
+    tls = parts.scheme == "rediss"
+    opts = TlsOptions.from_query(dict(pairs), tls=tls, what=f"RedisCache url {redact_url(url)!r}")
+    rest = urlencode([(k, v) for k, v in pairs if k not in TLS_PARAMS])
+    kwargs: dict[str, Any] = {}
+    if tls:
+        kwargs = {"ssl_check_hostname": opts.check_hostname, "ssl_cert_reqs": "required"}
+        if opts.ca is not None:
+            kwargs["ssl_ca_certs"] = opts.ca
+        if opts.cert is not None:
+            kwargs["ssl_certfile"], kwargs["ssl_keyfile"] = opts.cert, opts.key
+    return urlunsplit(parts._replace(query=rest)), kwargs
 
 
 class RedisCache(RegionCache):
     """Region snapshots in Redis with set-if-newer writes, a TTL, a per-call timeout and a
     circuit breaker.
 
-    ``url``: ``redis://[user:password@]host:port/db``, ``rediss://…`` (TLS) or
+    ``url``: ``redis://[user:password@]host:port/db``, ``rediss://…`` (TLS; with
+    ``?ca=FILE&cert=FILE&key=FILE``, host name checked unless ``check_hostname=false``) or
     ``unix:///path/to/socket?db=0``. A standalone server or a primary (MGET needs every key
     on one node: Redis Cluster is not supported).
     ``prefix``: prefix of every key (non-empty; the world's namespace, e.g. ``"ws:"``).
@@ -118,6 +130,7 @@ class RedisCache(RegionCache):
         super().__init__()
         if not isinstance(url, str):
             raise ValidationError(f"RedisCache url must be a str, got {type(url).__name__}")
+        url, self._tls_kwargs = _take_tls(url)
         try:
             parse_url(url)
         except ValueError as e:
@@ -149,6 +162,7 @@ class RedisCache(RegionCache):
                 # No retries inside redis-py: a failure is reported to the breaker instead,
                 # and a retried put could report "refused" for a write that landed.
                 retry=Retry(NoBackoff(), 0),
+                **self._tls_kwargs,
             )
             self._put_script = self._client.register_script(_PUT_IF_NEWER)
             self._loop = loop

@@ -89,6 +89,7 @@ from consistency import (
 )
 from regions import RegionKey
 from worldstate.bus import Message, Subscription
+from worldstate.causal._repair import plan_repair
 from worldstate.errors import (
     Overloaded,
     StoreUnavailable,
@@ -100,7 +101,7 @@ from worldstate.operations import Operation, TransferCreature
 from worldstate.protocol import _causal as wire
 from worldstate.results import Accepted
 from worldstate.store import event_log
-from worldstate.updates import CausalDelivery
+from worldstate.updates import CausalDelivery, Cursor
 
 if TYPE_CHECKING:
     from worldstate.node import Fanout, NodeContext, Router
@@ -194,6 +195,8 @@ class CausalPath:
         self.publish_failures = 0
         self.heads_received = 0
         self.echoes = 0
+        self._cursor = Cursor(VectorClock())
+        """The resume point just after the last event delivered here (own ones included)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -215,6 +218,7 @@ class CausalPath:
                 continue
             valid[origin] = seq
         now = asyncio.get_running_loop().time()
+        self._cursor = Cursor(VectorClock(valid))
         for event in self.buffer.seed(VectorClock(valid), now=now):
             self._deliver(event)
         me = ctx.server_id
@@ -389,6 +393,7 @@ class CausalPath:
             log.error("own causal event %s:%d was not delivered locally", event.origin, event.seq)
             return
         self.emitted += 1
+        self._cursor = self._cursor.after(event.origin, event.seq)
         if isinstance(event.payload, wire.WireEvent):
             self._apply(event.payload)
 
@@ -544,6 +549,7 @@ class CausalPath:
         return fresh
 
     def _deliver(self, event: CausalEvent) -> None:
+        self._cursor = cursor = self._cursor.after(event.origin, event.seq)
         ev = event.payload
         if not isinstance(ev, wire.WireEvent):
             return
@@ -560,8 +566,15 @@ class CausalPath:
                 str(op.op_id),
                 MappingProxyType(wire.op_fields(op)),
                 MappingProxyType(ev.clock.to_dict()),
+                cursor,
             ),
         )
+
+    @property
+    def cursor(self) -> Cursor:
+        """The resume point just after the last causal event delivered on this server: an
+        update stream opened now receives, live, exactly the events after it."""
+        return self._cursor
 
     def _apply(self, ev: wire.WireEvent) -> None:
         """The effects of a delivered event on this server's state: ownership transfers."""
@@ -604,27 +617,20 @@ class CausalPath:
         now = loop.time()
         me = self.ctx.server_id
         buf = self.buffer
-        delivered, known = buf.delivered, buf.known
-        gaps = buf.missing(now)
-        wanted: list[tuple[str, int, int]] = []
-        for origin in sorted(gaps.keys() | self._heads.keys()):
-            if origin == me:
-                continue
-            ranges: list[tuple[int, int]] = []
-            gap = gaps.get(origin)
-            if gap is not None and gap.age >= min_age:
-                ranges.extend((r.start, r.stop - 1) for r in gap.holes)
-            seen = max(known[origin], delivered[origin])
-            head = self._heads.get(origin, 0)
-            if head > seen:
-                if now - self._tail_since.setdefault(origin, now) >= min_age:
-                    ranges.append((seen + 1, head))
-            else:
-                self._tail_since.pop(origin, None)
-            if not ranges or now < self._retry_at.get(origin, 0.0):
-                continue
-            self._retry_at[origin] = now + min_age
-            wanted.extend((origin, lo, min(hi, lo + REPAIR_LIMIT - 1)) for lo, hi in ranges)
+        plan = plan_repair(
+            me=me,
+            gaps=buf.missing(now),
+            heads=self._heads,
+            known=buf.known.__getitem__,
+            delivered=buf.delivered.__getitem__,
+            tail_since=self._tail_since,
+            retry_at=self._retry_at,
+            now=now,
+            min_age=min_age,
+            limit=REPAIR_LIMIT,
+        )
+        self._tail_since, self._retry_at = plan.tail_since, plan.retry_at
+        wanted = list(plan.wanted)
         if not wanted:
             return 0
         rows = await self.ctx.store.run(

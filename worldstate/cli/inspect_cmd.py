@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections import Counter
 from typing import Any
 
+from redis.exceptions import AuthenticationError, RedisError
+
 from regions import RegionKey
 from worldstate.cache import open_cache
 from worldstate.cli.tables import emit_json, table, when
-from worldstate.errors import ValidationError
+from worldstate.errors import StoreUnavailable, ValidationError
 from worldstate.store import Store
 
 
@@ -26,9 +29,15 @@ def add_parser(sub: Any) -> None:
     one.add_argument("key")
     one.add_argument("--objects", type=int, default=50, help="objects to list (default 50)")
     one.add_argument("--json", action="store_true")
-    s = v.add_parser("servers", help="servers holding leases, with region counts")
+    s = v.add_parser(
+        "servers",
+        help="the mesh: agreed membership, acting coordinator, each server's heartbeat, "
+        "verdict and leases",
+    )
     s.add_argument("--json", action="store_true")
-    inc = v.add_parser("incidents", help="corruption detected and repaired by the store")
+    inc = v.add_parser(
+        "incidents", help="corruption repaired by the store, and checkpoint restores"
+    )
     inc.add_argument("--limit", type=int, default=100)
     inc.add_argument("--json", action="store_true")
     cf = v.add_parser("conflicts", help="recent conflict decisions of the strong pipeline")
@@ -39,8 +48,16 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--namespace", help="key namespace (default: $WORLDSTATE_NAMESPACE or ws)")
     c.add_argument("--limit", type=int, default=100)
     c.add_argument("--json", action="store_true")
-    m = v.add_parser("map", help="a top-down picture of regions by owner (PNG)")
-    m.add_argument("--out", required=True, help="PNG file to write")
+    ev = v.add_parser("events", help="the durable causal log, in causal order")
+    ev.add_argument("--stream", help="only EmitEvents of this stream")
+    ev.add_argument("--region", help="only this region (ix,iy,iz, a Morton code, or 'world')")
+    ev.add_argument("--since", help="after a cursor token, or at/after a time (Unix seconds)")
+    ev.add_argument("--until", help="up to a cursor token, or up to a time (Unix seconds)")
+    ev.add_argument("--limit", type=int, default=1000, help="most events to show (default 1000)")
+    ev.add_argument("--json", action="store_true")
+    m = v.add_parser("map", help="a top-down picture of regions by owner (PNG), or --json")
+    m.add_argument("--out", help="PNG file to write")
+    m.add_argument("--json", action="store_true", help="print the map's columns as JSON")
     m.add_argument("--z", type=int, default=None, help="only this iz layer (default: all)")
 
 
@@ -57,6 +74,12 @@ async def run(args: argparse.Namespace, url: str) -> int:
 
 async def _regions(args: argparse.Namespace, store: Store) -> int:
     rows = await store.regions(limit=args.limit)
+    checks = await store.region_checks([r.key.morton for r in rows])
+    out = []
+    for r in rows:
+        committed, valid = checks.get(r.key.morton, (0, True))
+        out.append((r, committed, valid))
+    corrupt = sum(1 for _, _, ok in out if not ok)
     if args.json:
         emit_json(
             [
@@ -64,34 +87,58 @@ async def _regions(args: argparse.Namespace, store: Store) -> int:
                     "key": [r.key.ix, r.key.iy, r.key.iz],
                     "morton": r.key.morton,
                     "version": r.version,
-                    "objects": r.object_count,
+                    "objects": r.object_count + committed,
+                    "snapshot_objects": r.object_count,
+                    "committed_objects": committed,
                     "bytes": r.size,
                     "owner": r.owner,
                     "epoch": r.epoch,
                     "stored_at": r.stored_at,
                     "stored_by": r.stored_by,
+                    "checksum_ok": ok,
                 }
-                for r in rows
+                for r, committed, ok in out
             ]
         )
         return 0
     table(
-        ["region", "morton", "version", "objects", "bytes", "owner", "epoch", "stored"],
+        [
+            "region",
+            "morton",
+            "version",
+            "objects",
+            "structures+",
+            "bytes",
+            "owner",
+            "epoch",
+            "stored",
+            "check",
+        ],
         [
             (
                 r.key,
                 r.key.morton,
                 r.version,
-                r.object_count,
+                r.object_count + committed,
+                committed,
                 r.size,
                 r.owner or "-",
                 r.epoch,
                 when(r.stored_at),
+                "ok" if ok else "CORRUPT",
             )
-            for r in rows
+            for r, committed, ok in out
         ],
     )
-    print(f"{len(rows)} region(s)")
+    print(
+        f"{len(rows)} region(s); objects = snapshot objects + committed structures/items "
+        "(structures+)"
+    )
+    if corrupt:
+        print(
+            f"WARNING: {corrupt} region(s) fail their checksum; `inspect region KEY` shows the "
+            "history version a server would recover from"
+        )
     return 0
 
 
@@ -118,8 +165,9 @@ async def _region(args: argparse.Namespace, store: Store) -> int:
                 else {
                     "owner": lease.owner,
                     "epoch": lease.epoch,
-                    "expires_at": lease.expires_at,
+                    "expires_at": lease.expires_at if lease.expires_at > 0 else None,
                     "live": lease.live(time.time()),
+                    "state": lease_state(lease, time.time()),
                 },
                 "kinds": dict(kinds),
                 "objects": [
@@ -138,11 +186,7 @@ async def _region(args: argparse.Namespace, store: Store) -> int:
             f"WARNING: the current row fails its checksum; shown: history version "
             f"{result.recovered_from} (a writable connection repairs it on the next load)"
         )
-    if lease is None:
-        print("lease: never leased")
-    else:
-        live = "live" if lease.live(time.time()) else "expired"
-        print(f"lease: {lease.owner} epoch {lease.epoch} {live} until {when(lease.expires_at)}")
+    print("lease: " + lease_text(lease, time.time()))
     print("kinds: " + (", ".join(f"{k}={n}" for k, n in sorted(kinds.items())) or "-"))
     print()
     table(
@@ -169,6 +213,27 @@ async def _region(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+def lease_state(lease: Any, now: float) -> str:
+    """``live``, ``released`` (given up cleanly) or ``expired`` (ran out)."""
+    if lease.live(now):
+        return "live"
+    return "released" if lease.expires_at <= 0 else "expired"
+
+
+def lease_text(lease: Any, now: float) -> str:
+    if lease is None:
+        return "never leased"
+    state = lease_state(lease, now)
+    if state == "released":
+        return (
+            f"released by {lease.owner} (epoch {lease.epoch}); the next owner gets epoch "
+            f"{lease.epoch + 1}"
+        )
+    if state == "live":
+        return f"{lease.owner} epoch {lease.epoch}, live until {when(lease.expires_at)}"
+    return f"{lease.owner} epoch {lease.epoch}, expired at {when(lease.expires_at)}"
+
+
 def _hist(h: Any) -> dict[str, Any]:
     return {
         "version": h.version,
@@ -185,20 +250,120 @@ def _v(p: tuple[float, float, float]) -> str:
 
 
 async def _servers(args: argparse.Namespace, store: Store) -> int:
+    from worldstate.store import mesh_state
+
     now = time.time()
+
+    async def read(c: Any) -> tuple[Any, list[Any], Any]:
+        return (
+            await mesh_state.read_membership(c),
+            await mesh_state.member_rows(c),
+            await mesh_state.read_coordinator(c),
+        )
+
+    membership, rows, coord = await store.run(read, "read the mesh state", read=True)
     leases = await store.leases()
     by: dict[str, dict[str, int]] = {}
     for le in leases:
-        d = by.setdefault(le.owner, {"live": 0, "expired": 0})
-        d["live" if le.live(now) else "expired"] += 1
+        d = by.setdefault(le.owner, {"live": 0, "released": 0, "expired": 0})
+        d[lease_state(le, now)] += 1
+    members = {r.server_id: r for r in rows}
+    servers = sorted(set(by) | set(members) | set(membership.members))
+    acting = coord.owner if coord is not None and coord.expires_at > now else None
+    docs: list[dict[str, Any]] = []
+    for sid in servers:
+        row = members.get(sid)
+        counts = by.get(sid, {"live": 0, "released": 0, "expired": 0})
+        docs.append(
+            {
+                "server": sid,
+                "member": sid in membership.members,
+                "state": row.state if row else None,
+                "verdict": _verdict(row),
+                "heartbeat_at": row.heartbeat_at if row else None,
+                "heartbeat_age_s": round(now - row.heartbeat_at, 1) if row else None,
+                "view": list(row.view) if row else [],
+                "generation_seen": row.generation if row else None,
+                "live_leases": counts["live"],
+                "released_leases": counts["released"],
+                "expired_leases": counts["expired"],
+            }
+        )
     if args.json:
-        emit_json([{"server": s, **d} for s, d in sorted(by.items())])
+        emit_json(
+            {
+                "membership": membership.as_dict(),
+                "coordinator": None
+                if coord is None
+                else {
+                    "owner": coord.owner,
+                    "epoch": coord.epoch,
+                    "expires_at": coord.expires_at,
+                    "acting": acting is not None,
+                },
+                "servers": docs,
+            }
+        )
         return 0
+    gen = membership.generation
+    print(
+        f"membership: generation {gen} {sorted(membership.members)}"
+        + (
+            f" (by {membership.changed_by} at {when(membership.changed_at)})"
+            if gen
+            else " (none recorded: no coordinator has run)"
+        )
+    )
+    if coord is None:
+        print("coordinator: none elected yet")
+    elif acting:
+        print(
+            f"coordinator: {coord.owner} acting (epoch {coord.epoch}, lease until "
+            f"{when(coord.expires_at)})"
+        )
+    else:
+        print(
+            f"coordinator: none acting (last: {coord.owner}, epoch {coord.epoch}, lease "
+            f"ended {when(coord.expires_at)})"
+        )
+    print()
     table(
-        ["server", "live leases", "expired leases"],
-        [(s, d["live"], d["expired"]) for s, d in sorted(by.items())],
+        [
+            "server",
+            "member",
+            "state",
+            "verdict",
+            "heartbeat",
+            "hears",
+            "live",
+            "released",
+            "expired",
+        ],
+        [
+            (
+                d["server"],
+                "yes" if d["member"] else "no",
+                d["state"] or "-",
+                d["verdict"] or "-",
+                "-" if d["heartbeat_age_s"] is None else f"{d['heartbeat_age_s']:.1f}s ago",
+                ",".join(str(v) for v in d["view"] or []) or "-",
+                d["live_leases"],
+                d["released_leases"],
+                d["expired_leases"],
+            )
+            for d in docs
+        ],
     )
     return 0
+
+
+def _verdict(row: Any) -> str | None:
+    """What the server's last store heartbeat says of its standing."""
+    if row is None:
+        return None
+    if row.state == "left":
+        return "left the mesh"
+    return "majority" if row.authoritative else "minority (demoted)"
 
 
 async def _incidents(args: argparse.Namespace, store: Store) -> int:
@@ -252,13 +417,21 @@ async def _cache(args: argparse.Namespace, store: Store) -> int:
         breaker_reset=5.0,
     )
     try:
-        entries = await cache.entries(args.limit)
+        try:
+            entries = await cache.entries(args.limit)
+        except (OSError, RedisError) as e:
+            raise StoreUnavailable(cache_problem(e, cache.describe())) from None
         stored = {r.key.morton: r.version for r in await store.regions(limit=100_000)}
         rows = []
         for region, version, size in entries:
-            current = stored.get(region)
-            state = "current" if current == version else f"stale (store v{current})"
-            rows.append((RegionKey.from_morton(region), version, size, state))
+            rows.append(
+                (
+                    RegionKey.from_morton(region),
+                    version,
+                    size,
+                    cache_state(version, size, stored.get(region)),
+                )
+            )
         if args.json:
             emit_json(
                 [{"region": str(r[0]), "version": r[1], "bytes": r[2], "state": r[3]} for r in rows]
@@ -271,16 +444,134 @@ async def _cache(args: argparse.Namespace, store: Store) -> int:
         await cache.close()
 
 
+def cache_problem(err: BaseException, where: str) -> str:
+    """The first line for a cache that cannot be read: unauthorised vs unreachable."""
+    text = str(err)
+    if isinstance(err, AuthenticationError) or any(
+        w in text for w in ("NOAUTH", "WRONGPASS", "invalid password", "invalid username")
+    ):
+        return f"the cache ({where}) refused the credentials (unauthorised) — check the URL"
+    return f"cannot reach the cache ({where}): {text.splitlines()[0] if text else err!r}"
+
+
+def cache_state(version: int, size: int, stored: int | None) -> str:
+    """How a cache entry compares with the store, truthfully."""
+    if stored is None:
+        return "orphan (region not in the store)"
+    if size <= 0:
+        return f"empty marker (no snapshot; store v{stored})"
+    if version == stored:
+        return "current"
+    if version < stored:
+        return f"stale (store v{stored})"
+    return f"ahead of the store (store v{stored}: a write not yet visible?)"
+
+
 async def _map(args: argparse.Namespace, store: Store) -> int:
-    from worldstate.cli.region_map import render_map
+    from worldstate.cli.region_map import columns, render_map
 
     regions = await store.regions(limit=1_000_000)
-    n = render_map(regions, args.out, z=args.z)
-    print(f"wrote {args.out} ({n} regions)", file=sys.stderr)
+    committed = await store.region_checks([r.key.morton for r in regions], verify=False)
+    regions = [
+        dataclasses.replace(r, object_count=r.object_count + committed.get(r.key.morton, (0,))[0])
+        for r in regions
+    ]
+    if args.json:
+        cols = columns(regions, z=args.z)
+        emit_json(
+            [
+                {"ix": ix, "iy": iy, "owner": owner, "objects": n, "regions": k}
+                for (ix, iy), (owner, n, k) in sorted(cols.items())
+            ]
+        )
+        if not args.out:
+            return 0
+    if not args.out:
+        raise SystemExit("worldstate inspect map: give --out FILE.png (or --json)")
+    n, engine = render_map(regions, args.out, z=args.z)
+    print(f"wrote {args.out} ({n} region columns, drawn with {engine})", file=sys.stderr)
+    return 0
+
+
+def _plain(v: Any) -> Any:
+    """Mappings (read-only proxies included) and tuples as JSON objects and lists."""
+    from collections.abc import Mapping
+
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _point(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        from worldstate.updates import Cursor
+
+        return Cursor.decode(text)
+
+
+async def _events(args: argparse.Namespace, store: Store) -> int:
+    from worldstate.history import read_events
+
+    regions = None
+    if args.region == "world":
+        regions = [-1]
+    elif args.region is not None:
+        try:
+            regions = [RegionKey.parse(args.region).morton]
+        except ValueError as e:
+            raise ValidationError(str(e)) from None
+    rows: list[dict[str, Any]] = []
+    async for event in read_events(
+        store,
+        stream=args.stream,
+        regions=regions,
+        since=_point(args.since),
+        until=_point(args.until),
+    ):
+        d = event.payload
+        rows.append(
+            {
+                "origin": d.origin,
+                "seq": d.seq,
+                "region": str(d.region) if d.region is not None else "world",
+                "op_type": d.op_type,
+                "op_id": d.op_id,
+                "fields": _plain(d.fields),
+                "vclock": dict(d.vclock),
+                "cursor": str(d.cursor),
+            }
+        )
+        if len(rows) >= args.limit:
+            break
+    if args.json:
+        emit_json(rows)
+        return 0
+    table(
+        ["origin", "seq", "region", "type", "stream", "op", "cursor"],
+        [
+            (
+                r["origin"],
+                r["seq"],
+                r["region"],
+                r["op_type"],
+                r["fields"].get("stream", "-"),
+                r["op_id"][:8],
+                r["cursor"],
+            )
+            for r in rows
+        ],
+    )
     return 0
 
 
 VIEWS: dict[str, Any] = {
+    "events": _events,
     "regions": _regions,
     "region": _region,
     "servers": _servers,

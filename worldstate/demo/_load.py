@@ -31,6 +31,9 @@ class ClassReport:
     ops: int = 0
     committed: int = 0
     rejected: int = 0
+    """Lost a conflict decision (overlap, contended claim, same item)."""
+    underflows: int = 0
+    """Refused because an inventory would go below zero (not a conflict)."""
     errors: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -46,11 +49,13 @@ class ClassReport:
             "ops": self.ops,
             "committed_or_accepted": self.committed,
             "rejected": self.rejected,
+            "underflows": self.underflows,
             "errors": self.errors,
             "error_kinds": dict(self.error_kinds),
             "per_s": self.ops / self.seconds if self.seconds else 0.0,
-            "p50_ms": pct(50),
-            "p99_ms": pct(99),
+            # None: not measured (the vectorised eventual path is not timed per op)
+            "p50_ms": pct(50) if lat else None,
+            "p99_ms": pct(99) if lat else None,
         }
 
 
@@ -65,7 +70,10 @@ async def _timed(report: ClassReport, coro: Any) -> Any:
         return None
     report.latencies_ms.append((time.perf_counter() - t0) * 1000)
     if isinstance(res, Rejected):
-        report.rejected += 1
+        if "would leave" in res.reason:  # an inventory underflow, not a conflict
+            report.underflows += 1
+        else:
+            report.rejected += 1
     else:
         report.committed += 1
     return res

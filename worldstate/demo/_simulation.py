@@ -62,7 +62,8 @@ class SimulationReport:
     query_hits: int = 0
     query_ms_p50: float = 0.0
     query_ms_p99: float = 0.0
-    cache_hit_rate: float = 0.0
+    cache_hit_rate: float | None = None
+    """None when no read went through the cache (nothing to measure)."""
     store_transactions: int = 0
     store_retries: int = 0
     handoffs: int = 0
@@ -79,12 +80,18 @@ class SimulationReport:
     def lines(self) -> list[str]:
         return [
             f"store            {self.store}",
-            f"servers          {len(self.servers)} ({', '.join(self.servers)})",
+            f"servers          {len(self.servers)} ({', '.join(self.servers)})"
+            + (" in the main phase" if self.partition is not None else ""),
             f"regions          {self.regions} owned and populated",
             f"objects          {self.objects_stored} stored in {self.region_writes} region writes",
             f"queries          {self.queries} box/sphere queries, {self.query_hits} objects found,"
             f" p50 {self.query_ms_p50:.2f} ms, p99 {self.query_ms_p99:.2f} ms",
-            f"cache            hit rate {self.cache_hit_rate:.1%} (per-server caches)",
+            "cache            "
+            + (
+                f"hit rate {self.cache_hit_rate:.1%} (per-server caches)"
+                if self.cache_hit_rate is not None
+                else "no lookups went through the cache (not measured)"
+            ),
             f"authority        {self.handoffs} hand-offs; {self.fenced_writes_refused} stale-epoch"
             f" writes fenced; {self.ownership_refusals} writes to others' regions refused;"
             f" {self.version_conflicts} version conflicts",
@@ -106,9 +113,16 @@ class SimulationReport:
                 extra = f"; {c['rows_applied_at_receivers']} rows applied at receivers"
             if name == "causal":
                 extra = f"; delivered per server {c['delivered_per_server']}"
+            lat = (
+                f", p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms"
+                if c.get("p50_ms") is not None
+                else ""  # not measured per op (the vectorised eventual path)
+            )
+            outcomes = f"{c['rejected']} rejected (conflicts)"
+            if c.get("underflows"):
+                outcomes += f", {c['underflows']} refused (inventory would go below zero)"
             out.append(
-                f"{name:<16} {c['ops']} ops, {c['per_s']:.0f}/s, p50 {c['p50_ms']:.1f} ms,"
-                f" p99 {c['p99_ms']:.1f} ms, {c['rejected']} rejected (conflicts),"
+                f"{name:<16} {c['ops']} ops, {c['per_s']:.0f}/s{lat}, {outcomes},"
                 f" {c['errors']} errors"
                 + (f" {c['error_kinds']}" if c.get("error_kinds") else "")
                 + extra
@@ -120,7 +134,9 @@ class SimulationReport:
         if p is None:
             return []
         return [
-            f"partition        {p['split']} split of the bus: the minority demoted in"
+            f"partition        servers {', '.join(p['server_ids'])} (a second mesh) with a"
+            f" coordinator; minority {', '.join(p['minority'])}",
+            f"                 {p['split']} split of the bus: the minority demoted in"
             f" {p['demote_s']:.2f} s; its {p['minority_regions']} regions reassigned"
             f" (epoch + 1) in {p['reassign_s']:.2f} s; {p['refused_on_minority']} strong ops"
             f" refused on the minority, {p['committed_on_majority']} committed on the majority",
@@ -217,7 +233,7 @@ async def run_simulation(settings: SimulationSettings) -> SimulationReport:
                     report.version_conflicts += 1
             hits = sum(w.cache.stats.hits for w in worlds)
             misses = sum(w.cache.stats.misses for w in worlds)
-            report.cache_hit_rate = hits / (hits + misses) if hits + misses else 0.0
+            report.cache_hit_rate = hits / (hits + misses) if hits + misses else None
             report.store_transactions = sum(w.store.stats.transactions for w in worlds)
             report.store_retries = sum(w.store.stats.retries for w in worlds)
         if settings.partition:
@@ -264,7 +280,12 @@ async def run_partition_scenario(store_url: str, settings: SimulationSettings) -
     keys = [RegionKey(i % 8, 100 + i // 8, 0) for i in range(n * settings.regions_per_server)]
     acked: dict[str, RegionKey] = {}
     counter = iter(range(10**9))
-    out: dict[str, Any] = {"servers": n, "split": f"{n - len(minority)}|{len(minority)}"}
+    out: dict[str, Any] = {
+        "servers": n,
+        "server_ids": ids,
+        "minority": minority,
+        "split": f"{n - len(minority)}|{len(minority)}",
+    }
 
     async def write(w: World, key: RegionKey) -> str:
         i = next(counter)

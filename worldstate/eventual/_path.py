@@ -61,7 +61,7 @@ import collections
 import contextlib
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import zip_longest
 from types import MappingProxyType
@@ -83,6 +83,7 @@ from worldstate.errors import (
     WorldClosed,
     WorldStateError,
 )
+from worldstate.eventual._reliable import RELIABLE, ReliableChannel
 from worldstate.objects import RegionSnapshot, WorldObject
 from worldstate.operations import (
     CosmeticEffect,
@@ -105,10 +106,11 @@ from worldstate.protocol._eventual import (
     region_cells,
 )
 from worldstate.results import Accepted
+from worldstate.store import event_log
 from worldstate.updates import EntityBatch, StateChange
 
 if TYPE_CHECKING:
-    from worldstate.node import Authority, Fanout, NodeContext, RegionViews
+    from worldstate.node import Authority, Fanout, NodeContext, RegionViews, Router
 
 log = logging.getLogger("worldstate.eventual")
 
@@ -201,9 +203,20 @@ class EventualPath:
     """The eventual consistency class of one `World` (see the module docs)."""
 
     def __init__(
-        self, ctx: NodeContext, authority: Authority, fanout: Fanout, views: RegionViews
+        self,
+        ctx: NodeContext,
+        authority: Authority,
+        fanout: Fanout,
+        views: RegionViews,
+        *,
+        router: Router | None = None,
+        peers: Callable[[], Iterable[str]] | None = None,
     ) -> None:
+        """``router`` and ``peers`` (the servers this one hears) enable acknowledged
+        delivery for types registered at-least-once / effectively-once (`_reliable`)."""
         self.ctx = ctx
+        self.router = router
+        self.peers = peers
         self.authority = authority
         self.fanout = fanout
         self.views = views
@@ -221,6 +234,10 @@ class EventualPath:
         """Seconds from send (sender's clock) to merge (ours) of recent received batches."""
         self.dropped: collections.Counter[str] = collections.Counter()
         self._counts: collections.Counter[str] = collections.Counter()
+        self.reliable: ReliableChannel | None = None
+        """Acknowledged delivery of types registered at-least-once / effectively-once."""
+        self.on_tick: Callable[[float], None] | None = None
+        """Called with each tick's duration in seconds (worldstate.metrics observes it)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -232,6 +249,21 @@ class EventualPath:
             await self._sub.wait_active(timeout=SUBSCRIBE_TIMEOUT)
         except BusUnavailable as e:  # made again on reconnection; say so and carry on
             log.warning("%s: eventual subscription not yet active: %s", ctx.server_id, e)
+        router, peers = self.router, self.peers
+        if router is not None and peers is not None:
+            key = await ctx.store.run(event_log.mesh_key, "read the mesh key")
+            self.reliable = ReliableChannel(
+                bus=ctx.bus,
+                server_id=ctx.server_id,
+                key=lambda: key,
+                peers=peers,
+                types=router.op_types,
+                delivery_of=router.delivery_of,
+                check=self._check_reliable,
+                apply=self._apply_reliable,
+                tasks=ctx.tasks,
+            )
+            await self.reliable.start()
         sid = ctx.server_id
         self._tasks = [
             ctx.tasks.spawn(self._tick_loop(), f"ws-eventual-tick-{sid}"),
@@ -240,6 +272,8 @@ class EventualPath:
 
     async def close(self) -> None:
         """Stop the tasks and the subscription. Nothing queued is sent or stored."""
+        if self.reliable is not None:
+            await self.reliable.close()
         tasks, self._tasks = self._tasks, []
         for t in tasks:
             t.cancel()
@@ -259,6 +293,14 @@ class EventualPath:
             raise ValidationError(f"{op.op_type} has no position: eventual writes are spatial")
         if op.op_id in self._seen_ops:
             return Accepted(op.op_id)
+        acked = (
+            self.reliable is not None
+            and self.router is not None
+            and self.router.delivery_of(type(op)) in RELIABLE
+        )
+        if acked:
+            assert self.reliable is not None
+            self.reliable.check_room()
         if isinstance(op, MoveCreature):
             self._apply_local(
                 np.array([op.creature_id], np.int64),
@@ -267,6 +309,7 @@ class EventualPath:
                 op.hlc,
                 op.server_id,
                 np.array([_key_code(key)], np.int64),
+                queue=not acked,
             )
         elif isinstance(op, (CosmeticEffect, SetAutomation, SetPowerGrid)):
             kind = _state_kind(op)
@@ -274,7 +317,7 @@ class EventualPath:
             assert kind is not None and where is not None  # a position or a region, always
             state = check_data(op.state, "state", self.ctx.config.max_object_data_bytes)
             record = StateRecord(kind, op.op_type, op.entity_id, op.hlc, where, state)
-            if self._merge_state(record, op.server_id, key):
+            if self._merge_state(record, op.server_id, key) and not acked:
                 self._pending_states.setdefault(_key_code(key), {})[(kind, op.entity_id)] = record
         else:
             raise ValidationError(
@@ -282,7 +325,62 @@ class EventualPath:
                 "CosmeticEffect, SetAutomation, SetPowerGrid and their subclasses can"
             )
         self._remember(op.op_id)
+        if acked:
+            assert self.reliable is not None
+            self.reliable.send(op)  # instead of the tick batch
         return Accepted(op.op_id)
+
+    def _check_reliable(self, op: Operation) -> RegionKey | None:
+        """A received acknowledged op, checked as a local submit checks it."""
+        from consistency import ConsistencyClass
+        from worldstate._validation import check_op_limits
+
+        router, config = self.router, self.ctx.config
+        if router is None or router.consistency_of(type(op)) is not ConsistencyClass.EVENTUAL:
+            raise ValidationError(f"{op.op_type} is not routed EVENTUAL on this server")
+        check_op_limits(op, config)
+        key = router.region_key_of(op)
+        if key is None:
+            raise ValidationError(f"{op.op_type} has no position")
+        if isinstance(op, (CosmeticEffect, SetAutomation, SetPowerGrid)):
+            check_data(op.state, "state", config.max_object_data_bytes)
+        elif not isinstance(op, MoveCreature):
+            raise ValidationError(f"{op.op_type} cannot take the eventual path")
+        return key
+
+    def _apply_reliable(self, op: Operation, key: Any, sender: str, duplicate: bool) -> None:
+        """Merge a received acknowledged op (last-writer-wins) and tell the update streams:
+        when it won, and for an at-least-once copy of an op already received (a receiver of
+        at-least-once ops may see them twice)."""
+        with contextlib.suppress(ClockError):
+            self.ctx.hlc.update(op.hlc)
+        if isinstance(op, MoveCreature):
+            ids = np.array([op.creature_id], np.int64)
+            pos = np.array([op.position], np.float64)
+            vel = np.array([op.velocity], np.float64)
+            if not self._room_for(ids):
+                self._drop("table_full", f"more than {MAX_ENTITIES} creatures")
+                return
+            won = bool(self.positions.apply_batch_mask(ids, pos, op.hlc, sender).all())
+            if won:
+                self.velocities.apply_batch(ids, vel, op.hlc, sender)
+            if won or duplicate:
+                self.fanout.publish(key, EntityBatch(key, sender, op.hlc, ids, pos, vel))
+            return
+        kind = _state_kind(op)
+        where = op.where()
+        if (
+            kind is None
+            or where is None
+            or not isinstance(op, (CosmeticEffect, SetAutomation, SetPowerGrid))
+        ):
+            return
+        state = MappingProxyType(dict(op.state))
+        record = StateRecord(kind, op.op_type, op.entity_id, op.hlc, where, state)
+        if self._merge_state(record, sender, key) or duplicate:
+            self.fanout.publish(
+                key, StateChange(key, sender, op.hlc, op.op_type, op.entity_id, state)
+            )
 
     def _remember(self, op_id: uuid.UUID) -> None:
         seen = self._seen_ops
@@ -326,6 +424,8 @@ class EventualPath:
         hlc: int,
         server_id: str,
         cells: IntArray,
+        *,
+        queue: bool = True,
     ) -> int:
         if not self._room_for(ids):
             raise ValidationError(
@@ -345,7 +445,8 @@ class EventualPath:
             velocities, cells = velocities[won], cells[won]
         if ids.size:
             self.velocities.apply_batch(ids, velocities, hlc, server_id)
-            self._pending_moves.append(_Moves(ids, hlc, positions, velocities, cells))
+            if queue:
+                self._pending_moves.append(_Moves(ids, hlc, positions, velocities, cells))
         return int(ids.size)
 
     def _room_for(self, ids: IntArray) -> bool:
@@ -382,8 +483,14 @@ class EventualPath:
             else:
                 next_at = loop.time()  # fell behind: carry on, do not burst to catch up
             next_at += period
+            started = loop.time()
             try:
                 await self.tick()
+                took = loop.time() - started
+                if took > period:
+                    self._counts["tick_overruns"] += 1
+                if self.on_tick is not None:
+                    self.on_tick(took)
             except WorldClosed:
                 return
             except WorldStateError as e:  # the bus is down, a region moved: next tick
@@ -730,9 +837,12 @@ class EventualPath:
             "snapshot_failures",
             "publish_failures",
             "tick_errors",
+            "tick_overruns",
         )
         out: dict[str, Any] = {name: c[name] for name in names}
         out["dropped"] = dict(self.dropped)
+        if self.reliable is not None:
+            out["reliable"] = self.reliable.stats()
         out["dropped_total"] = sum(self.dropped.values())
         out["entities"] = len(self.positions)
         out["states"] = len(self.states)

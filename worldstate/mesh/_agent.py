@@ -213,6 +213,11 @@ class PresenceTracker:
 
     ``on_change`` is called (on the event loop) when a server appears, departs or the
     membership changes: the owner re-decides at once instead of at its next tick.
+
+    The membership published on the bus is only a hint: ``on_hint`` is called when one newer
+    than the known generation arrives, and the owner then reads the store, which alone is
+    believed (`learn`). A forged, replayed or stale retained ``mesh/membership`` therefore
+    never demotes anyone, and clearing it changes nothing.
     """
 
     def __init__(
@@ -221,8 +226,12 @@ class PresenceTracker:
         timeout: float,
         clock: Callable[[], float],
         on_change: Callable[[], None] = lambda: None,
+        on_hint: Callable[[], None] = lambda: None,
     ) -> None:
         self.self_id = self_id
+        self.on_hint = on_hint
+        self.hinted = 0
+        """The newest membership generation announced on the bus (unconfirmed)."""
         self.view = MembershipView(self_id, timeout)
         self.clock = clock
         self.on_change = on_change
@@ -322,8 +331,9 @@ class PresenceTracker:
         except (ValueError, ConsistencyInputError, ValidationError, orjson.JSONDecodeError):
             self.dropped += 1
             return
-        if self.learn(m):
-            self.on_change()
+        if m.generation > max(self.agreed.generation, self.hinted):
+            self.hinted = m.generation
+            self.on_hint()
 
 
 # -- the agent -------------------------------------------------------------------------------
@@ -341,8 +351,9 @@ class MembershipAgent:
         """Milliseconds since the Unix epoch at start: a restart under the same id is newer."""
         self.started_at = ctx.clock()
         self.tracker = PresenceTracker(
-            ctx.server_id, cfg.partition_timeout, ctx.clock, self._changed
+            ctx.server_id, cfg.partition_timeout, ctx.clock, self._changed, self._hinted
         )
+        self._hint = asyncio.Event()
         self.state = PartitionState(ctx.server_id, since=self.started_at)
         self.demotions = 0
         self.promotions = 0
@@ -378,6 +389,7 @@ class MembershipAgent:
         self._tasks = [
             ctx.tasks.spawn(self._beat_loop(), f"ws-heartbeat-{sid}"),
             ctx.tasks.spawn(self._store_loop(), f"ws-store-heartbeat-{sid}"),
+            ctx.tasks.spawn(self._confirm_loop(), f"ws-membership-confirm-{sid}"),
         ]
 
     async def _settle(self) -> None:
@@ -444,7 +456,12 @@ class MembershipAgent:
         if self.state.majority:
             self.authority.promote(self.state.reason)
             self.promotions += 1
-            log.info("%s PROMOTED: keeps authority again: %s", me, self.state.reason)
+            log.info(
+                "%s PROMOTED: keeps authority again: %s",
+                me,
+                self.state.reason,
+                extra={"event": "promoted"},
+            )
         else:
             self.authority.demote(self.state.reason)
             self.demotions += 1
@@ -452,6 +469,7 @@ class MembershipAgent:
                 "%s DEMOTED (partition: no strong writes, no lease renewals): %s",
                 me,
                 self.state.reason,
+                extra={"event": "demoted"},
             )
         return True
 
@@ -490,6 +508,25 @@ class MembershipAgent:
             await ctx.bus.publish(presence_topic(ctx.server_id), p.encode(), retain=True)
         except WorldStateError as e:
             log.debug("%s: heartbeat not published: %s", ctx.server_id, e)
+
+    def _hinted(self) -> None:
+        self._hint.set()
+
+    async def _confirm_loop(self) -> None:
+        """A newer membership was announced on the bus: read the store, which alone is
+        believed (at most one read in flight, each under a deadline)."""
+        timeout = self.ctx.config.partition_timeout / 2
+        while True:
+            await self._hint.wait()
+            self._hint.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    changed = await self._read_store()
+            except (TimeoutError, WorldStateError) as e:
+                log.warning("%s: could not confirm the membership: %s", self.ctx.server_id, e)
+                continue
+            if changed:
+                self.decide()
 
     async def _store_loop(self) -> None:
         while True:
@@ -542,7 +579,7 @@ class MembershipAgent:
         if not held:
             self._ops_seen.clear()
             return {}
-        now = time.monotonic()
+        now = self.ctx.clock()  # the injected clock: the simulation stays deterministic
         entities, ops_of = self._load_source()
         out: dict[int, RegionLoad] = {}
         for key in held:

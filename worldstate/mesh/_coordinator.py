@@ -59,7 +59,7 @@ import conflicts
 from consistency import PartitionState
 from regions import RegionKey, as_region_key
 from worldstate._validation import check_id
-from worldstate.bus import Bus, open_bus
+from worldstate.bus import Bus, SignedBus, open_bus
 from worldstate.config import Config
 from worldstate.errors import (
     BusUnavailable,
@@ -80,7 +80,7 @@ from worldstate.node._tasks import Supervisor
 from worldstate.objects import Lease
 from worldstate.protocol import _topics as topics
 from worldstate.protocol._rpc import Rpc
-from worldstate.store import Store, mesh_state
+from worldstate.store import Store, bus_keys, mesh_state
 from worldstate.store.mesh_state import AgreedMembership, CoordinatorLease, MemberRow
 from worldstate.store.retry import RetryPolicy
 
@@ -121,6 +121,8 @@ class MeshCoordinator:
             any coordinator, even one without a majority, drops it from the membership
             (default ``max(10 * partition_timeout, 3 * lease_ttl)``).
         max_parallel_commands: placement commands in flight at once.
+        store, bus: use these (e.g. the deterministic simulation's) instead of opening the
+            ones ``config`` names; the coordinator still closes them on `close`.
     """
 
     def __init__(
@@ -135,6 +137,8 @@ class MeshCoordinator:
         command_timeout: float | None = None,
         gone_after: float | None = None,
         max_parallel_commands: int = 16,
+        store: Store | None = None,
+        bus: Bus | None = None,
     ) -> None:
         if not isinstance(config, Config):
             raise ValidationError(f"config must be a worldstate.Config, got {type(config)}")
@@ -171,20 +175,36 @@ class MeshCoordinator:
             command_timeout if command_timeout is not None else max(5.0, config.forward_timeout)
         )
         self.period = config.lease_renew_interval
-        self.store = Store(
-            config.store_url,
-            policy=RetryPolicy(
-                config.txn_max_attempts, config.txn_backoff_base, config.txn_backoff_max
-            ),
-            pool_size=min(config.pool_size, 4),
-            clock=clock,
+        self.store = (
+            store
+            if store is not None
+            else Store(
+                config.store_url,
+                policy=RetryPolicy(
+                    config.txn_max_attempts, config.txn_backoff_base, config.txn_backoff_max
+                ),
+                pool_size=min(config.pool_size, 4),
+                clock=clock,
+            )
         )
-        self.bus: Bus = open_bus(
-            config.bus_url, client_id=self.coordinator_id, prefix=config.namespace
-        )
+        self.signed_bus: SignedBus | None = None
+        """The signing layer around the coordinator's own bus (None for an injected bus:
+        the deterministic simulation brings its own)."""
+        if bus is None:
+            self.signed_bus = SignedBus(
+                open_bus(config.bus_url, client_id=self.coordinator_id, prefix=config.namespace),
+                load_keys=bus_keys.loader(self.store, clock),
+                clock=clock,
+                max_age=config.bus_max_age,
+                skew=config.bus_clock_skew,
+                refresh=config.bus_key_refresh,
+                spawn=lambda coro, name: self.tasks.spawn(coro, name),
+            )
+            bus = self.signed_bus
+        self.bus: Bus = bus
         self.rpc = Rpc(self.bus)
         self.tracker = PresenceTracker(
-            self.coordinator_id, config.partition_timeout, clock, self._poke
+            self.coordinator_id, config.partition_timeout, clock, self._poke, self._poke
         )
         self.state = PartitionState(self.coordinator_id)
         self.events: deque[tuple[float, str]] = deque(maxlen=500)
@@ -194,6 +214,8 @@ class MeshCoordinator:
         """Events recorded since start (``events`` keeps the last 500)."""
         self.placements = 0
         self.handoffs = 0
+        self.handoff_seconds = 0.0
+        """Total seconds the completed hand-offs took (worldstate.metrics)."""
         self.failures = 0
         self._lease: CoordinatorLease | None = None
         self._holder: CoordinatorLease | None = None
@@ -300,8 +322,12 @@ class MeshCoordinator:
 
     @property
     def acting(self) -> bool:
-        """True while this coordinator holds the live coordinator lease."""
-        return self._lease is not None and self._lease.live(self.clock())
+        """True while this coordinator holds the live coordinator lease, trusted (like a
+        region lease, `World.holds`) only until ``clock_skew_margin`` before it expires: a
+        successor whose clock runs ahead may take the lease over at its expiry."""
+        return self._lease is not None and self._lease.live(
+            self.clock() + self.config.clock_skew_margin
+        )
 
     @property
     def epoch(self) -> int:
@@ -467,6 +493,9 @@ class MeshCoordinator:
             )
             self._holder = lease
             self._lease = lease if lease.owner == self.coordinator_id else None
+            # the epoch goes into every envelope this coordinator signs
+            if self.signed_bus is not None:
+                self.signed_bus.epoch = self._lease.epoch if self._lease is not None else -1
         elif self._lease is not None:
             lease, self._lease = self._lease, None
             await self.store.run(
@@ -641,7 +670,7 @@ class MeshCoordinator:
 
     def _require_acting(self) -> CoordinatorLease:
         lease = self._lease
-        if lease is None or not lease.live(self.clock()):
+        if lease is None or not self.acting:
             raise NotAuthoritative(
                 f"coordinator {self.coordinator_id} is standing by (another coordinator acts, "
                 "or it does not hear a majority of the mesh); ask the acting one"
@@ -735,6 +764,7 @@ class MeshCoordinator:
                 "heartbeat saying it keeps authority)",
             )
         m = k.morton
+        started = time.monotonic()
         async with self._region_locks.setdefault(m, asyncio.Lock()):
             # a placement under way finishes first (hand-offs queue on the lock)
             while (placing := self._busy.get(m)) is not None:
@@ -752,6 +782,7 @@ class MeshCoordinator:
             finally:
                 self._busy.pop(m, None)
         self.handoffs += 1
+        self.handoff_seconds += time.monotonic() - started
         self._leases[m] = new
         self._desired[m] = sid
         moved = lease is not None and lease.live(now) and lease.owner != sid

@@ -14,7 +14,13 @@ The coordinator asks on ``cmd/{server_id}`` (QoS 1) and the server answers on
 
 A command carries the coordinator's election epoch; a server refuses commands older than
 the newest epoch it has seen, so a deposed coordinator that still believes it acts cannot
-move regions. Commands on one region run one at a time, in arrival order. Duplicates (QoS 1
+move regions. It also obeys only the holder of the live coordinator lease at that epoch,
+as the store has it (read when the sender or epoch is not the one last checked, or that
+check's lease has run out), and only a command whose signed envelope names that holder:
+a forged or replayed command, or one from a coordinator that lost its lease, is refused
+(``not-coordinator``) and cannot raise the epoch this server believes in.
+
+Commands on one region run one at a time, in arrival order. Duplicates (QoS 1
 is at-least-once) are harmless: re-acquiring a held lease renews it, releasing a region not
 held answers ``released: false``.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,6 +42,8 @@ from worldstate._validation import check_id
 from worldstate.bus import Message, Subscription
 from worldstate.errors import Fenced, RegionOwned, ValidationError, WorldStateError
 from worldstate.protocol import _topics as topics
+from worldstate.store import mesh_state
+from worldstate.store.mesh_state import CoordinatorLease
 
 if TYPE_CHECKING:
     from worldstate.node import Authority, NodeContext
@@ -112,8 +121,12 @@ class CommandHandler:
         self.served = 0
         self.refused = 0
         self.dropped = 0
+        self.timings: dict[tuple[str, str], tuple[int, float]] = {}
+        """(command, ok|refused) → (count, total seconds): worldstate.metrics."""
         self._locks: dict[RegionKey, asyncio.Lock] = {}
         self._sub: Subscription | None = None
+        self._verified: CoordinatorLease | None = None
+        """The coordinator lease last confirmed in the store."""
 
     def start(self) -> None:
         self._sub = self.ctx.bus.subscribe(
@@ -132,11 +145,25 @@ class CommandHandler:
             self.dropped += 1
             log.debug("%s: dropped a malformed command: %s", self.ctx.server_id, e)
             return
+        if msg.sender is not None and msg.sender != cmd.sender:
+            self.dropped += 1
+            log.warning(
+                "%s: dropped a command signed by %r in the name of %r",
+                self.ctx.server_id,
+                msg.sender,
+                cmd.sender,
+            )
+            return
         self.ctx.tasks.spawn(self._serve(cmd), f"ws-command-{cmd.name}-{cmd.key}", job=True)
 
     async def _serve(self, cmd: Command) -> None:
         reply: dict[str, Any] = {"r": cmd.request, "s": self.ctx.server_id, "c": cmd.name}
-        if cmd.coordinator_epoch < self.coordinator_epoch:
+        why = await self._not_coordinator(cmd)
+        if why is not None:
+            self.refused += 1
+            log.warning("%s: refused a %s command: %s", self.ctx.server_id, cmd.name, why)
+            reply.update(ok=False, code="not-coordinator", error=why)
+        elif cmd.coordinator_epoch < self.coordinator_epoch:
             self.refused += 1
             reply.update(
                 ok=False,
@@ -147,9 +174,44 @@ class CommandHandler:
             self.coordinator_epoch = cmd.coordinator_epoch
             lock = self._locks.setdefault(cmd.key, asyncio.Lock())
             async with lock:
+                started = time.monotonic()
                 reply.update(await self._run(cmd))
+                outcome = "ok" if reply.get("ok") else "refused"
+                n, total = self.timings.get((cmd.name, outcome), (0, 0.0))
+                self.timings[(cmd.name, outcome)] = (n + 1, total + time.monotonic() - started)
         with contextlib.suppress(WorldStateError):
             await self.ctx.bus.publish(f"{REPLY_TOPIC}/{cmd.sender}", orjson.dumps(reply), qos=1)
+
+    async def _not_coordinator(self, cmd: Command) -> str | None:
+        """None if ``cmd.sender`` holds the live coordinator lease at ``cmd``'s epoch (per
+        the store), else why not."""
+        ctx = self.ctx
+        now = ctx.clock()
+        v = self._verified
+        if (
+            v is not None
+            and (v.owner, v.epoch) == (cmd.sender, cmd.coordinator_epoch)
+            and v.live(now)
+        ):
+            return None
+        try:
+            async with asyncio.timeout(ctx.config.forward_timeout * 2):
+                lease = await ctx.store.run(
+                    mesh_state.read_coordinator, "check the coordinator lease", read=True
+                )
+        except (TimeoutError, WorldStateError) as e:
+            return f"could not check the coordinator lease in the store: {e}"
+        if lease is None:
+            return f"{cmd.sender!r} does not hold the coordinator lease (no coordinator)"
+        if (lease.owner, lease.epoch) != (cmd.sender, cmd.coordinator_epoch):
+            return (
+                f"{cmd.sender!r} at epoch {cmd.coordinator_epoch} is not the coordinator "
+                f"({lease.owner!r} holds epoch {lease.epoch})"
+            )
+        if not lease.live(now - ctx.config.clock_skew_margin):
+            return f"the coordinator lease of {cmd.sender!r} has expired"
+        self._verified = lease
+        return None
 
     async def _run(self, cmd: Command) -> dict[str, Any]:
         try:
@@ -177,7 +239,13 @@ class CommandHandler:
         # owner's final snapshot are there) and seeds this server's eventual state from it
         lease = await self._acquire(key)
         self.served += 1
-        log.info("%s took region %s at epoch %d", self.ctx.server_id, key, lease.epoch)
+        log.info(
+            "%s took region %s at epoch %d",
+            self.ctx.server_id,
+            key,
+            lease.epoch,
+            extra={"event": "acquired", "region": str(key), "epoch": lease.epoch},
+        )
         return {"ok": True, "epoch": lease.epoch, "expires_at": lease.expires_at}
 
     async def release(self, key: RegionKey) -> dict[str, Any]:
@@ -185,5 +253,15 @@ class CommandHandler:
         lease = self.authority.live().get(key)
         released = await self._release(key)
         self.served += 1
-        log.info("%s released region %s (held: %s)", self.ctx.server_id, key, released)
+        log.info(
+            "%s released region %s (held: %s)",
+            self.ctx.server_id,
+            key,
+            released,
+            extra={
+                "event": "released",
+                "region": str(key),
+                "epoch": lease.epoch if lease else None,
+            },
+        )
         return {"ok": True, "released": released, "epoch": lease.epoch if lease else None}

@@ -38,6 +38,8 @@ class Authority:
         no renewals)."""
         self.renewed = 0
         self.lost_count = 0
+        self.last_renewal_ok: float | None = None
+        """When a renewal pass last completed without a store failure (readiness)."""
 
     # -- standing --------------------------------------------------------------------------
 
@@ -119,6 +121,7 @@ class Authority:
         if not self.authoritative:
             return
         ctx = self.ctx
+        failed = False
         for key, lease in list(self._leases.items()):
             async with self._lock:
                 if self._leases.get(key) is not lease:
@@ -129,11 +132,14 @@ class Authority:
                     )
                     self.renewed += 1
                 except StoreUnavailable as e:
+                    failed = True
                     log.warning("renewing lease on %s failed: %s", key, e)
                 except AuthorityLost as e:  # Fenced / RegionOwned: somebody took it over
                     self._leases.pop(key, None)
                     self.lost_count += 1
                     log.warning("lease on %s lost: %s", key, e)
+        if not failed:
+            self.last_renewal_ok = ctx.clock()
 
     def start(self) -> None:
         self.ctx.tasks.spawn(self._renew_loop(), f"ws-renew-{self.ctx.server_id}")

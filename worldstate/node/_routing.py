@@ -22,7 +22,32 @@ from worldstate.config import Config
 from worldstate.errors import ValidationError
 from worldstate.operations import BUILTIN_OPERATIONS, Operation
 
-__all__ = ["Prepared", "Router"]
+__all__ = [
+    "AT_LEAST_ONCE",
+    "AT_MOST_ONCE",
+    "DELIVERIES",
+    "EFFECTIVELY_ONCE",
+    "RELIABLE",
+    "Prepared",
+    "Router",
+    "check_delivery",
+]
+
+AT_MOST_ONCE = "at-most-once"
+"""Fire and forget: what the bus drops stays lost; nothing ever waits."""
+AT_LEAST_ONCE = "at-least-once"
+"""Acknowledged and redelivered until acknowledged; a receiver may see an op twice."""
+EFFECTIVELY_ONCE = "effectively-once"
+"""At-least-once plus deduplication by op_id."""
+DELIVERIES = (AT_MOST_ONCE, AT_LEAST_ONCE, EFFECTIVELY_ONCE)
+RELIABLE = frozenset({AT_LEAST_ONCE, EFFECTIVELY_ONCE})
+
+
+def check_delivery(delivery: object) -> str:
+    if delivery not in DELIVERIES:
+        raise ValidationError(f"delivery must be one of {', '.join(DELIVERIES)}, got {delivery!r}")
+    return str(delivery)
+
 
 Prepared = tuple[Operation, ConsistencyClass, RegionKey | None]
 """A validated op stamped with this server's id and HLC, its class, and its region."""
@@ -39,21 +64,58 @@ class Router:
         """The structure and object kinds this world accepts."""
         self.registry = Registry({t: t.default_consistency for t in BUILTIN_OPERATIONS})
         self._op_types: dict[str, type[Operation]] = {t.__name__: t for t in BUILTIN_OPERATIONS}
+        self._deliveries: dict[type, str] = {}
 
     @property
     def op_types(self) -> Mapping[str, type[Operation]]:
         """Type name → class, for decoding ops from the bus."""
         return self._op_types
 
-    def register(self, cls: type[Operation], consistency: ConsistencyClass | str) -> None:
+    def register(
+        self,
+        cls: type[Operation],
+        consistency: ConsistencyClass | str,
+        *,
+        delivery: str | None = None,
+    ) -> None:
         """Route a game-defined operation type (a subclass of a built-in operation, so the
-        world knows how to apply it) through ``consistency``. A type the chosen path cannot
-        execute, or one named like another registered type, is refused here, at
+        world knows how to apply it) through ``consistency``, with a delivery guarantee
+        (`DELIVERIES`; None: the class's default, see `delivery_of`). A type the chosen path
+        cannot execute, or one named like another registered type, is refused here, at
         registration (`worldstate._validation.check_registration`)."""
         parsed = check_registration(cls, consistency, self._op_types)
+        if delivery is not None:
+            delivery = check_delivery(delivery)
+            if parsed is ConsistencyClass.STRONG and delivery != EFFECTIVELY_ONCE:
+                raise ValidationError(
+                    "strong operations are committed once by op_id: their delivery is "
+                    "effectively-once"
+                )
+            if parsed is ConsistencyClass.CAUSAL and delivery == AT_MOST_ONCE:
+                raise ValidationError(
+                    "causal operations are logged before they are acknowledged and repaired "
+                    "from the log: at-most-once is not offered for them"
+                )
         with inner_errors():
             self.registry.register(cls, parsed)
         self._op_types[cls.__name__] = cls
+        if delivery is not None:
+            self._deliveries[cls] = delivery
+        else:
+            self._deliveries.pop(cls, None)
+
+    def delivery_of(self, op_or_type: object) -> str:
+        """The delivery guarantee of an operation (or type): as registered (a subclass
+        inherits it), else its class's default — STRONG and CAUSAL effectively-once,
+        EVENTUAL at-most-once."""
+        cls = op_or_type if isinstance(op_or_type, type) else type(op_or_type)
+        for c in cls.__mro__:
+            got = self._deliveries.get(c)
+            if got is not None:
+                return got
+        if self.consistency_of(cls) is ConsistencyClass.EVENTUAL:
+            return AT_MOST_ONCE
+        return EFFECTIVELY_ONCE
 
     def consistency_of(self, op_or_type: object) -> ConsistencyClass:
         return inner(self.registry.of, op_or_type)

@@ -13,6 +13,9 @@ topic                                  what travels on it
 ``eventual/{morton}``                  one tick's eventual batch of region ``morton``
 ``causal/events/{origin}``             a group of ``origin``'s causal events (QoS 1)
 ``causal/heads/{origin}``              ``origin``'s highest causal seq (QoS 0)
+``rel/{sender}/all``                   an acknowledged eventual op, to every server (QoS 1)
+``rel/{sender}/to/{receiver}``         its redelivery to one server that did not ack (QoS 1)
+``relack/{sender}``                    a receiver's acknowledgement of ``sender``'s ops (QoS 1)
 =====================================  ====================================================
 """
 
@@ -29,6 +32,8 @@ __all__ = [
     "NOTICES",
     "OPS",
     "PRESENCE",
+    "RELIABLE",
+    "RELIABLE_ACKS",
     "REPLIES",
     "every",
     "of",
@@ -45,6 +50,8 @@ EVENTUAL = "eventual"
 CAUSAL = "causal"
 CAUSAL_EVENTS = "causal/events"
 CAUSAL_HEADS = "causal/heads"
+RELIABLE = "rel"
+RELIABLE_ACKS = "relack"
 
 
 def of(family: str, who: object) -> str:

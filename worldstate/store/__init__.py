@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 import weakref
@@ -14,13 +15,14 @@ from typing import Any, TypeVar
 
 from sqlalchemy import desc, func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from regions import RegionKey
 from worldstate.errors import StoreUnavailable, WorldStateError
 from worldstate.objects import Lease, WorldObject
 from worldstate.store import leases as lease_ops
 from worldstate.store import region_state, schema
+from worldstate.store.diagnosis import permanent_problem
 from worldstate.store.engine import dialect_of, make_engine, parse_store_url
 from worldstate.store.region_state import LoadResult, StoredRow, WriteRequest
 from worldstate.store.retry import RetryPolicy, RetryStats, transact
@@ -34,6 +36,10 @@ _SQLITE_WRITE_LOCKS: weakref.WeakValueDictionary[tuple[str, int], asyncio.Lock] 
 T = TypeVar("T")
 
 __all__ = ["LoadResult", "RegionSummary", "Store"]
+
+
+def _file_exists(path: str) -> bool:
+    return os.path.exists(path)  # one stat at open: not worth a thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +76,17 @@ class Store:
         pool_size: int = 10,
         read_only: bool = False,
         clock: Callable[[], float] = time.time,
+        engine: AsyncEngine | None = None,
     ) -> None:
+        """``engine``: use this engine (made by `make_engine` for ``url``) rather than a
+        new one — the deterministic simulation passes one that does no thread I/O."""
         self.url = parse_store_url(url)
         self.dialect = dialect_of(self.url)
-        self.engine = make_engine(url, pool_size=pool_size, read_only=read_only)
+        self.engine = (
+            engine
+            if engine is not None
+            else make_engine(url, pool_size=pool_size, read_only=read_only)
+        )
         self.policy = policy or RetryPolicy()
         self.stats = RetryStats()
         self.clock = clock
@@ -111,6 +124,9 @@ class Store:
         except WorldStateError:
             raise
         except DBAPIError as e:
+            problem = permanent_problem(e, self.url)
+            if problem is not None:
+                raise StoreUnavailable(f"{what}: {problem}") from e
             raise StoreUnavailable(
                 f"{what}: the store at {self.describe()} failed: {str(e.orig).splitlines()[0]}"
             ) from e
@@ -122,7 +138,16 @@ class Store:
     async def open(self) -> None:
         """Create the schema if missing (idempotent; safe with many servers starting)."""
         if self.read_only:
-            await self.run(lambda c: c.execute(select(1)), "connect")
+            if self.dialect == "sqlite":
+                path = self.url.database
+                if path and path != ":memory:" and not _file_exists(path):
+                    raise StoreUnavailable(
+                        f"no SQLite database at {path} — check the path in the store URL "
+                        "(inspect never creates one)"
+                    )
+            await self.run(
+                lambda c: c.execute(select(schema.meta.c.value).limit(1)), "open the store"
+            )
             return
         stored = 0
         for attempt in range(5):
@@ -143,6 +168,16 @@ class Store:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+    async def ping(self) -> None:
+        """One round trip to the store, not retried (health checks: fail fast)."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(select(1))
+        except DBAPIError as e:
+            raise StoreUnavailable(
+                f"the store at {self.describe()} failed: {str(e.orig).splitlines()[0]}"
+            ) from e
 
     # -- regions ---------------------------------------------------------------------------
 
@@ -274,13 +309,46 @@ class Store:
 
         return await self.run(body, "list regions", read=True)
 
+    async def region_checks(
+        self, mortons: Sequence[int], *, verify: bool = True
+    ) -> dict[int, tuple[int, bool]]:
+        """For the operator views: per region (Morton code), the committed objects of the
+        strong path (structures, items... in ``ws_objects``, not in the snapshot's count)
+        and whether the current row's checksum holds (``verify=False``: not read, True).
+        One transaction per call."""
+        if not mortons:
+            return {}
+        codes = sorted(set(mortons))
+
+        async def body(conn: AsyncConnection) -> dict[int, tuple[int, bool]]:
+            o, r = schema.objects, schema.regions
+            counts = {
+                row.region_key: int(row.n)
+                for row in await conn.execute(
+                    select(o.c.region_key, func.count().label("n"))
+                    .where(o.c.region_key.in_(codes))
+                    .group_by(o.c.region_key)
+                )
+            }
+            out: dict[int, tuple[int, bool]] = {}
+            if not verify:
+                return {m: (counts.get(m, 0), True) for m in codes}
+            for row in await conn.execute(select(r).where(r.c.region_key.in_(codes))):
+                stored = region_state._row(RegionKey.from_morton(row.region_key), row)
+                out[row.region_key] = (counts.get(row.region_key, 0), stored.valid())
+            return out
+
+        return await self.run(body, "check regions", read=True)
+
     async def incidents(self, *, limit: int = 100) -> list[dict[str, Any]]:
         async def body(conn: AsyncConnection) -> list[dict[str, Any]]:
             i = schema.incidents
             rows = (await conn.execute(select(i).order_by(desc(i.c.at)).limit(limit))).all()
             return [
                 {
-                    "region": str(RegionKey.from_morton(r.region_key)),
+                    "region": str(RegionKey.from_morton(r.region_key))
+                    if r.region_key >= 0
+                    else "world",  # a world-wide incident (a checkpoint restore)
                     "kind": r.kind,
                     "detail": r.detail,
                     "at": r.at,

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import event
@@ -21,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from worldstate.errors import ValidationError
+from worldstate.security._redact import redact_url
 
 READ_OPTION = "worldstate_read"
 """Execution option marking a read-only transaction: on SQLite it begins DEFERRED, so WAL
@@ -35,13 +38,40 @@ def parse_store_url(url: str) -> URL:
     try:
         u = make_url(url)
     except ArgumentError:
-        raise ValidationError(f"store URL {url!r} is not a SQLAlchemy URL") from None
+        raise ValidationError(f"store URL {redact_url(url)!r} is not a SQLAlchemy URL") from None
     if u.drivername not in SUPPORTED:
         raise ValidationError(
             f"store URL scheme {u.drivername!r} is not supported; use one of "
             + ", ".join(f"{s}://" for s in SUPPORTED)
         )
+    _check_ssl(u)
     return u
+
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+SSL_FILES = ("sslrootcert", "sslcert", "sslkey", "sslcrl")
+
+
+def _check_ssl(u: URL) -> None:
+    """TLS to PostgreSQL / CockroachDB (secure mode): ``?sslmode=verify-full&sslrootcert=
+    ca.crt&sslcert=client.app.crt&sslkey=client.app.key`` is handed to psycopg as it is
+    (libpq's parameters); we check the values so a typo fails here, not as a vague
+    connection error."""
+    q = u.query
+    if not q:
+        return
+    if dialect_of(u) == "sqlite":
+        bad = sorted(k for k in q if k.startswith("ssl"))
+        if bad:
+            raise ValidationError(f"store URL: {', '.join(bad)} do not apply to SQLite")
+        return
+    mode = q.get("sslmode")
+    if mode is not None and mode not in SSL_MODES:
+        raise ValidationError(f"store URL: sslmode={mode!r} is not one of {', '.join(SSL_MODES)}")
+    for name in SSL_FILES:
+        path = q.get(name)
+        if isinstance(path, str) and not os.path.isfile(path):
+            raise ValidationError(f"store URL: {name}={path!r} is not a readable file")
 
 
 def dialect_of(url: URL) -> str:
@@ -49,10 +79,21 @@ def dialect_of(url: URL) -> str:
     return url.get_backend_name()
 
 
-def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> AsyncEngine:
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    read_only: bool = False,
+    async_creator: Callable[[], Awaitable[Any]] | None = None,
+) -> AsyncEngine:
+    """The engine for ``url``. ``async_creator`` (SQLite only) makes the driver-level
+    connection instead of aiosqlite — the deterministic simulation passes one that runs
+    sqlite3 in the event loop's thread (see ``tests/sim/store_sim.py``)."""
     u = parse_store_url(url)
     if dialect_of(u) == "sqlite":
-        return _sqlite_engine(u, read_only=read_only)
+        return _sqlite_engine(u, read_only=read_only, async_creator=async_creator)
+    if async_creator is not None:
+        raise ValidationError("async_creator is only supported for sqlite+aiosqlite:// stores")
     kwargs: dict[str, Any] = {
         "isolation_level": "SERIALIZABLE",
         "pool_size": pool_size,
@@ -69,9 +110,13 @@ def make_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> As
     return engine
 
 
-def _sqlite_engine(u: URL, *, read_only: bool) -> AsyncEngine:
+def _sqlite_engine(
+    u: URL, *, read_only: bool, async_creator: Callable[[], Awaitable[Any]] | None = None
+) -> AsyncEngine:
     memory = u.database in (None, "", ":memory:")
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 30.0}}
+    if async_creator is not None:
+        kwargs = {"async_creator": async_creator}
     if memory:
         kwargs["poolclass"] = StaticPool
     engine = create_async_engine(u, **kwargs)

@@ -1,10 +1,8 @@
-"""Region leases with fencing epochs. Runs inside a caller's transaction.
+"""Region leases with fencing epochs: the SQL side. Runs inside a caller's transaction.
 
-Rules: a region with no lease row, or whose lease has expired, can be acquired; acquiring
-bumps the epoch (the fencing token) — except that the live holder re-acquiring is a renewal
-and keeps it. A release keeps the row and its epoch but ends the lease at once, so the next
-acquirer (even the same server) gets epoch + 1. Renewal succeeds only for the holder at its
-epoch; anything else is `Fenced`.
+The rules (who may acquire, renew, release; what the epoch becomes) are the pure functions
+of `worldstate.store._lease_rules`: each function here reads the row, asks the rule and
+writes what it decided.
 
 Expiry times are seconds since the Unix epoch by the acquiring server's clock: servers are
 assumed NTP-synchronised to well under a lease TTL. Fencing keeps a server with a fast or
@@ -21,14 +19,14 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from regions import RegionKey
-from worldstate.errors import Fenced, RegionOwned
 from worldstate.objects import Lease
+from worldstate.store import _lease_rules as rules
 from worldstate.store import schema as s
+from worldstate.store._lease_rules import RELEASED
 from worldstate.store.region_state import read_lease_row
 from worldstate.store.retry import RetryTransaction
 
-RELEASED = 0.0
-"""``expires_at`` of a released lease: expired for everyone, and never renewed."""
+__all__ = ["RELEASED", "acquire", "all_leases", "get", "release", "renew"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,31 +46,34 @@ async def _row(conn: AsyncConnection, table: Table, code: int) -> Any:
 async def acquire_code(
     conn: AsyncConnection, table: Table, code: int, owner: str, ttl: float, now: float, key: Any
 ) -> Grant:
-    """`acquire` over any lease table keyed by one integer (``key`` names it in errors)."""
+    """`acquire` over any lease table keyed by one integer (``key`` names it in errors),
+    by the same rules (`_lease_rules`)."""
     pk = table.primary_key.columns.values()[0]
     row = await _row(conn, table, code)
-    expires = now + ttl
-    if row is None:
+    grant = rules.decide_acquire(key, rules.lease_row(row), owner, now, ttl)
+    lease = grant.lease
+    if grant.write == "insert":
         ins = s.insert_for(conn.dialect.name, table).values(
-            {pk.name: code, "owner": owner, "epoch": 1, "expires_at": expires, "acquired_at": now}
+            {
+                pk.name: code,
+                "owner": owner,
+                "epoch": lease.epoch,
+                "expires_at": lease.expires_at,
+                "acquired_at": now,
+            }
         )
         res = await conn.execute(ins.on_conflict_do_nothing(index_elements=[pk.name]).returning(pk))
         if res.first() is None:
             raise RetryTransaction("lease row created concurrently")
-        return Grant(owner, 1, expires)
-    if row.expires_at > now:
-        if row.owner != owner:
-            raise RegionOwned(key, row.owner, int(row.epoch), float(row.expires_at))
-        expires = max(expires, float(row.expires_at))
-        await conn.execute(update(table).where(pk == code).values(expires_at=expires))
-        return Grant(owner, int(row.epoch), expires)
-    epoch = int(row.epoch) + 1
-    await conn.execute(
-        update(table)
-        .where(pk == code)
-        .values(owner=owner, epoch=epoch, expires_at=expires, acquired_at=now)
-    )
-    return Grant(owner, epoch, expires)
+    elif grant.write == "extend":
+        await conn.execute(update(table).where(pk == code).values(expires_at=lease.expires_at))
+    else:
+        await conn.execute(
+            update(table)
+            .where(pk == code)
+            .values(owner=owner, epoch=lease.epoch, expires_at=lease.expires_at, acquired_at=now)
+        )
+    return Grant(owner, lease.epoch, lease.expires_at)
 
 
 async def renew_code(
@@ -85,28 +86,24 @@ async def renew_code(
     now: float,
     key: Any,
 ) -> Grant:
-    """`renew` over any lease table keyed by one integer."""
+    """`renew` over any lease table keyed by one integer, by the same rules."""
     pk = table.primary_key.columns.values()[0]
     row = await _row(conn, table, code)
-    if row is None or row.owner != owner or int(row.epoch) != epoch or row.expires_at <= RELEASED:
-        current = int(row.epoch) if row is not None else 0
-        raise Fenced(key, epoch, current, row.owner if row is not None else None)
-    expires = max(now + ttl, float(row.expires_at))
-    await conn.execute(update(table).where(pk == code).values(expires_at=expires))
-    return Grant(owner, epoch, expires)
+    lease = rules.decide_renew(key, rules.lease_row(row), owner, epoch, now, ttl)
+    await conn.execute(update(table).where(pk == code).values(expires_at=lease.expires_at))
+    return Grant(owner, epoch, lease.expires_at)
 
 
 async def release_code(
     conn: AsyncConnection, table: Table, code: int, owner: str, epoch: int
 ) -> bool:
-    """`release` over any lease table keyed by one integer."""
+    """`release` over any lease table keyed by one integer, by the same rules."""
     pk = table.primary_key.columns.values()[0]
-    res = await conn.execute(
-        update(table)
-        .where(pk == code, table.c.owner == owner, table.c.epoch == epoch)
-        .values(expires_at=RELEASED)
-    )
-    return bool(res.rowcount == 1)
+    row = await _row(conn, table, code)
+    if not rules.decide_release(rules.lease_row(row), owner, epoch):
+        return False
+    await conn.execute(update(table).where(pk == code).values(expires_at=RELEASED))
+    return True
 
 
 async def get_code(conn: AsyncConnection, table: Table, code: int) -> Grant | None:
@@ -123,10 +120,16 @@ async def acquire(
     conn: AsyncConnection, key: RegionKey, owner: str, ttl: float, now: float
 ) -> Lease:
     row = await read_lease_row(conn, key, lock=True)
-    expires = now + ttl
-    if row is None:
+    grant = rules.decide_acquire(key, rules.lease_row(row), owner, now, ttl)
+    lease = grant.lease
+    where = s.leases.c.region_key == key.morton
+    if grant.write == "insert":
         ins = s.insert_for(conn.dialect.name, s.leases).values(
-            region_key=key.morton, owner=owner, epoch=1, expires_at=expires, acquired_at=now
+            region_key=key.morton,
+            owner=owner,
+            epoch=lease.epoch,
+            expires_at=lease.expires_at,
+            acquired_at=now,
         )
         res = await conn.execute(
             ins.on_conflict_do_nothing(index_elements=["region_key"]).returning(
@@ -135,54 +138,40 @@ async def acquire(
         )
         if res.first() is None:
             raise RetryTransaction("lease row created concurrently")
-        return Lease(key, owner, 1, expires)
-    if row.expires_at > now:
-        if row.owner != owner:
-            raise RegionOwned(key, row.owner, int(row.epoch), float(row.expires_at))
-        # never shorten a lease already granted (a delayed or retried renewal)
-        expires = max(expires, float(row.expires_at))
+    elif grant.write == "extend":
+        await conn.execute(update(s.leases).where(where).values(expires_at=lease.expires_at))
+    else:
         await conn.execute(
-            update(s.leases).where(s.leases.c.region_key == key.morton).values(expires_at=expires)
+            update(s.leases)
+            .where(where)
+            .values(owner=owner, epoch=lease.epoch, expires_at=lease.expires_at, acquired_at=now)
         )
-        return Lease(key, owner, int(row.epoch), expires)
-    epoch = int(row.epoch) + 1
-    await conn.execute(
-        update(s.leases)
-        .where(s.leases.c.region_key == key.morton)
-        .values(owner=owner, epoch=epoch, expires_at=expires, acquired_at=now)
-    )
-    return Lease(key, owner, epoch, expires)
+    return lease
 
 
 async def renew(
     conn: AsyncConnection, key: RegionKey, owner: str, epoch: int, ttl: float, now: float
 ) -> Lease:
-    """Extend the holder's lease. The epoch is unchanged even if the lease had just expired,
-    as long as nobody took the region over (no owner change happened). A released lease is
-    not brought back (a renewal racing a release fails), and a renewal never moves the
-    expiry backwards (one delayed behind a newer renewal keeps the later expiry)."""
+    """Extend the holder's lease (see `_lease_rules.decide_renew`): a released lease is not
+    brought back, and a renewal never moves the expiry backwards."""
     row = await read_lease_row(conn, key, lock=True)
-    if row is None or row.owner != owner or int(row.epoch) != epoch or row.expires_at <= RELEASED:
-        current = int(row.epoch) if row is not None else 0
-        raise Fenced(key, epoch, current, row.owner if row is not None else None)
-    expires = max(now + ttl, float(row.expires_at))
+    lease = rules.decide_renew(key, rules.lease_row(row), owner, epoch, now, ttl)
     await conn.execute(
-        update(s.leases).where(s.leases.c.region_key == key.morton).values(expires_at=expires)
+        update(s.leases)
+        .where(s.leases.c.region_key == key.morton)
+        .values(expires_at=lease.expires_at)
     )
-    return Lease(key, owner, epoch, expires)
+    return lease
 
 
 async def release(conn: AsyncConnection, key: RegionKey, owner: str, epoch: int) -> bool:
-    res = await conn.execute(
-        update(s.leases)
-        .where(
-            s.leases.c.region_key == key.morton,
-            s.leases.c.owner == owner,
-            s.leases.c.epoch == epoch,
-        )
-        .values(expires_at=RELEASED)
+    row = await read_lease_row(conn, key, lock=True)
+    if not rules.decide_release(rules.lease_row(row), owner, epoch):
+        return False
+    await conn.execute(
+        update(s.leases).where(s.leases.c.region_key == key.morton).values(expires_at=RELEASED)
     )
-    return bool(res.rowcount == 1)
+    return True
 
 
 async def get(conn: AsyncConnection, key: RegionKey) -> Lease | None:

@@ -23,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from regions import RegionKey
 from worldstate._codec import CodecError, Columns, checksum, decode_columns, encode_objects
-from worldstate.errors import CorruptRegion, Fenced, RegionOwned, VersionConflict
+from worldstate.errors import CorruptRegion, VersionConflict
 from worldstate.objects import RegionSnapshot, WorldObject
+from worldstate.store import _lease_rules as lease_rules
 from worldstate.store import schema as s
 from worldstate.store.object_rows import read_rows, row_checksum
 
@@ -297,12 +298,8 @@ async def check_fence(
 ) -> None:
     """Refuse a write under a stale epoch (`Fenced`) or into another live owner's region
     (`RegionOwned`)."""
-    lease = await read_lease_row(conn, key, lock=True)
-    current_epoch = int(lease.epoch) if lease is not None else 0
-    if epoch != current_epoch:
-        raise Fenced(key, epoch, current_epoch, lease.owner if lease is not None else None)
-    if lease is not None and lease.expires_at > now and lease.owner != writer:
-        raise RegionOwned(key, lease.owner, int(lease.epoch), float(lease.expires_at))
+    row = await read_lease_row(conn, key, lock=True)
+    lease_rules.check_fence(key, lease_rules.lease_row(row), epoch, writer, now)
 
 
 async def _lock_version(conn: AsyncConnection, key: RegionKey) -> int | None:

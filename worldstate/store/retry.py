@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from worldstate.errors import StoreUnavailable
+from worldstate.store.diagnosis import permanent_problem
 from worldstate.store.engine import READ_OPTION
 
 log = logging.getLogger("worldstate.store")
@@ -73,6 +74,8 @@ def retry_reason(err: BaseException) -> str | None:
         return "conflict"
     if not isinstance(err, DBAPIError):
         return None
+    if permanent_problem(err) is not None:
+        return None  # a missing database, refused credentials, no schema: fail at once
     code = sqlstate_of(err)
     if code in RETRY_SQLSTATES:
         return code
@@ -104,6 +107,7 @@ async def transact(
     given, is held around each write attempt (SQLite: writers in one process queue on it
     rather than in SQLite's sleeping busy handler)."""
     last: BaseException | None = None
+    last_reason = ""
     for attempt in range(policy.attempts):
         if stats is not None:
             stats.transactions += 1
@@ -116,7 +120,7 @@ async def transact(
             reason = "connection" if isinstance(e, OSError) else retry_reason(e)
             if reason is None:
                 raise
-            last = e
+            last, last_reason = e, reason
             if stats is not None:
                 stats.count(reason)
             if on_retry is not None:
@@ -125,10 +129,21 @@ async def transact(
             await asyncio.sleep(policy.delay(attempt))
     if stats is not None:
         stats.exhausted += 1
+    last_text = str(last).splitlines()[0] if last else ""
+    if "too many clients" in last_text or "connection slots" in last_text:
+        advice = (
+            "the store is up but refuses new connections (too many clients) — lower "
+            "Config.pool_size across servers or raise the server's connection limit"
+        )
+    elif last_reason == "connection":
+        advice = (
+            "the store is unreachable — check that it runs and the host and port in the store URL"
+        )
+    else:
+        advice = "the store is overloaded — retry later"
     raise StoreUnavailable(
         f"{what}: retries exhausted after {policy.attempts} attempts (last error: "
-        f"{type(last).__name__}: {str(last).splitlines()[0] if last else ''}); the store is "
-        "overloaded or unreachable — retry later",
+        f"{type(last).__name__}: {last_text}); {advice}",
         attempts=policy.attempts,
     ) from last
 

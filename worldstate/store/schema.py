@@ -295,6 +295,50 @@ assignments = Table(
 )
 
 
+# -- history (see worldstate.history) -----------------------------------------------------------
+
+# One row per checkpoint. ``status`` is "writing" while its chunks go in (in short
+# transactions, so that a checkpoint never holds the write lock) and "complete" once all of
+# them are in; only complete checkpoints are listed, restored or exported. ``scope`` is null
+# for a whole world, else JSON ``{"regions": [morton, ...]}`` or ``{"inventories": [...]}``
+# (an imported per-region or per-inventory export). ``heads``: the causal log's highest seq
+# per origin in the copy; ``tables``: JSON ``{table: [column, ...]}`` of the rows' layout.
+checkpoints = Table(
+    "ws_checkpoints",
+    metadata,
+    Column("checkpoint_id", String(36), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("scope", Text, nullable=True),
+    Column("regions", BigInteger, nullable=False),
+    Column("objects", BigInteger, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("raw_bytes", BigInteger, nullable=False),
+    Column("heads", Text, nullable=False),
+    Column("tables", Text, nullable=False),
+    Column("meta", Text, nullable=False),
+    Index("ws_checkpoints_name", "name"),
+    Index("ws_checkpoints_created", "created_at"),
+)
+
+# The rows of a checkpoint, per world table, in chunks: ``body`` is zlib-compressed JSON
+# lines, one JSON array per row in the column order of ``ws_checkpoints.tables``.
+checkpoint_chunks = Table(
+    "ws_checkpoint_chunks",
+    metadata,
+    Column("checkpoint_id", String(36), primary_key=True),
+    Column("table_name", String(64), primary_key=True),
+    Column("chunk_no", Integer, primary_key=True, autoincrement=False),
+    Column("row_count", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+)
+
+
 def insert_for(dialect: str, table: Table) -> Any:
     """An ``INSERT`` supporting ``on_conflict_do_*`` for the connection's dialect."""
     if dialect == "sqlite":

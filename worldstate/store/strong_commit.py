@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 import conflicts as cf
 from regions import REGION_SIZE, RegionKey, keys_in_box
-from worldstate.errors import Fenced, RegionOwned
 from worldstate.operations import (
     ChangeInventory,
     ClaimResource,
@@ -31,6 +30,7 @@ from worldstate.operations import (
     PlaceStructure,
     TransferItems,
 )
+from worldstate.store import _lease_rules as lease_rules
 from worldstate.store import schema as s
 from worldstate.store.object_rows import row_values
 from worldstate.store.region_state import bump_versions
@@ -59,6 +59,12 @@ async def prior_outcomes(conn: AsyncConnection, op_ids: Sequence[str]) -> dict[s
         r.op_id: OpOutcome(r.op_id, r.status == "committed", r.version, r.reason, r.winner_op_id)
         for r in rows
     }
+
+
+CONFLICT_DECISIONS: dict[tuple[str, str, str], int] = {}
+"""Conflict decisions recorded by this process: (writer server id, conflict type, rule) →
+count. Read by `worldstate.metrics`; a counter, never reset. (Counted at the decision; a
+transaction retried after it may count one decision twice.)"""
 
 
 def candidate(op: Operation) -> cf.Candidate:
@@ -257,6 +263,9 @@ async def commit_batches(
         rows.append(_outcome_row(o, res, key, now))
     await conn.execute(insert(s.outcomes), rows)
     decisions = [d for d in resolution.decisions if d.losers]
+    for d in decisions:  # counted for worldstate.metrics (worldstate_conflicts_total)
+        counted = (writer, d.conflict_type.value, d.rule.value)
+        CONFLICT_DECISIONS[counted] = CONFLICT_DECISIONS.get(counted, 0) + 1
     if decisions:
         by_op = region_of_op
         await conn.execute(
@@ -300,15 +309,8 @@ async def _check_fences(
     }
     epochs: dict[RegionKey, int] = {}
     for b in batches:
-        lease = rows.get(b.key.morton)
-        current = int(lease.epoch) if lease is not None else 0
-        live_other = lease is not None and lease.expires_at > now and lease.owner != writer
-        if b.epoch is not None and b.epoch != current:
-            raise Fenced(b.key, b.epoch, current, lease.owner if lease is not None else None)
-        if live_other:
-            assert lease is not None
-            raise RegionOwned(b.key, lease.owner, int(lease.epoch), float(lease.expires_at))
-        epochs[b.key] = current
+        row = lease_rules.lease_row(rows.get(b.key.morton))
+        epochs[b.key] = lease_rules.check_fence(b.key, row, b.epoch, writer, now)
     return epochs
 
 

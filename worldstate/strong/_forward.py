@@ -109,6 +109,8 @@ class Forwarder:
             if not (isinstance(req, str) and len(req) == 32 and isinstance(sender, str)):
                 raise ValidationError("bad request header")
             check_id(sender, "sender")
+            if msg.sender is not None and msg.sender != sender:  # a signed bus names it
+                raise ValidationError(f"signed by {msg.sender!r} in the name of {sender!r}")
             op = decode_op(orjson.dumps(doc["op"]), self.op_types)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValidationError) as e:
             self.dropped += 1

@@ -246,6 +246,12 @@ class InventoryCommitter(GroupCommitter[ShardKey]):
     async def _decide_and_write(self, live: dict[ShardKey, list[Entry]]) -> None:
         for _attempt in range(MAX_ATTEMPTS):
             live = {k: v for k, v in live.items() if v}
+            for key in [k for k in live if not self.holds(k)]:  # demoted or lost meanwhile
+                err = NotAuthoritative(
+                    f"{self.server_id} holds no live lease on {key}; resubmit (same op_ids)"
+                )
+                for x in live.pop(key):
+                    x.fail(err)
             if not live:
                 return
             try:

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -294,8 +293,8 @@ class StrongPath:
                 mark = (self._released.get(route) or 0, owner)
                 seen = self._released_seen.get(route)
                 if seen is None or seen[0] != mark:
-                    seen = self._released_seen[route] = (mark, time.monotonic())
-                if time.monotonic() - seen[1] < HANDOFF_GRACE:
+                    seen = self._released_seen[route] = (mark, self.ctx.clock())
+                if self.ctx.clock() - seen[1] < HANDOFF_GRACE:
                     attempts -= 1  # waiting, not failing: bounded by the submit deadline
                     self._owner_cache.pop(route, None)
                     await asyncio.sleep(0.02)
@@ -303,6 +302,7 @@ class StrongPath:
             if owner is None or owner == me:
                 if isinstance(route, RegionKey):
                     self._released_seen.pop(route, None)
+                self._require_authority(route)  # a demoted server takes nothing on
                 await self._acquire(route)
                 continue
             try:
@@ -315,6 +315,16 @@ class StrongPath:
             f"{route}: ownership kept moving while routing op {op.op_id}; retry it (same op_id)",
             key=route,
         )
+
+    def _require_authority(self, route: Route) -> None:
+        """No strong write leaves a demoted server, whatever path it takes (the standing
+        may have changed while the op was being routed)."""
+        if not self.authority.authoritative:
+            raise NotAuthoritative(
+                f"{self.ctx.server_id} is on the minority side of a partition: strong "
+                "operations are refused until it rejoins",
+                key=route,
+            )
 
     async def _acquire(self, route: Route) -> None:
         """Take an unowned region or shard (one attempt at a time per key)."""
@@ -353,7 +363,7 @@ class StrongPath:
         now = self.ctx.clock()
         hit = self._owner_cache.get(route)
         if hit is not None and (
-            (hit[0] is None and hit[1] > time.monotonic()) or (hit[0] is not None and hit[1] > now)
+            (hit[0] is None and hit[1] > self.ctx.clock()) or (hit[0] is not None and hit[1] > now)
         ):
             return hit[0]
         pending = self._looking.get(route)
@@ -381,7 +391,7 @@ class StrongPath:
             if g is not None and g.expires_at > now:
                 self._owner_cache[route] = (g.owner, g.expires_at)
                 return g.owner
-            self._owner_cache[route] = (None, time.monotonic())
+            self._owner_cache[route] = (None, self.ctx.clock())
             return None
         lease = await self.ctx.store.lease(route)
         if lease is not None and lease.live(now):
@@ -390,7 +400,7 @@ class StrongPath:
             if lease.owner != self.ctx.server_id:
                 self._released_seen.pop(route, None)
             return lease.owner
-        self._owner_cache[route] = (None, time.monotonic())
+        self._owner_cache[route] = (None, self.ctx.clock())
         released = lease is not None and lease.expires_at <= RELEASED
         self._released[route] = lease.epoch if lease is not None and released else None
         return None

@@ -223,6 +223,16 @@ class RegionCommitter(GroupCommitter[RegionKey]):
             live = {k: v for k, v in live.items() if v}
             if not live:
                 return
+            # (again) before every attempt: a retry must not go out once this server has
+            # been demoted or lost a lease meanwhile
+            for key in list(live):
+                try:
+                    self.lease_of(key)
+                except NotAuthoritative as e:
+                    for x in live.pop(key):
+                        x.fail(e)
+            if not live:
+                return
             try:
                 for key in list(live):
                     if key in self._stale or key not in self.states:
