@@ -278,7 +278,7 @@ async def test_a_server_demoted_while_routing_writes_nothing(backend: Backend) -
     async with mesh(backend, 1) as (a,):
         owner_of = a.strong._owner
 
-        async def demoted_while_looking(key: RegionKey) -> str | None:
+        async def demoted_while_looking(key: Any) -> str | None:
             found = await owner_of(key)
             a.authority.demote("a partition, noticed during routing")
             return found
