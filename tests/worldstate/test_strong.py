@@ -283,7 +283,7 @@ async def test_a_server_demoted_while_routing_writes_nothing(backend: Backend) -
             a.authority.demote("a partition, noticed during routing")
             return found
 
-        a.strong._owner = demoted_while_looking  # type: ignore[method-assign]
+        a.strong._owner = demoted_while_looking  # type: ignore[method-assign,assignment]
         op = place("late", 10.0)
         with pytest.raises(NotAuthoritative):
             await a.submit(op)
