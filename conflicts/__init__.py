@@ -7,8 +7,9 @@ whatever order the operations arrived in, on every server.
 
 - Candidates: `StructurePlacement`, `TerrainEdit`, `ResourceClaim`, `ItemPickup`,
   `CreatureClaim` (frozen records, validated on construction).
-- Strategies and policy: `Strategy`, `ConflictType`, `Policy`, `DEFAULT_POLICY`,
-  `precedence_key` (each strategy's total order, ending in server id then op id).
+- Strategies and policy: `Strategy`, `CustomStrategy` (a game's key function, then the
+  full tie-break), `ConflictType`, `Policy`, `DEFAULT_POLICY`, `precedence_key` (each
+  strategy's total order, ending in server id then op id).
 - Resolution: `resolve` (mixed batch) and `resolve_structures`, `resolve_terrain`,
   `merge_terrain`, `resolve_claims`, `resolve_pickups`, `resolve_creatures`, against an
   optional `CommittedState`; results are `Resolution` values holding `ConflictDecision`s.
@@ -37,7 +38,7 @@ from conflicts._creatures import detect_creature_disputes, resolve_creatures
 from conflicts._decisions import ConflictDecision, Outcome
 from conflicts._errors import ConflictInputError
 from conflicts._items import detect_pickup_races, resolve_pickups
-from conflicts._kinds import ConflictType, Rule, Strategy
+from conflicts._kinds import AnyStrategy, ConflictType, CustomStrategy, Rule, Strategy
 from conflicts._merge import TerrainGroup, TerrainMerge, detect_terrain_overlaps, merge_terrain
 from conflicts._policy import DEFAULT_POLICY, Policy, precedence_key
 from conflicts._resolution import Resolution
@@ -62,12 +63,14 @@ __all__ = [
     "EMPTY_STATE",
     "MAX_ID_LENGTH",
     "MAX_MAGNITUDE",
+    "AnyStrategy",
     "Candidate",
     "CommittedState",
     "ConflictDecision",
     "ConflictInputError",
     "ConflictType",
     "CreatureClaim",
+    "CustomStrategy",
     "ItemPickup",
     "Outcome",
     "PartitionRule",

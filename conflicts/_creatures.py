@@ -8,8 +8,8 @@ from conflicts._candidates import CreatureClaim, unique_candidates
 from conflicts._committed import CommittedState, as_committed
 from conflicts._decisions import ConflictDecision, trusted_decision
 from conflicts._errors import ConflictInputError
-from conflicts._kinds import ConflictType, Rule, Strategy, as_strategy
-from conflicts._policy import STRATEGY_TEXT, precedence_key_fn
+from conflicts._kinds import AnyStrategy, ConflictType, Rule, Strategy, as_any_strategy
+from conflicts._policy import precedence_key_fn, strategy_text
 from conflicts._resolution import Resolution, make_resolution
 
 _TYPE = ConflictType.CREATURE_OWNERSHIP
@@ -33,7 +33,7 @@ def detect_creature_disputes(claims: Iterable[CreatureClaim]) -> dict[str, tuple
 
 
 def resolve_creatures_checked(
-    items: list[CreatureClaim], strategy: Strategy, state: CommittedState
+    items: list[CreatureClaim], strategy: AnyStrategy, state: CommittedState
 ) -> Resolution[CreatureClaim]:
     """`resolve_creatures` on already-validated, de-duplicated input."""
     if strategy is Strategy.MERGE:
@@ -76,7 +76,7 @@ def resolve_creatures_checked(
                     winners=tuple(c.op_id for c in won),
                     losers=tuple(c.op_id for c in lost),
                     reason=f"creature {cid!r} goes to server {claimant!r} (op "
-                    f"{group[0].op_id}); {STRATEGY_TEXT[strategy]}",
+                    f"{group[0].op_id}); {strategy_text(strategy)}",
                 )
             )
     return make_resolution(winners, losers, decisions, {_TYPE: rule})
@@ -85,7 +85,7 @@ def resolve_creatures_checked(
 def resolve_creatures(
     claims: Iterable[CreatureClaim],
     *,
-    strategy: Strategy | str = Strategy.TIMESTAMP,
+    strategy: AnyStrategy | str = Strategy.TIMESTAMP,
     committed: CommittedState | None = None,
 ) -> Resolution[CreatureClaim]:
     """Settle creature-ownership disputes.
@@ -96,4 +96,4 @@ def resolve_creatures(
     loses with rule ``committed`` unless it comes from the owner or names the owner.
     """
     items = unique_candidates(claims, (CreatureClaim,), "resolve_creatures")
-    return resolve_creatures_checked(items, as_strategy(strategy), as_committed(committed))
+    return resolve_creatures_checked(items, as_any_strategy(strategy), as_committed(committed))

@@ -8,8 +8,8 @@ from conflicts._candidates import ItemPickup, unique_candidates
 from conflicts._committed import CommittedState, as_committed
 from conflicts._decisions import ConflictDecision, trusted_decision
 from conflicts._errors import ConflictInputError
-from conflicts._kinds import ConflictType, Rule, Strategy, as_strategy
-from conflicts._policy import STRATEGY_TEXT, precedence_key_fn
+from conflicts._kinds import AnyStrategy, ConflictType, Rule, Strategy, as_any_strategy
+from conflicts._policy import precedence_key_fn, strategy_text
 from conflicts._resolution import Resolution, make_resolution
 
 _TYPE = ConflictType.ITEM_PICKUP
@@ -33,7 +33,7 @@ def detect_pickup_races(pickups: Iterable[ItemPickup]) -> dict[str, tuple[str, .
 
 
 def resolve_pickups_checked(
-    items: list[ItemPickup], strategy: Strategy, state: CommittedState
+    items: list[ItemPickup], strategy: AnyStrategy, state: CommittedState
 ) -> Resolution[ItemPickup]:
     """`resolve_pickups` on already-validated, de-duplicated input."""
     if strategy is Strategy.MERGE:
@@ -68,7 +68,7 @@ def resolve_pickups_checked(
                     winners=(first.op_id,),
                     losers=tuple(p.op_id for p in rest),
                     reason=f"item {item!r} goes to op {first.op_id} from server "
-                    f"{first.server_id!r}; {STRATEGY_TEXT[strategy]}",
+                    f"{first.server_id!r}; {strategy_text(strategy)}",
                 )
             )
     return make_resolution(winners, losers, decisions, {_TYPE: rule})
@@ -77,10 +77,10 @@ def resolve_pickups_checked(
 def resolve_pickups(
     pickups: Iterable[ItemPickup],
     *,
-    strategy: Strategy | str = Strategy.TIMESTAMP,
+    strategy: AnyStrategy | str = Strategy.TIMESTAMP,
     committed: CommittedState | None = None,
 ) -> Resolution[ItemPickup]:
     """One winner per item: the pickup first in ``strategy``'s precedence order. Pickups of
     an item already in `CommittedState.picked_items` all lose with rule ``committed``."""
     items = unique_candidates(pickups, (ItemPickup,), "resolve_pickups")
-    return resolve_pickups_checked(items, as_strategy(strategy), as_committed(committed))
+    return resolve_pickups_checked(items, as_any_strategy(strategy), as_committed(committed))

@@ -10,7 +10,15 @@ from typing import Any
 
 from conflicts._candidates import Candidate
 from conflicts._errors import ConflictInputError
-from conflicts._kinds import ConflictType, Strategy, as_conflict_type, as_strategy
+from conflicts._kinds import (
+    AnyStrategy,
+    ConflictType,
+    CustomStrategy,
+    Strategy,
+    as_any_strategy,
+    as_conflict_type,
+    as_strategy,
+)
 
 PrecedenceKey = tuple[Any, ...]
 
@@ -31,32 +39,36 @@ class Policy:
     pickups and creature ownership, and `Strategy.MERGE` for terrain. Creatures use
     TIMESTAMP rather than LWW so that two servers racing for a creature cannot hand it back
     and forth: the first claim holds, and the loser learns the winner's op id. Fields accept
-    a `Strategy` or its name; `Strategy.MERGE` is only meaningful (and only accepted) for
-    terrain. Read it as a mapping with ``policy[ConflictType.ITEM_PICKUP]``.
+    a `Strategy`, its name, or a game's `CustomStrategy` (its key, then the full timestamp
+    tie-break); `Strategy.MERGE` is only meaningful (and only accepted) for terrain, and a
+    custom strategy makes terrain edits exclusive (the first in its order wins an overlap).
+    Read it as a mapping with ``policy[ConflictType.ITEM_PICKUP]``.
     """
 
-    structures: Strategy = Strategy.TIMESTAMP
-    terrain: Strategy = Strategy.MERGE
-    resources: Strategy = Strategy.TIMESTAMP
-    items: Strategy = Strategy.TIMESTAMP
-    creatures: Strategy = Strategy.TIMESTAMP
+    structures: AnyStrategy = Strategy.TIMESTAMP
+    terrain: AnyStrategy = Strategy.MERGE
+    resources: AnyStrategy = Strategy.TIMESTAMP
+    items: AnyStrategy = Strategy.TIMESTAMP
+    creatures: AnyStrategy = Strategy.TIMESTAMP
 
     def __post_init__(self) -> None:
         for ctype, name in _FIELD_OF.items():
-            strategy = as_strategy(getattr(self, name))
+            strategy = as_any_strategy(getattr(self, name))
             if strategy is Strategy.MERGE and ctype is not ConflictType.TERRAIN_OVERLAP:
                 raise ConflictInputError(
                     f"strategy 'merge' applies only to terrain, not to {ctype.value}"
                 )
             object.__setattr__(self, name, strategy)
 
-    def __getitem__(self, ctype: ConflictType | str) -> Strategy:
-        strategy: Strategy = getattr(self, _FIELD_OF[as_conflict_type(ctype)])
+    def __getitem__(self, ctype: ConflictType | str) -> AnyStrategy:
+        strategy: AnyStrategy = getattr(self, _FIELD_OF[as_conflict_type(ctype)])
         return strategy
 
-    def with_strategy(self, ctype: ConflictType | str, strategy: Strategy | str) -> Policy:
+    def with_strategy(
+        self, ctype: ConflictType | str, strategy: Strategy | CustomStrategy | str
+    ) -> Policy:
         """A copy with one conflict type's strategy replaced."""
-        fields: dict[str, Any] = {_FIELD_OF[as_conflict_type(ctype)]: as_strategy(strategy)}
+        fields: dict[str, Any] = {_FIELD_OF[as_conflict_type(ctype)]: as_any_strategy(strategy)}
         return dataclasses.replace(self, **fields)
 
     @classmethod
@@ -70,7 +82,8 @@ class Policy:
         return cls(**fields)
 
     def to_dict(self) -> dict[str, str]:
-        """``{conflict type value: strategy value}`` for every type (JSON-safe)."""
+        """``{conflict type value: strategy value}`` for every type (JSON-safe; a custom
+        strategy shows as ``custom:<name>``)."""
         return {ctype.value: self[ctype].value for ctype in ConflictType}
 
 
@@ -106,13 +119,16 @@ _SORT_FN: dict[Strategy, Callable[[Candidate], Any]] = {
 }
 
 
-def precedence_key_fn(strategy: Strategy) -> Callable[[Candidate], Any]:
+def precedence_key_fn(strategy: AnyStrategy) -> Callable[[Candidate], Any]:
     """A sort key ordering candidates as `precedence_key` does (smaller first); for the
     timestamp order it is `canonical_key`."""
+    if isinstance(strategy, CustomStrategy):
+        rank = strategy.rank
+        return lambda c: (rank(c), c.sort_key)
     return _SORT_FN[as_strategy(strategy)]
 
 
-def precedence_key(strategy: Strategy | str, candidate: Candidate) -> PrecedenceKey:
+def precedence_key(strategy: AnyStrategy | str, candidate: Candidate) -> PrecedenceKey:
     """The total-order key under which ``strategy`` ranks ``candidate`` (smaller first).
 
     Every key ends in a full tie-break, so no two operations with distinct op ids tie:
@@ -121,9 +137,12 @@ def precedence_key(strategy: Strategy | str, candidate: Candidate) -> Precedence
     - LOWEST_SERVER: ``(server_id, hlc, op_id)``
     - PRIORITY: ``(-priority, hlc, server_id, op_id)``
     - LWW: ``(-hlc, server_id, op_id)``
+    - a `CustomStrategy`: ``(its key, hlc, server_id, op_id)``
 
     Strings compare by code point (Python's and numpy's order), identically on every server.
     """
+    if isinstance(strategy, CustomStrategy):
+        return (strategy.rank(candidate), candidate.hlc, candidate.server_id, candidate.op_id)
     return _KEY_FN[as_strategy(strategy)](candidate)
 
 
@@ -135,3 +154,14 @@ STRATEGY_TEXT: dict[Strategy, str] = {
     Strategy.MERGE: "terrain deltas merge: every edit applies and the deltas add",
 }
 """One line per strategy for decision reasons."""
+
+
+def strategy_text(strategy: AnyStrategy) -> str:
+    """One line on how ``strategy`` decides, for decision reasons."""
+    if isinstance(strategy, CustomStrategy):
+        how = strategy.description or "the game's key"
+        return (
+            f"custom strategy {strategy.name!r} ({how}), then lowest HLC, lowest server id, "
+            "lowest op id"
+        )
+    return STRATEGY_TEXT[strategy]

@@ -10,8 +10,8 @@ from conflicts._candidates import ResourceClaim, unique_candidates
 from conflicts._committed import CommittedState, as_committed
 from conflicts._decisions import ConflictDecision, trusted_decision
 from conflicts._errors import ConflictInputError
-from conflicts._kinds import ConflictType, Rule, Strategy, as_strategy
-from conflicts._policy import STRATEGY_TEXT, precedence_key_fn
+from conflicts._kinds import AnyStrategy, ConflictType, Rule, Strategy, as_any_strategy
+from conflicts._policy import precedence_key_fn, strategy_text
 from conflicts._resolution import Resolution, make_resolution
 from conflicts._validate import check_id, check_real
 
@@ -61,7 +61,7 @@ def _amount(x: float | Fraction) -> str:
 
 
 def resolve_claims_checked(
-    items: list[ResourceClaim], strategy: Strategy, state: CommittedState
+    items: list[ResourceClaim], strategy: AnyStrategy, state: CommittedState
 ) -> Resolution[ResourceClaim]:
     """`resolve_claims` on already-validated, de-duplicated input."""
     if strategy is Strategy.MERGE:
@@ -110,7 +110,7 @@ def resolve_claims_checked(
                         losers=(c.op_id,),
                         reason=f"claim of {_amount(amount)} on {rid!r} does not fit: "
                         f"{_amount(limit - used)} of {_amount(limit)} left after "
-                        f"{len(admitted)} claim(s) ahead of it; {STRATEGY_TEXT[strategy]}",
+                        f"{len(admitted)} claim(s) ahead of it; {strategy_text(strategy)}",
                     )
                 )
                 losers.append(c)
@@ -135,7 +135,7 @@ def resolve_claims_checked(
 def resolve_claims(
     claims: Iterable[ResourceClaim],
     *,
-    strategy: Strategy | str = Strategy.TIMESTAMP,
+    strategy: AnyStrategy | str = Strategy.TIMESTAMP,
     committed: CommittedState | None = None,
 ) -> Resolution[ResourceClaim]:
     """Choose which resource claims of a concurrent batch are granted.
@@ -148,4 +148,4 @@ def resolve_claims(
     ``committed``. ``resource_remaining`` in the result gives each node's new amount.
     """
     items = unique_candidates(claims, (ResourceClaim,), "resolve_claims")
-    return resolve_claims_checked(items, as_strategy(strategy), as_committed(committed))
+    return resolve_claims_checked(items, as_any_strategy(strategy), as_committed(committed))

@@ -14,9 +14,9 @@ from conflicts._candidates import StructurePlacement, unique_candidates
 from conflicts._committed import CommittedState, as_committed
 from conflicts._decisions import ConflictDecision, trusted_decision
 from conflicts._errors import ConflictInputError
-from conflicts._kinds import ConflictType, Rule, Strategy, as_strategy
+from conflicts._kinds import AnyStrategy, ConflictType, Rule, Strategy, as_any_strategy
 from conflicts._overlap import Boxes, index_hits, join
-from conflicts._policy import STRATEGY_TEXT, canonical_key, precedence_key_fn
+from conflicts._policy import canonical_key, precedence_key_fn, strategy_text
 from conflicts._resolution import Resolution, make_resolution
 
 F64 = npt.NDArray[np.float64]
@@ -94,18 +94,18 @@ def detect_committed_overlaps(
     return {items[r].op_id: tuple(hits[r]) for r in sorted(hits, key=lambda r: items[r].op_id)}
 
 
-def _reason(loser: StructurePlacement, winners: list[StructurePlacement], s: Strategy) -> str:
+def _reason(loser: StructurePlacement, winners: list[StructurePlacement], s: AnyStrategy) -> str:
     w = winners[0]
     if w.structure_id == loser.structure_id:
         what = f"reuses structure id {w.structure_id!r} placed by op {w.op_id}"
     else:
         what = f"overlaps structure {w.structure_id!r} placed by op {w.op_id}"
     more = f" (and {len(winners) - 1} more)" if len(winners) > 1 else ""
-    return f"structure {loser.structure_id!r} {what}{more}; {STRATEGY_TEXT[s]}"
+    return f"structure {loser.structure_id!r} {what}{more}; {strategy_text(s)}"
 
 
 def resolve_structures_checked(
-    items: list[StructurePlacement], strategy: Strategy, state: CommittedState, method: str
+    items: list[StructurePlacement], strategy: AnyStrategy, state: CommittedState, method: str
 ) -> Resolution[StructurePlacement]:
     """`resolve_structures` on already-validated, de-duplicated input."""
     if strategy is Strategy.MERGE:
@@ -168,7 +168,7 @@ def resolve_structures_checked(
 def resolve_structures(
     placements: Iterable[StructurePlacement],
     *,
-    strategy: Strategy | str = Strategy.TIMESTAMP,
+    strategy: AnyStrategy | str = Strategy.TIMESTAMP,
     committed: CommittedState | None = None,
     method: str = "rtree",
 ) -> Resolution[StructurePlacement]:
@@ -182,4 +182,6 @@ def resolve_structures(
     placements. ``method="pairwise"`` uses the O(n^2) reference detector (same answer).
     """
     items = unique_candidates(placements, (StructurePlacement,), "resolve_structures")
-    return resolve_structures_checked(items, as_strategy(strategy), as_committed(committed), method)
+    return resolve_structures_checked(
+        items, as_any_strategy(strategy), as_committed(committed), method
+    )

@@ -10,10 +10,10 @@ import numpy as np
 from conflicts._admit import admit
 from conflicts._candidates import TerrainEdit, unique_candidates
 from conflicts._decisions import trusted_decision
-from conflicts._kinds import ConflictType, Rule, Strategy, as_strategy
+from conflicts._kinds import AnyStrategy, ConflictType, Rule, Strategy, as_any_strategy
 from conflicts._merge import TerrainGroup, balls_of, merge_terrain
 from conflicts._overlap import join
-from conflicts._policy import STRATEGY_TEXT, precedence_key_fn
+from conflicts._policy import STRATEGY_TEXT, precedence_key_fn, strategy_text
 from conflicts._resolution import Resolution, make_resolution
 
 _TYPE = ConflictType.TERRAIN_OVERLAP
@@ -37,7 +37,7 @@ def describe_group(g: TerrainGroup) -> str:
 
 
 def resolve_terrain_checked(
-    items: list[TerrainEdit], strategy: Strategy, method: str
+    items: list[TerrainEdit], strategy: AnyStrategy, method: str
 ) -> Resolution[TerrainEdit]:
     """`resolve_terrain` on already-validated, de-duplicated input."""
     rule = Rule.of(strategy)
@@ -80,7 +80,7 @@ def resolve_terrain_checked(
                 winners=tuple(ordered[i].op_id for i in wins),
                 losers=(e.op_id,),
                 reason=f"terrain edit overlaps {describe_edit(w)} by op {w.op_id}{more}; "
-                f"{STRATEGY_TEXT[strategy]}",
+                f"{strategy_text(strategy)}",
             )
         )
     winners = list(compress(ordered, admitted.tolist()))
@@ -97,7 +97,7 @@ def resolve_terrain_checked(
 def resolve_terrain(
     edits: Iterable[TerrainEdit],
     *,
-    strategy: Strategy | str = Strategy.MERGE,
+    strategy: AnyStrategy | str = Strategy.MERGE,
     method: str = "rtree",
 ) -> Resolution[TerrainEdit]:
     """Resolve concurrent terrain edits.
@@ -109,4 +109,4 @@ def resolve_terrain(
     unless it overlaps one already admitted; ``terrain`` is then the merge of the winners.
     """
     items = unique_candidates(edits, (TerrainEdit,), "resolve_terrain")
-    return resolve_terrain_checked(items, as_strategy(strategy), method)
+    return resolve_terrain_checked(items, as_any_strategy(strategy), method)

@@ -111,3 +111,79 @@ def encode_many(indices: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         np.take(hi_table, hi, out=part, mode="clip")
         code |= part
     return code.view(np.int64)
+
+
+def box_ranges(
+    lo: tuple[int, int, int], hi: tuple[int, int, int], *, max_ranges: int = 32
+) -> list[tuple[int, int]]:
+    """Inclusive Morton ranges ``[(first, last), ...]`` whose union holds every code of the
+    index box ``lo..hi`` (inclusive on each axis), sorted, disjoint and not adjacent.
+
+    The box is cut into aligned octree cubes (each one contiguous run of codes), level by
+    level, until cutting further would exceed ``max_ranges``; cubes still only partly inside
+    the box are then kept whole. So the union may hold codes outside the box (a caller
+    scanning a table filters them with `decode`), but never misses one inside it, and the
+    number of ranges never exceeds ``max_ranges``. Cost: O(max_ranges) cubes per level.
+    """
+    if isinstance(max_ranges, bool) or not isinstance(max_ranges, int) or max_ranges < 1:
+        raise GeometryError(f"max_ranges must be an int >= 1, got {max_ranges!r}")
+    a = [check_axis(v, "lo index") + AXIS_OFFSET for v in lo]
+    b = [check_axis(v, "hi index") + AXIS_OFFSET for v in hi]
+    if any(x > y for x, y in zip(a, b, strict=True)):
+        raise GeometryError(f"box lo {tuple(lo)} exceeds hi {tuple(hi)} on some axis")
+    level = max((x ^ y).bit_length() for x, y in zip(a, b, strict=True))
+    origin = tuple(x >> level << level for x in a)
+
+    def code(p: tuple[int, ...]) -> int:
+        return _spread(p[0]) | (_spread(p[1]) << 1) | (_spread(p[2]) << 2)
+
+    def whole(p: tuple[int, ...], lv: int) -> tuple[int, int]:
+        first = code(p)
+        return first, first + (1 << (3 * lv)) - 1
+
+    done: list[tuple[int, int]] = []
+    partial: list[tuple[int, ...]] = [origin]
+    while partial:
+        side = 1 << level
+        rest = []
+        for p in partial:
+            if all(x >= lo_ and x + side - 1 <= hi_ for x, lo_, hi_ in zip(p, a, b, strict=True)):
+                done.append(whole(p, level))
+            else:
+                rest.append(p)
+        if not rest:
+            break
+        if level == 0:  # unreachable: a single cell meeting the box lies inside it
+            done.extend(whole(p, level) for p in rest)
+            break
+        half = 1 << (level - 1)
+        children: list[tuple[int, ...]] = []
+        for p in rest:
+            for dz in (0, half):
+                for dy in (0, half):
+                    for dx in (0, half):
+                        c = (p[0] + dx, p[1] + dy, p[2] + dz)
+                        if all(
+                            x <= hi_ and x + half - 1 >= lo_
+                            for x, lo_, hi_ in zip(c, a, b, strict=True)
+                        ):
+                            children.append(c)
+        if len(done) + len(children) > max_ranges:
+            done.extend(whole(p, level) for p in rest)
+            break
+        level -= 1
+        partial = children
+    done.sort()
+    merged: list[tuple[int, int]] = []
+    for first, last in done:
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def in_box(code: int, lo: tuple[int, int, int], hi: tuple[int, int, int]) -> bool:
+    """True when the region of Morton ``code`` lies in the index box ``lo..hi``."""
+    p = decode(code)
+    return all(a <= x <= b for a, x, b in zip(lo, p, hi, strict=True))

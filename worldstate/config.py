@@ -95,6 +95,11 @@ class Config:
     max_query_regions: int = 4096
     query_staleness: float = 1.0
     """A query re-reads (from cache) regions it has held for longer than this."""
+    query_scan_regions: int = 64
+    """A query whose reach covers more regions than this asks the store which of them
+    exist (one Morton-range scan) rather than reading each one: big boxes cost what the data
+    costs. ``max_query_regions`` then bounds the stored regions such a query may read
+    (unless it passes ``limit``)."""
 
     # -- history (worldstate.history) --
     event_retention: float | None = None

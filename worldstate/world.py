@@ -688,14 +688,23 @@ class World:
     # -- spatial queries -------------------------------------------------------------------
 
     async def query(
-        self, shape: Shape | tuple[Any, Any], kinds: Iterable[str] | None = None
+        self,
+        shape: Shape | tuple[Any, Any],
+        kinds: Iterable[str] | None = None,
+        *,
+        limit: int | None = None,
     ) -> list[WorldObject]:
         """Objects whose boxes meet ``shape`` (a `Box`, a `Sphere` or a ``(lo, hi)`` pair),
-        optionally only of some ``kinds``; answered by the R-tree over the regions it
-        touches, each read (from cache when possible) if not seen within
-        ``Config.query_staleness`` seconds. Ordered by region (Morton), then as stored."""
+        optionally only of some ``kinds``, at most ``limit`` of them; ordered by region
+        (Morton), then as stored.
+
+        Objects are found from every region they overlap: the query reads the regions its
+        shape touches plus the neighbours within half ``Config.max_structure_size`` (see
+        `worldstate.node._query`). A big box asks the store which regions exist in it, so
+        its cost follows the data, not the volume. Each region is read (from cache when
+        possible) if not seen within ``Config.query_staleness`` seconds."""
         self._check_open()
-        return await self.views.query(shape, kinds)
+        return await self.views.query(shape, kinds, limit=limit)
 
     # -- observability ---------------------------------------------------------------------
 
@@ -823,8 +832,8 @@ def _check_timeout(timeout: object) -> float:
 class _Connect:
     """What `connect` returns: use ``async with`` (closes on exit) or ``await`` it."""
 
-    def __init__(self, config: Config, clock: Callable[[], float]) -> None:
-        self._world = World(config, clock=clock)
+    def __init__(self, config: Config, clock: Callable[[], float], policy: cf.Policy) -> None:
+        self._world = World(config, clock=clock, policy=policy)
 
     async def __aenter__(self) -> World:
         return await self._world.open()
@@ -847,14 +856,20 @@ def connect(
     server_id: str | None = None,
     config: Config | None = None,
     clock: Callable[[], float] = time.time,
+    policy: cf.Policy | None = None,
 ) -> _Connect:
     """Open a world: ``async with worldstate.connect(url, server_id="gs-1") as world``.
 
     Arguments override the matching fields of ``config`` (default: `Config.from_env()`).
     ``store`` is a SQLAlchemy URL (``cockroachdb+psycopg://``, ``postgresql+psycopg://`` or
     ``sqlite+aiosqlite:///file.db``); ``cache`` is ``redis://…`` or ``memory://``; ``bus``
-    is ``mqtt://…`` or ``memory://[name]``.
+    is ``mqtt://…`` or ``memory://[name]``. ``policy`` is the `conflicts.Policy` the strong
+    path resolves conflicts with (default `conflicts.DEFAULT_POLICY`; a field may hold a
+    `conflicts.CustomStrategy`). Every server of a mesh must use the same policy: it is
+    what makes their decisions agree.
     """
+    if policy is not None and not isinstance(policy, cf.Policy):
+        raise ValidationError(f"policy must be a conflicts.Policy, got {type(policy).__name__}")
     base = config if config is not None else Config.from_env()
     if not isinstance(base, Config):
         raise ValidationError(f"config must be a worldstate.Config, got {type(base).__name__}")
@@ -868,4 +883,4 @@ def connect(
     if server_id is not None:
         changes["server_id"] = check_id(server_id, "server_id", base.max_id_length)
     cfg = base.replace(**changes) if changes else base
-    return _Connect(cfg, clock)
+    return _Connect(cfg, clock, policy if policy is not None else cf.DEFAULT_POLICY)

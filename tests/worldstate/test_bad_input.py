@@ -352,7 +352,8 @@ QUERIES: list[tuple[str, Any, Any]] = [
     ("one corner", ((0, 0, 0),), None),
     ("NaN corner", ((math.nan, 0, 0), (1, 1, 1)), None),
     ("inverted box", ((5, 5, 5), (1, 1, 1)), None),
-    ("too many regions", ((0, 0, 0), (1e9, 1e9, 1e9)), None),
+    # a huge box is not bad input: it answers at the cost of the stored data (issue 9);
+    # tests/worldstate/test_query.py checks the bound on stored regions and bad limits
     ("infinite corner", ((0, 0, 0), (math.inf, 1, 1)), None),
     ("2-D corners", ((0, 0), (1, 1)), None),
 ]

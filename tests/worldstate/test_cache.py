@@ -120,9 +120,9 @@ async def test_put_then_get_round_trips(cache: RegionCache) -> None:
 
 async def test_extreme_regions_and_versions_round_trip(cache: RegionCache) -> None:
     top = 2**63 - 1
-    assert await cache.put(0, top, b"") is True
+    assert await cache.put(0, top, b"t") is True
     assert await cache.put(top, 1, b"x") is True
-    assert await cache.get(0) == CachedRegion(top, b"")
+    assert await cache.get(0) == CachedRegion(top, b"t")
     assert await cache.get(top) == CachedRegion(1, b"x")
 
 
@@ -196,10 +196,40 @@ async def test_refused_write_does_not_renew_the_ttl(
 
 async def test_entries_lists_live_entries_sorted(cache: RegionCache) -> None:
     await cache.put(30, 3, b"xyz")
-    await cache.put(10, 1, b"")
+    await cache.mark_newer(10, 1)
     await cache.put(20, 2, b"ab")
     assert await cache.entries() == [(10, 1, 0), (20, 2, 2), (30, 3, 3)]
     assert await cache.entries(limit=2) == [(10, 1, 0), (20, 2, 2)]
+
+
+async def test_newer_marker_is_a_readable_miss_that_keeps_refusing_older_writes(
+    cache: RegionCache,
+) -> None:
+    assert await cache.put(7, 3, b"three")
+    assert await cache.mark_newer(7, 5) is True
+    assert await cache.get(7) is None, "a marker reads as a miss"
+    assert await cache.get_many([7]) == {}
+    assert await cache.get(7) is None, "and reading it did not delete it"
+    assert await cache.put(7, 4, b"four") is False, "a stale write is still refused"
+    assert await cache.put(7, 3, b"three") is False
+    assert await cache.mark_newer(7, 5) is False, "the same marker twice is refused"
+    assert await cache.mark_newer(7, 4) is False
+    assert await cache.put(7, 5, b"five") is True, "the version's snapshot replaces it"
+    assert await cache.get(7) == CachedRegion(5, b"five")
+    assert await cache.mark_newer(7, 5) is False, "a marker never hides its own snapshot"
+    assert await cache.get(7) == CachedRegion(5, b"five")
+    assert await cache.mark_newer(7, 6) is True
+    assert await cache.get(7) is None
+    assert await cache.entries() == [(7, 6, 0)]
+    assert cache.stats.markers == 2 and cache.stats.as_dict()["markers"] == 2
+
+
+async def test_empty_payloads_are_refused_in_favour_of_markers(cache: RegionCache) -> None:
+    with pytest.raises(ValidationError, match="mark_newer"):
+        await cache.put(1, 1, b"")
+    with pytest.raises(ValidationError):
+        await cache.mark_newer(1, 0)
+    assert await cache.get(1) is None
 
 
 async def test_concurrent_puts_leave_the_highest_version(cache: RegionCache) -> None:
@@ -360,6 +390,9 @@ async def test_redis_key_layout(redis_url: str, redis_prefix: str) -> None:
     try:
         key = f"{redis_prefix}region:513"
         assert await client.get(key) == b"\x00\x00\x00\x00\x00\x00\x01\x02payload"
+        async with RedisCache(redis_url, prefix=redis_prefix, ttl=60.0, timeout=2.0) as cache:
+            assert await cache.mark_newer(513, 0x0103)
+        assert await client.get(key) == b"\x00\x00\x00\x00\x00\x00\x01\x03", "a marker"
         assert 0 < await client.pttl(key) <= 60_000
     finally:
         await client.aclose()

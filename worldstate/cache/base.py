@@ -1,10 +1,15 @@
 """The region cache contract: `RegionCache`, the value it holds (`CachedRegion`) and its
 counters (`CacheStats`).
 
-A region cache holds at most one blob per region — its encoded snapshot — tagged with the
-region's version. Writes are *set-if-newer*: a write lands only when the cache holds nothing
-for the region or holds an older version, so a slow writer never replaces a newer snapshot
-with an older one. The cache is an accelerator, never the truth: strong reads go to the store.
+A region cache holds at most one entry per region, tagged with the region's version: its
+encoded snapshot, or a *"newer version exists"* marker (`RegionCache.mark_newer`: a commit
+changed the region to that version without producing its snapshot). Writes are
+*set-if-newer* over the order ``(version, marker < snapshot)``: a write lands only when the
+cache holds nothing for the region, an older version, or a marker of the same version being
+replaced by that version's snapshot. So a slow writer never replaces a newer snapshot — nor a
+newer marker — with an older one. Reads treat a marker as a miss and leave it in place: it
+keeps refusing older snapshots until the newer one arrives or it expires. The cache is an
+accelerator, never the truth: strong reads go to the store.
 
 Every implementation validates its inputs here, at the boundary (`ValidationError`), and
 then never raises for a failing backend: a lookup that cannot be answered is a miss, a write
@@ -43,8 +48,10 @@ class CacheStats:
 
     ``hits`` / ``misses`` count regions looked up (`get` counts one, `get_many` one per
     distinct region). A lookup the backend could not answer (error or breaker open) is a miss
-    too, so ``hit_rate`` shows what callers actually got. ``writes`` counts stored puts,
-    ``stale_writes_refused`` puts refused because the cache held the same or a newer version.
+    too, as is one that found a "newer version exists" marker, so ``hit_rate`` shows what
+    callers actually got. ``writes`` counts stored puts, ``markers`` stored `mark_newer`
+    markers, ``stale_writes_refused`` puts and markers refused because the cache held the
+    same or a newer version.
     ``errors`` counts backend calls that failed or timed out; ``bypassed`` calls skipped
     because the circuit breaker was open (both for any operation).
     """
@@ -55,6 +62,7 @@ class CacheStats:
     stale_writes_refused: int = 0
     errors: int = 0
     bypassed: int = 0
+    markers: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -71,6 +79,7 @@ class CacheStats:
             "stale_writes_refused": self.stale_writes_refused,
             "errors": self.errors,
             "bypassed": self.bypassed,
+            "markers": self.markers,
         }
 
 
@@ -99,10 +108,16 @@ def check_version(version: object) -> int:
 
 
 def check_payload(payload: object) -> bytes:
-    """Return ``payload`` if it is ``bytes`` (immutable: the cache may keep a reference)."""
+    """Return ``payload`` if it is non-empty ``bytes`` (immutable: the cache may keep a
+    reference). The empty value is the "newer version exists" marker: `mark_newer`."""
     if not isinstance(payload, bytes):
         raise ValidationError(
             f"payload must be bytes (an encoded snapshot), got {type(payload).__name__}"
+        )
+    if not payload:
+        raise ValidationError(
+            "payload must not be empty: to say a newer version exists without its snapshot, "
+            "call RegionCache.mark_newer(region, version)"
         )
     return payload
 
@@ -168,14 +183,24 @@ class RegionCache(ABC):
         the backend could not be reached. Stored entries expire after the cache's TTL."""
         return await self._put(check_region(region), check_version(version), check_payload(payload))
 
+    async def mark_newer(self, region: int, version: int) -> bool:
+        """Record that ``region`` reached ``version`` without caching its snapshot (a strong
+        commit changed it). Set-if-newer like `put`: stored when the cache holds nothing, an
+        older version, or an older marker; refused over the same or a newer version. Until
+        the snapshot of ``version`` (or a newer one) replaces it, reads of ``region`` miss and
+        older snapshots are refused — the marker is never read as a payload, nor deleted by a
+        reader. Returns whether it was stored."""
+        return await self._put(check_region(region), check_version(version), b"")
+
     async def invalidate(self, region: int) -> None:
         """Drop the entry of ``region`` (best effort: a failing backend leaves it to expire)."""
         await self._invalidate(check_region(region))
 
     async def entries(self, limit: int = 1000) -> list[tuple[int, int, int]]:
         """Up to ``limit`` live entries as ``(region, version, payload size in bytes)``, sorted
-        by region, for the operator. Unlike the other methods, a backend failure raises:
-        an operator must not mistake an unreachable cache for an empty one."""
+        by region, for the operator (size 0: a "newer version exists" marker). Unlike the
+        other methods, a backend failure raises: an operator must not mistake an unreachable
+        cache for an empty one."""
         return await self._entries(check_count(limit, "limit"))
 
     @abstractmethod
@@ -193,7 +218,8 @@ class RegionCache(ABC):
     async def _get_many(self, regions: list[int]) -> dict[int, CachedRegion]: ...
 
     @abstractmethod
-    async def _put(self, region: int, version: int, payload: bytes) -> bool: ...
+    async def _put(self, region: int, version: int, payload: bytes) -> bool:
+        """Set-if-newer; an empty ``payload`` is a marker (counted in ``stats.markers``)."""
 
     @abstractmethod
     async def _invalidate(self, region: int) -> None: ...

@@ -9,6 +9,11 @@ from collections.abc import Callable
 from worldstate.cache.base import CachedRegion, RegionCache, check_count, check_seconds
 
 
+def _order(entry: CachedRegion) -> tuple[int, bool]:
+    """Set-if-newer order: by version, and a marker (empty payload) below its snapshot."""
+    return entry.version, bool(entry.payload)
+
+
 class MemoryCache(RegionCache):
     """Region snapshots in this process: least recently used entries are evicted beyond
     ``max_entries``, and every entry expires ``ttl`` seconds after it was written.
@@ -49,7 +54,7 @@ class MemoryCache(RegionCache):
 
     async def _get(self, region: int) -> CachedRegion | None:
         entry = self._live(region, self._clock())
-        if entry is None:
+        if entry is None or not entry.payload:  # absent, or a "newer version exists" marker
             self.stats.misses += 1
             return None
         self._lru.move_to_end(region)
@@ -61,7 +66,7 @@ class MemoryCache(RegionCache):
         found: dict[int, CachedRegion] = {}
         for region in regions:
             entry = self._live(region, now)
-            if entry is None:
+            if entry is None or not entry.payload:
                 self.stats.misses += 1
             else:
                 self._lru.move_to_end(region)
@@ -72,14 +77,17 @@ class MemoryCache(RegionCache):
     async def _put(self, region: int, version: int, payload: bytes) -> bool:
         now = self._clock()
         current = self._live(region, now)
-        if current is not None and current.version >= version:
+        if current is not None and _order(current) >= _order(CachedRegion(version, payload)):
             self.stats.stale_writes_refused += 1
             return False
         self._lru[region] = (now + self.ttl, CachedRegion(version, payload))
         self._lru.move_to_end(region)
         while len(self._lru) > self.max_entries:
             self._lru.popitem(last=False)
-        self.stats.writes += 1
+        if payload:
+            self.stats.writes += 1
+        else:
+            self.stats.markers += 1
         return True
 
     async def _invalidate(self, region: int) -> None:

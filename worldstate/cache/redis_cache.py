@@ -1,10 +1,12 @@
 """`RedisCache`: region snapshots in Redis, shared by every game server of the mesh.
 
 Layout: one string per region at ``{prefix}region:{morton}`` holding the version as 8 bytes
-big-endian followed by the payload. A string rather than a hash because reads dominate:
-`get` is one GET and `get_many` one MGET, each a single bulk reply per region. Writes go
-through a Lua script (one EVALSHA round trip) that compares the stored version prefix with
-the new one and sets value and TTL atomically, so concurrent writers cannot interleave.
+big-endian followed by the payload; exactly 8 bytes (no payload) is a "newer version
+exists" marker (`RegionCache.mark_newer`), which reads answer as a miss. A string rather
+than a hash because reads dominate: `get` is one GET and `get_many` one MGET, each a single
+bulk reply per region. Writes go through a Lua script (one EVALSHA round trip) that compares
+the stored version prefix with the new one and sets value and TTL atomically, so concurrent
+writers cannot interleave.
 
 Failure policy: every call is bounded by ``timeout``; a Redis error or timeout is counted in
 ``stats.errors``, reported to the circuit breaker and answered as a miss (`get`) or a
@@ -39,19 +41,23 @@ _T = TypeVar("_T")
 
 _VERSION_BYTES: Final = 8
 
-# KEYS[1]: the region's key. ARGV[1]: 8-byte big-endian version .. payload. ARGV[2]: TTL ms.
-# Returns 1 if stored, 0 if the key holds the same or a newer version. The versions are
-# compared byte by byte: Lua numbers are doubles (exact only to 2**53), and Lua's string `<`
-# goes through strcoll, which depends on the server's locale.
+# KEYS[1]: the region's key. ARGV[1]: 8-byte big-endian version .. payload (empty payload:
+# a "newer version exists" marker). ARGV[2]: TTL ms. Returns 1 if stored, 0 if the key holds
+# a newer version, the same version, or a marker of the same version being marked again:
+# entries are ordered by (version, marker < snapshot), so a version's snapshot replaces its
+# marker and nothing else of that version replaces anything. The versions are compared byte
+# by byte: Lua numbers are doubles (exact only to 2**53), and Lua's string `<` goes through
+# strcoll, which depends on the server's locale. GETRANGE 0..8 returns 8 bytes for a marker
+# and 9 for a snapshot.
 _PUT_IF_NEWER: Final = """
-local cur = redis.call('GETRANGE', KEYS[1], 0, 7)
-if #cur == 8 then
+local cur = redis.call('GETRANGE', KEYS[1], 0, 8)
+if #cur >= 8 then
   local new = ARGV[1]
   for i = 1, 8 do
     local a, b = string.byte(cur, i), string.byte(new, i)
     if a > b then return 0 end
     if a < b then break end
-    if i == 8 then return 0 end
+    if i == 8 and (#cur > 8 or #new == 8) then return 0 end
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -67,8 +73,8 @@ _FAILED: Final = _Failed.FAILED
 
 
 def _decode(raw: bytes | str | None) -> CachedRegion | None:
-    if not isinstance(raw, bytes) or len(raw) < _VERSION_BYTES:
-        return None  # absent, or not written by this cache: a miss
+    if not isinstance(raw, bytes) or len(raw) <= _VERSION_BYTES:
+        return None  # absent, a "newer version exists" marker, or not ours: a miss
     return CachedRegion(int.from_bytes(raw[:_VERSION_BYTES], "big"), raw[_VERSION_BYTES:])
 
 
@@ -238,7 +244,10 @@ class RedisCache(RegionCache):
         if outcome is _FAILED:
             return False
         if outcome == 1:
-            self.stats.writes += 1
+            if payload:
+                self.stats.writes += 1
+            else:
+                self.stats.markers += 1
             return True
         self.stats.stale_writes_refused += 1
         return False

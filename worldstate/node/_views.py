@@ -1,10 +1,10 @@
 """`RegionViews`: regions as this server last saw them — load and store through the cache
-and the store, one bulk-loaded R-tree per region for queries, staleness marks from the
-other servers' commit notices."""
+and the store, one bulk-loaded R-tree per region for queries (planned and driven by
+`worldstate.node._query`: neighbours within reach, Morton-range scans for big boxes,
+``limit``), staleness marks from the other servers' commit notices."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,7 +20,6 @@ from regions import (
     Sphere,
     as_region_key,
     as_shape,
-    keys_of_shape,
 )
 from worldstate._codec import (
     CodecError,
@@ -35,6 +34,7 @@ from worldstate.bus import Message
 from worldstate.errors import ValidationError
 from worldstate.node._context import NodeContext
 from worldstate.node._fanout import Fanout
+from worldstate.node._query import check_limit, plan_query, run_query
 from worldstate.objects import RegionSnapshot, WorldObject
 from worldstate.protocol import _topics as topics
 from worldstate.updates import RegionChanged
@@ -138,6 +138,13 @@ class RegionViews:
             max_id_length=c.max_id_length,
             max_data_bytes=c.max_object_data_bytes,
         )
+        for o in objects:  # queries reach neighbours by this bound (worldstate.node._query)
+            size = max(h - lo for lo, h in zip(o.lo, o.hi, strict=True))
+            if size > c.max_structure_size:
+                raise ValidationError(
+                    f"object {o.id!r} is {size:.1f} m across; the limit is "
+                    f"{c.max_structure_size} m (Config.max_structure_size)"
+                )
         payload = encode_objects(objects)
         if len(payload) > c.max_snapshot_bytes:
             raise ValidationError(
@@ -204,37 +211,65 @@ class RegionViews:
         self._view[snap.key] = _RegionView(snap.version, now, index, snap.objects)
 
     async def query(
-        self, shape: Shape | tuple[Any, Any], kinds: Iterable[str] | None = None
+        self,
+        shape: Shape | tuple[Any, Any],
+        kinds: Iterable[str] | None = None,
+        *,
+        limit: int | None = None,
     ) -> list[WorldObject]:
-        """Objects whose boxes meet ``shape``; see `World.query`."""
-        ctx = self.ctx
+        """Objects whose boxes meet ``shape``, at most ``limit``; see `World.query` and
+        `worldstate.node._query` (this class is its `QueryViews`, the store its
+        `RegionDirectory`)."""
+        c = self.ctx.config
         q: Box | Sphere = geometry(as_shape, shape)
         kind_set = check_kind_filter(kinds, self.kinds)
-        keys: list[RegionKey] = geometry(
-            keys_of_shape, q, ctx.config.region_size, max_keys=ctx.config.max_query_regions
+        n = check_limit(limit)
+        plan = plan_query(q, region_size=c.region_size, reach=c.max_structure_size / 2)
+        return await run_query(
+            plan,
+            self,
+            self.ctx.store,
+            kinds=kind_set,
+            limit=n,
+            scan_regions=c.query_scan_regions,
+            max_regions=c.max_query_regions,
         )
-        now = ctx.clock()
-        stale = [
-            k
-            for k in keys
-            if (e := self._view.get(k)) is None or now - e.loaded_at > ctx.config.query_staleness
-        ]
-        sem = asyncio.Semaphore(16)
 
-        async def refresh(k: RegionKey) -> None:
-            async with sem:
-                await self.load(k, consistent=False)
+    # `QueryViews` (worldstate.node._query)
 
-        await asyncio.gather(*(refresh(k) for k in stale))
-        out: list[WorldObject] = []
-        for k in keys:
-            view = self._view.get(k)
-            if view is None or not view.objects:
-                continue
-            out.extend(view.objects[i] for i in sorted(view.index.intersection(q)))
-        if kind_set is not None:
-            out = [o for o in out if o.kind in kind_set]
-        return out
+    def stale(self, key: RegionKey, at_least: int | None) -> bool:
+        """Whether a query must re-read ``key``: no view, a view older than the version the
+        store listed, or (without one) older than ``Config.query_staleness``."""
+        view = self._view.get(key)
+        if view is None:
+            return True
+        if at_least is None:
+            return self.ctx.clock() - view.loaded_at > self.ctx.config.query_staleness
+        if view.version >= at_least:
+            view.loaded_at = self.ctx.clock()  # the store just vouched for this version
+            return False
+        return True
+
+    async def refresh(self, key: RegionKey, at_least: int | None) -> None:
+        """Re-read ``key`` for a query, from the cache when it is recent enough."""
+        snap = await self.load(key, consistent=False)
+        if at_least is not None and snap.version < at_least:  # the cache is behind
+            await self.load(key)
+
+    def absent(self, key: RegionKey) -> None:
+        """The store holds no row for ``key``: an empty view at version 0, seen now."""
+        view = self._view.get(key)
+        if view is not None and view.version > 0:  # gone from the store (a restore)
+            del self._view[key]
+        self._index(RegionSnapshot(key, 0, None, 0, ()))
+
+    def matches(self, key: RegionKey, shape: Shape) -> Sequence[WorldObject]:
+        """The objects of the view of ``key`` meeting ``shape``, as stored."""
+        view = self._view.get(key)
+        if view is None or not view.objects:
+            return ()
+        objs = view.objects
+        return [objs[i] for i in sorted(view.index.intersection(shape))]
 
     def stats(self) -> dict[str, Any]:
         return {

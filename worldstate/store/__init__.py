@@ -21,9 +21,10 @@ from regions import RegionKey
 from worldstate.errors import StoreUnavailable, WorldStateError
 from worldstate.objects import Lease, WorldObject
 from worldstate.store import leases as lease_ops
-from worldstate.store import region_state, schema
+from worldstate.store import region_scan, region_state, schema
 from worldstate.store.diagnosis import permanent_problem
 from worldstate.store.engine import dialect_of, make_engine, parse_store_url
+from worldstate.store.region_scan import StoredVersion
 from worldstate.store.region_state import LoadResult, StoredRow, WriteRequest
 from worldstate.store.retry import RetryPolicy, RetryStats, transact
 
@@ -35,7 +36,7 @@ _SQLITE_WRITE_LOCKS: weakref.WeakValueDictionary[tuple[str, int], asyncio.Lock] 
 
 T = TypeVar("T")
 
-__all__ = ["LoadResult", "RegionSummary", "Store"]
+__all__ = ["LoadResult", "RegionSummary", "Store", "StoredVersion"]
 
 
 def _file_exists(path: str) -> bool:
@@ -308,6 +309,19 @@ class Store:
             return out
 
         return await self.run(body, "list regions", read=True)
+
+    async def regions_in_box(
+        self, lo: RegionKey, hi: RegionKey, *, after: int = -1, limit: int = 1000
+    ) -> tuple[list[StoredVersion], int | None]:
+        """Stored regions (key, version) in the index box ``lo..hi``, in Morton order: a
+        Morton-range scan that costs what exists, not the box's volume (see
+        `worldstate.store.region_scan`). Returns one page and the ``after`` of the next
+        (None at the end)."""
+
+        async def body(conn: AsyncConnection) -> tuple[list[StoredVersion], int | None]:
+            return await region_scan.regions_in_box(conn, lo, hi, after=after, limit=limit)
+
+        return await self.run(body, f"list regions in {lo}..{hi}", read=True)
 
     async def region_checks(
         self, mortons: Sequence[int], *, verify: bool = True

@@ -438,7 +438,7 @@ class StrongPath:
     async def after_commit(self, key: RegionKey, version: int) -> None:
         """Tell caches and other servers the region changed."""
         ctx = self.ctx
-        await ctx.cache.put(key.morton, version, b"")  # tombstone: older copies are refused
+        await ctx.cache.mark_newer(key.morton, version)  # older snapshots are refused
         self.views.mark_stale(key)
         with contextlib.suppress(WorldStateError):
             await ctx.bus.publish(
