@@ -76,6 +76,9 @@ class Config:
     CockroachDB tracks exact key spans and can take more (e.g. 8)."""
     max_structure_size: float = REGION_SIZE
     """Largest edge of a placed structure, metres (at most one region)."""
+    inventory_shards: int = 64
+    """Inventory shards (each leased like a region; an inventory's shard is a stable hash
+    of its id). Every server of a world must use the same number."""
     forward_timeout: float = 2.0
     """Seconds a forwarded strong op waits for its owner's answer."""
     submit_timeout: float = 5.0

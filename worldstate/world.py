@@ -157,6 +157,7 @@ class World:
             ctx, self.authority, acquire=self.acquire_region, release=self.release_region
         )
         self.membership = MembershipAgent(ctx, self.authority, self._load_counters)
+        self.strong.acquire_region = self.acquire_region  # first use of an unowned region
         self._closed = False
         self._opened = False
         self._closing: asyncio.Task[None] | None = None
@@ -341,6 +342,7 @@ class World:
         self._check_open()
         k = self._key(key)
         lease = await self.authority.acquire(k)
+        await self.strong.on_acquired(k, lease)  # the owner loads its committed strong state
         try:  # pick up the eventual state the previous owner snapshotted
             self.eventual.seed_region(await self.views.load(k))
         except WorldStateError as e:
@@ -424,7 +426,9 @@ class World:
         (else `Fenced`), and a live lease held by another server refuses it (`RegionOwned`).
         """
         self._check_open()
-        return await self.views.store(snapshot, expected_version=expected_version)
+        version = await self.views.store(snapshot, expected_version=expected_version)
+        self.strong.snapshot_stored(self._key(snapshot.key))  # its version moved: reload
+        return version
 
     def mark_stale(self, key: RegionKey) -> None:
         self.views.mark_stale(key)
@@ -470,7 +474,8 @@ class World:
 
         Strong: `Committed` only once durable, or `Rejected` with the rule that decided;
         raises `NotAuthoritative` in a minority partition. Causal/eventual: `Accepted`.
-        Submitting an ``op_id`` again never applies it twice and returns the first outcome.
+        Submitting an ``op_id`` again never applies it twice and returns the first outcome
+        (the same op_id with a different operation: `ValidationError`).
 
         Nothing waits forever: after ``timeout`` seconds (default `Config.submit_timeout`)
         the call raises `SubmitTimeout` — the op may still apply; resubmit the same op to
@@ -494,8 +499,11 @@ class World:
         self, stamped: Operation, cls: ConsistencyClass, key: RegionKey | None, limit: float
     ) -> Result:
         try:
-            async with asyncio.timeout(limit):
-                return await self._route(stamped, cls, key)
+            # a strong op's own deadline (inside the strong path) fires first and says
+            # whether the op may have applied; this one is the backstop
+            outer = limit + 1.0 if cls is ConsistencyClass.STRONG else limit
+            async with asyncio.timeout(outer):
+                return await self._route(stamped, cls, key, limit)
         except TimeoutError:
             raise SubmitTimeout(
                 f"{stamped.op_type} {stamped.op_id} got no outcome within {limit}s; it may "
@@ -510,14 +518,16 @@ class World:
                 raise self._crash_error() from self.tasks.failure
             raise
 
-    async def _route(self, op: Operation, cls: ConsistencyClass, key: RegionKey | None) -> Result:
+    async def _route(
+        self, op: Operation, cls: ConsistencyClass, key: RegionKey | None, limit: float
+    ) -> Result:
         if cls is ConsistencyClass.STRONG:
             if not self.authoritative:
                 raise NotAuthoritative(
                     f"{self.server_id} is on the minority side of a partition: strong "
                     "operations are refused until it rejoins"
                 )
-            return await self.strong.submit(op, key)
+            return await self.strong.submit(op, key, timeout=limit)
         if cls is ConsistencyClass.CAUSAL:
             return await self.causal.submit(op, key)
         return self.eventual.submit(op, key)
@@ -787,6 +797,7 @@ class World:
                 "dropped_requests": self.strong.dropped_requests,
                 "dropped_replies": self.strong.rpc.dropped_replies,
                 "pipelines": len(self.strong.pipelines),
+                **self.strong.stats(),
             },
             "causal": self.causal.stats(),
             "eventual": self.eventual.stats(),

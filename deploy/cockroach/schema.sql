@@ -73,8 +73,20 @@ ALTER TABLE ws_leases CONFIGURE ZONE USING num_replicas = 3, gc.ttlseconds = 600
 ALTER TABLE ws_events CONFIGURE ZONE USING num_replicas = 3, gc.ttlseconds = 3600;
 ALTER TABLE ws_outcomes CONFIGURE ZONE USING num_replicas = 3, gc.ttlseconds = 3600;
 
--- Membership rows are rewritten on every heartbeat (1 s by default).
+-- Strong-path rows (placed objects, picked items, terrain edits, resource nodes) are keyed by
+-- (region_key, id): written once (resources: decremented per claim), ordinary history.
 ALTER TABLE ws_objects CONFIGURE ZONE USING num_replicas = 3, gc.ttlseconds = 3600;
+ALTER TABLE ws_items CONFIGURE ZONE USING num_replicas = 3, gc.ttlseconds = 3600;
+ALTER TABLE ws_terrain CONFIGURE ZONE USING num_replicas = 3, gc.ttlseconds = 3600;
+ALTER TABLE ws_resources CONFIGURE ZONE USING num_replicas = 3, gc.ttlseconds = 3600;
+
+-- Inventory counts and versions are rewritten by every commit that touches them; shard
+-- leases like region leases, on every renewal.
+ALTER TABLE ws_inventories CONFIGURE ZONE USING num_replicas = 3, gc.ttlseconds = 600;
+ALTER TABLE ws_inventory_versions CONFIGURE ZONE USING num_replicas = 3, gc.ttlseconds = 600;
+ALTER TABLE ws_shard_leases CONFIGURE ZONE USING num_replicas = 3, gc.ttlseconds = 600;
+
+-- Membership rows are rewritten on every heartbeat (1 s by default).
 ALTER TABLE ws_members CONFIGURE ZONE USING num_replicas = 3, gc.ttlseconds = 600;
 
 -- ---------------------------------------------------------------------------------------
@@ -123,6 +135,42 @@ ALTER TABLE ws_leases SPLIT AT VALUES
     (6917529027641081856),
     (8070450532247928832);
 ALTER TABLE ws_leases SCATTER;
+ALTER TABLE ws_objects SPLIT AT VALUES
+    (1152921504606846976),
+    (2305843009213693952),
+    (3458764513820540928),
+    (4611686018427387904),
+    (5764607523034234880),
+    (6917529027641081856),
+    (8070450532247928832);
+ALTER TABLE ws_objects SCATTER;
+ALTER TABLE ws_items SPLIT AT VALUES
+    (1152921504606846976),
+    (2305843009213693952),
+    (3458764513820540928),
+    (4611686018427387904),
+    (5764607523034234880),
+    (6917529027641081856),
+    (8070450532247928832);
+ALTER TABLE ws_items SCATTER;
+ALTER TABLE ws_resources SPLIT AT VALUES
+    (1152921504606846976),
+    (2305843009213693952),
+    (3458764513820540928),
+    (4611686018427387904),
+    (5764607523034234880),
+    (6917529027641081856),
+    (8070450532247928832);
+ALTER TABLE ws_resources SCATTER;
+ALTER TABLE ws_terrain SPLIT AT VALUES
+    (1152921504606846976),
+    (2305843009213693952),
+    (3458764513820540928),
+    (4611686018427387904),
+    (5764607523034234880),
+    (6917529027641081856),
+    (8070450532247928832);
+ALTER TABLE ws_terrain SCATTER;
 -- END GENERATED
 
 -- ---------------------------------------------------------------------------------------

@@ -39,8 +39,17 @@ AXIS_OFFSET = 1 << (AXIS_BITS - 1)
 CODE_BITS = 3 * AXIS_BITS
 REGION_SIZE = 2000.0
 
-# Tables whose primary key starts with region_key (a prefix value is a valid split point).
-REGION_TABLES = ("ws_regions", "ws_region_history", "ws_leases")
+# Tables whose primary key starts with region_key (a prefix value is a valid split point):
+# the region rows, and (schema version 2) every spatial table of the strong path.
+REGION_TABLES = (
+    "ws_regions",
+    "ws_region_history",
+    "ws_leases",
+    "ws_objects",
+    "ws_items",
+    "ws_resources",
+    "ws_terrain",
+)
 
 MAX_SPLITS = 10_000
 """Per table. Each split is a range with its own Raft group; tens of thousands per table

@@ -498,13 +498,6 @@ async def test_put_resource_refuses_bad_values(backend: Backend) -> None:
         await each(BAD_RESOURCES, row)
 
 
-OWNED_BY_THE_STRONG_COMMIT = (
-    "the strong commit (store/strong_commit.py, owned by the strong-path work of issue 8) "
-    "wires worldstate._validation.would_overflow / protocol.op_digest in"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=OWNED_BY_THE_STRONG_COMMIT)
 async def test_inventory_counts_stay_within_int64(backend: Backend) -> None:
     """Near the top of int64 an inventory change that would overflow is `Rejected`
     (a documented outcome with a reason), never a raw OverflowError or StoreUnavailable."""
@@ -532,7 +525,6 @@ async def test_inventory_counts_stay_within_int64(backend: Backend) -> None:
         await a.good_commit()
 
 
-@pytest.mark.xfail(strict=True, reason=OWNED_BY_THE_STRONG_COMMIT)
 async def test_reused_op_id_with_a_different_operation_is_refused(backend: Backend) -> None:
     async with arena(backend) as a:
         op_id = uuid.uuid4()

@@ -137,7 +137,7 @@ def test_no_circle_in_the_import_graph() -> None:
             if m.startswith(n + "."):
                 continue  # a package importing its own submodules is not a circle
             if color.get(m) == 1:
-                cycle = [*stack[stack.index(m):], m]
+                cycle = [*stack[stack.index(m) :], m]
                 raise AssertionError("import circle: " + " -> ".join(cycle))
             if color.get(m) is None:
                 visit(m)

@@ -72,7 +72,7 @@ async def test_owner_group_commits_and_conflicts_resolve(backend: Backend) -> No
         assert a.strong.pipelines[K].batches < 10  # grouped
 
 
-async def test_forwarded_to_owner_and_unowned_committed_directly(backend: Backend) -> None:
+async def test_forwarded_to_owner_and_unowned_region_acquired(backend: Backend) -> None:
     async with mesh(backend, 2) as (a, b):
         await a.acquire_region(K)
         r1 = await b.submit(place("fwd", 10.0))
@@ -80,9 +80,11 @@ async def test_forwarded_to_owner_and_unowned_committed_directly(backend: Backen
         assert b.strong.forwarded == 1 and a.strong.served_forwards == 1
         r2 = await b.submit(place("clash", 15.0))
         assert isinstance(r2, Rejected) and "fwd" in r2.reason
+        assert r2.winner_op_id == r1.op_id  # the loser to committed state names the winner
         far = RegionKey(3, 3, 3)
         r3 = await b.submit(place("free", far.bounds[0][0] + 10))
-        assert isinstance(r3, Committed) and b.strong.direct_commits == 1
+        # nobody owned it: b took the lease and committed as its owner (no direct commits)
+        assert isinstance(r3, Committed) and b.holds(far) and b.strong.direct_commits == 0
         assert [o.id for o in (await a.load_region(far)).objects] == ["free"]
 
 
@@ -103,7 +105,10 @@ async def test_same_op_id_applies_once_and_returns_first_outcome(backend: Backen
         again = await b.submit(op)  # via the owner
         assert first == again and isinstance(first, Committed)
         dup = place("other-id-same-op", 300.0, op_id=op.op_id)
-        assert await a.submit(dup) == first  # same op_id: first outcome, nothing new applied
+        with pytest.raises(ValidationError, match="different operation"):
+            await a.submit(dup)  # same op_id, another operation: refused, nothing applied
+        with pytest.raises(ValidationError, match="different operation"):
+            await b.submit(dup)  # through the owner too
         assert sorted(o.id for o in (await a.load_region(K)).objects) == ["once"]
         inv = ChangeInventory(inventory_id="bag", item="gold", delta=5)
         assert await a.submit(inv) == await b.submit(inv)
@@ -273,12 +278,12 @@ async def test_a_server_demoted_while_routing_writes_nothing(backend: Backend) -
     async with mesh(backend, 1) as (a,):
         owner_of = a.strong._owner
 
-        async def demoted_while_looking(key: RegionKey) -> str | None:
+        async def demoted_while_looking(key: Any) -> str | None:
             found = await owner_of(key)
             a.authority.demote("a partition, noticed during routing")
             return found
 
-        a.strong._owner = demoted_while_looking  # type: ignore[method-assign]
+        a.strong._owner = demoted_while_looking  # type: ignore[method-assign,assignment]
         op = place("late", 10.0)
         with pytest.raises(NotAuthoritative):
             await a.submit(op)

@@ -379,9 +379,7 @@ class MqttBus(Bus):
                         if refused >= START_REFUSALS:
                             # nothing listens there: the broker answered at once, so say so
                             # at once too rather than after connect_timeout
-                            self._set_fatal(
-                                BusUnavailable(f"MQTT broker at {self._url}: {why}")
-                            )
+                            self._set_fatal(BusUnavailable(f"MQTT broker at {self._url}: {why}"))
                             return
                     log_at = logging.WARNING if pointless else logging.DEBUG
                     logger.log(

@@ -193,6 +193,12 @@ class Store:
 
         got = await self.run(body, f"load region {key}", read=True)
         if isinstance(got, LoadResult):
+            if got.tampered and not self.read_only:
+                bad = got.tampered
+                await self.run(
+                    lambda c: region_state.record_tampered(c, key, bad, now),
+                    f"record tampered rows of {key}",
+                )
             return got
         fix_it = repair and not self.read_only
 

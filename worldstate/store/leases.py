@@ -12,9 +12,10 @@ owner is refused by the store whatever its clock says.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from regions import RegionKey
@@ -26,6 +27,89 @@ from worldstate.store.region_state import read_lease_row
 from worldstate.store.retry import RetryTransaction
 
 __all__ = ["RELEASED", "acquire", "all_leases", "get", "release", "renew"]
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A lease as the rules below see it, whatever its key space (regions or shards)."""
+
+    owner: str
+    epoch: int
+    expires_at: float
+
+
+async def _row(conn: AsyncConnection, table: Table, code: int) -> Any:
+    pk = table.primary_key.columns.values()[0]
+    return (await conn.execute(select(table).where(pk == code).with_for_update())).first()
+
+
+async def acquire_code(
+    conn: AsyncConnection, table: Table, code: int, owner: str, ttl: float, now: float, key: Any
+) -> Grant:
+    """`acquire` over any lease table keyed by one integer (``key`` names it in errors),
+    by the same rules (`_lease_rules`)."""
+    pk = table.primary_key.columns.values()[0]
+    row = await _row(conn, table, code)
+    grant = rules.decide_acquire(key, rules.lease_row(row), owner, now, ttl)
+    lease = grant.lease
+    if grant.write == "insert":
+        ins = s.insert_for(conn.dialect.name, table).values(
+            {
+                pk.name: code,
+                "owner": owner,
+                "epoch": lease.epoch,
+                "expires_at": lease.expires_at,
+                "acquired_at": now,
+            }
+        )
+        res = await conn.execute(ins.on_conflict_do_nothing(index_elements=[pk.name]).returning(pk))
+        if res.first() is None:
+            raise RetryTransaction("lease row created concurrently")
+    elif grant.write == "extend":
+        await conn.execute(update(table).where(pk == code).values(expires_at=lease.expires_at))
+    else:
+        await conn.execute(
+            update(table)
+            .where(pk == code)
+            .values(owner=owner, epoch=lease.epoch, expires_at=lease.expires_at, acquired_at=now)
+        )
+    return Grant(owner, lease.epoch, lease.expires_at)
+
+
+async def renew_code(
+    conn: AsyncConnection,
+    table: Table,
+    code: int,
+    owner: str,
+    epoch: int,
+    ttl: float,
+    now: float,
+    key: Any,
+) -> Grant:
+    """`renew` over any lease table keyed by one integer, by the same rules."""
+    pk = table.primary_key.columns.values()[0]
+    row = await _row(conn, table, code)
+    lease = rules.decide_renew(key, rules.lease_row(row), owner, epoch, now, ttl)
+    await conn.execute(update(table).where(pk == code).values(expires_at=lease.expires_at))
+    return Grant(owner, epoch, lease.expires_at)
+
+
+async def release_code(
+    conn: AsyncConnection, table: Table, code: int, owner: str, epoch: int
+) -> bool:
+    """`release` over any lease table keyed by one integer, by the same rules."""
+    pk = table.primary_key.columns.values()[0]
+    row = await _row(conn, table, code)
+    if not rules.decide_release(rules.lease_row(row), owner, epoch):
+        return False
+    await conn.execute(update(table).where(pk == code).values(expires_at=RELEASED))
+    return True
+
+
+async def get_code(conn: AsyncConnection, table: Table, code: int) -> Grant | None:
+    pk = table.primary_key.columns.values()[0]
+    r = (await conn.execute(select(table).where(pk == code))).first()
+    return Grant(r.owner, int(r.epoch), float(r.expires_at)) if r is not None else None
 
 
 def _lease(key: RegionKey, r: Any) -> Lease:

@@ -9,6 +9,7 @@ rows). ``version`` counts every change to either.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from worldstate.errors import CorruptRegion, VersionConflict
 from worldstate.objects import RegionSnapshot, WorldObject
 from worldstate.store import _lease_rules as lease_rules
 from worldstate.store import schema as s
+from worldstate.store.object_rows import read_rows, row_checksum
 
 log = logging.getLogger("worldstate.store")
 
@@ -58,6 +60,8 @@ class LoadResult:
     """The encoded objects (snapshot and rows together), ready for the cache."""
     recovered_from: int | None = None
     """When the current row was corrupt: the history version the state came from."""
+    tampered: tuple[str, ...] = ()
+    """Ids of object rows that failed their checksums (left out of the snapshot)."""
 
 
 def _row(key: RegionKey, r: Any, *, history: bool = False) -> StoredRow:
@@ -101,35 +105,22 @@ def owner_of(lease: Any, now: float) -> tuple[str | None, int]:
     return (lease.owner if lease.expires_at > now else None), int(lease.epoch)
 
 
-async def object_rows(conn: AsyncConnection, key: RegionKey) -> Columns | None:
-    """The region's strong-placed objects as columns (None when there are none)."""
-    o = s.objects
-    rows = (
-        await conn.execute(
-            select(
-                o.c.object_id,
-                o.c.kind,
-                o.c.lox,
-                o.c.loy,
-                o.c.loz,
-                o.c.hix,
-                o.c.hiy,
-                o.c.hiz,
-                o.c.data,
-            )
-            .where(o.c.region_key == key.morton)
-            .order_by(o.c.object_id)
-        )
-    ).all()
+async def object_rows(conn: AsyncConnection, key: RegionKey) -> tuple[Columns | None, list[str]]:
+    """The region's strong-placed objects as columns (None when there are none), and the
+    ids of rows that fail their checksums: those are left out and logged
+    (`worldstate.store.object_rows`); `Store.load_region` records the incident."""
+    rows, bad = await read_rows(conn, key.morton)
+    if bad:
+        log.error("region %s: object rows %s fail their checksums; left out", key, bad[:10])
     if not rows:
-        return None
-    boxes = np.array([r[2:8] for r in rows], dtype=np.float64).reshape(len(rows), 6)
+        return None, bad
+    boxes = np.array([r.box for r in rows], dtype=np.float64).reshape(len(rows), 6)
     return Columns(
         [r.object_id for r in rows],
         [r.kind for r in rows],
         boxes,
         [orjson.loads(r.data) or 0 for r in rows],
-    )
+    ), bad
 
 
 def _combine(blob: Columns, rows: Columns | None) -> Columns:
@@ -173,8 +164,25 @@ async def load(conn: AsyncConnection, key: RegionKey, now: float) -> LoadResult 
     blob = _decode(row)
     if blob is None:
         return row
-    rows = await object_rows(conn, key)
-    return _result(key, row.version, owner, epoch, blob, rows, row.payload, row.stored_at)
+    rows, bad = await object_rows(conn, key)
+    res = _result(key, row.version, owner, epoch, blob, rows, row.payload, row.stored_at)
+    return dataclasses.replace(res, tampered=tuple(bad)) if bad else res
+
+
+async def record_tampered(
+    conn: AsyncConnection, key: RegionKey, ids: Sequence[str], now: float
+) -> None:
+    """Record an incident for object rows that failed their checksums (left out)."""
+    shown = ", ".join(repr(i) for i in list(ids)[:20])
+    more = f" and {len(ids) - 20} more" if len(ids) > 20 else ""
+    await _incident(
+        conn,
+        key,
+        "tampered-object",
+        f"object rows {shown}{more} fail their checksums; left out of the region's state "
+        "until their owner writes a good copy back (or the operator restores them)",
+        now,
+    )
 
 
 async def _incident(
@@ -204,7 +212,7 @@ async def recover(
     current = await read_current(conn, key)
     lease = await read_lease_row(conn, key)
     owner, epoch = owner_of(lease, now)
-    rows = await object_rows(conn, key)
+    rows, _ = await object_rows(conn, key)
     if current is not None and (blob := _decode(current)) is not None:  # repaired meanwhile
         return _result(
             key, current.version, owner, epoch, blob, rows, current.payload, current.stored_at
@@ -339,10 +347,18 @@ async def store(conn: AsyncConnection, req: WriteRequest, now: float) -> int:
         await conn.execute(
             delete(o).where(o.c.region_key == key.morton, o.c.object_id.in_(sorted(gone)))
         )
+    op_of = {
+        r.object_id: r.op_id
+        for r in (
+            await conn.execute(select(o.c.object_id, o.c.op_id).where(o.c.region_key == key.morton))
+        )
+    }
     for x in kept:
+        data = orjson.dumps(dict(x.data)).decode()
+        box = (*x.lo, *x.hi)
         await conn.execute(
             update(o)
-            .where(o.c.object_id == x.id)
+            .where(o.c.region_key == key.morton, o.c.object_id == x.id)
             .values(
                 kind=x.kind,
                 lox=x.lo[0],
@@ -351,7 +367,8 @@ async def store(conn: AsyncConnection, req: WriteRequest, now: float) -> int:
                 hix=x.hi[0],
                 hiy=x.hi[1],
                 hiz=x.hi[2],
-                data=orjson.dumps(dict(x.data)).decode(),
+                data=data,
+                checksum=row_checksum(key.morton, x.id, x.kind, box, data, op_of[x.id]),
             )
         )
     payload = encode_objects(blob)

@@ -137,8 +137,7 @@ async def transact(
         )
     elif last_reason == "connection":
         advice = (
-            "the store is unreachable — check that it runs and the host and port in the "
-            "store URL"
+            "the store is unreachable — check that it runs and the host and port in the store URL"
         )
     else:
         advice = "the store is overloaded — retry later"

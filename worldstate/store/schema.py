@@ -24,7 +24,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: spatial strong tables keyed by (region_key, id), object-row checksums, op digests,
+inventory versions, inventory-shard leases (no in-place migration from 1: use a fresh store)."""
 
 metadata = MetaData()
 
@@ -83,12 +85,16 @@ leases = Table(
 )
 
 # Objects placed by strong operations (structures), one row each; part of their region's
-# state (load_region returns snapshot objects plus these).
+# state (load_region returns snapshot objects plus these). Keyed by space: the primary key
+# starts with the Morton region key (the region of the object's centre), so a CockroachDB
+# range holds a contiguous piece of the world; the unique index keeps ids world-unique.
+# ``op_id`` names the op that placed the object (a later loser is told it); ``checksum``
+# covers every other column (`worldstate.store.object_rows.row_checksum`), verified on read.
 objects = Table(
     "ws_objects",
     metadata,
+    Column("region_key", BigInteger, primary_key=True, autoincrement=False),
     Column("object_id", Text, primary_key=True),
-    Column("region_key", BigInteger, nullable=False),
     Column("kind", Text, nullable=False),
     Column("lox", Double, nullable=False),
     Column("loy", Double, nullable=False),
@@ -98,31 +104,34 @@ objects = Table(
     Column("hiz", Double, nullable=False),
     Column("data", Text, nullable=False),
     Column("op_id", String(36), nullable=False),
-    Index("ws_objects_region", "region_key"),
+    Column("checksum", LargeBinary, nullable=False),
+    Index("ws_objects_id", "object_id", unique=True),
 )
 
 # Resource nodes: remaining amount, claimed by ClaimResource.
 resources = Table(
     "ws_resources",
     metadata,
+    Column("region_key", BigInteger, primary_key=True, autoincrement=False),
     Column("resource_id", Text, primary_key=True),
-    Column("region_key", BigInteger, nullable=False),
     Column("x", Double, nullable=False),
     Column("y", Double, nullable=False),
     Column("z", Double, nullable=False),
     Column("capacity", Double, nullable=False),
     Column("remaining", Double, nullable=False),
+    Index("ws_resources_id", "resource_id", unique=True),
 )
 
 # Items picked up (one winner per item).
 items = Table(
     "ws_items",
     metadata,
+    Column("region_key", BigInteger, primary_key=True, autoincrement=False),
     Column("item_id", Text, primary_key=True),
-    Column("region_key", BigInteger, nullable=False),
     Column("picked_by", Text, nullable=False),
     Column("op_id", String(36), nullable=False),
     Column("at", Double, nullable=False),
+    Index("ws_items_id", "item_id", unique=True),
 )
 
 # Inventories: a count per (inventory, item), never below zero.
@@ -134,19 +143,40 @@ inventories = Table(
     Column("count", BigInteger, nullable=False),
 )
 
+# One version per inventory: goes up by one with every commit that changes the inventory
+# (what `Committed.version` of an inventory op reports).
+inventory_versions = Table(
+    "ws_inventory_versions",
+    metadata,
+    Column("inventory_id", Text, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
+
+# Inventory shards' leases (`worldstate.strong._inventory`): the same rules and columns as
+# ws_leases (`worldstate.store.leases`), in their own table so that the key spaces never mix
+# (a shard number is not a region's Morton code, and nothing that lists regions sees them).
+shard_leases = Table(
+    "ws_shard_leases",
+    metadata,
+    Column("shard", BigInteger, primary_key=True, autoincrement=False),
+    Column("owner", Text, nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Column("acquired_at", Double, nullable=False),
+)
+
 # Terrain modifications: commutative density deltas, all kept (merged, never lost).
 terrain = Table(
     "ws_terrain",
     metadata,
+    Column("region_key", BigInteger, primary_key=True, autoincrement=False),
     Column("op_id", String(36), primary_key=True),
-    Column("region_key", BigInteger, nullable=False),
     Column("cx", Double, nullable=False),
     Column("cy", Double, nullable=False),
     Column("cz", Double, nullable=False),
     Column("radius", Double, nullable=False),
     Column("delta", Double, nullable=False),
     Column("hlc", BigInteger, nullable=False),
-    Index("ws_terrain_region", "region_key"),
 )
 
 # The first outcome of every operation: resubmitting an op_id returns it (idempotency).
@@ -162,6 +192,8 @@ outcomes = Table(
     Column("server_id", Text, nullable=False),
     Column("region_key", BigInteger, nullable=True),
     Column("at", Double, nullable=False),
+    Column("digest", String(32), nullable=True),
+    # a digest of the op's fields: the same op_id reused for a different op is refused
 )
 
 # Conflict decisions of the strong pipeline, for the operator.

@@ -32,7 +32,13 @@ from worldstate.operations import (
 )
 from worldstate.store import _lease_rules as lease_rules
 from worldstate.store import schema as s
+from worldstate.store.object_rows import row_values
 from worldstate.store.region_state import bump_versions
+
+
+def structure_data(o: PlaceStructure) -> str:
+    """The ``data`` column of a placed structure (its owner kept among the data)."""
+    return orjson.dumps({**o.data, "owner": o.owner} if o.owner else dict(o.data)).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +61,11 @@ async def prior_outcomes(conn: AsyncConnection, op_ids: Sequence[str]) -> dict[s
     }
 
 
-
 CONFLICT_DECISIONS: dict[tuple[str, str, str], int] = {}
 """Conflict decisions recorded by this process: (writer server id, conflict type, rule) →
 count. Read by `worldstate.metrics`; a counter, never reset. (Counted at the decision; a
 transaction retried after it may count one decision twice.)"""
+
 
 def candidate(op: Operation) -> cf.Candidate:
     oid, sid, hlc, pri = str(op.op_id), op.server_id, op.hlc, op.priority
@@ -335,21 +341,14 @@ async def _apply(
         await conn.execute(
             insert(s.objects),
             [
-                {
-                    "object_id": o.structure_id,
-                    "region_key": region_of_op[str(o.op_id)].morton,
-                    "kind": o.kind,
-                    "lox": o.lo[0],
-                    "loy": o.lo[1],
-                    "loz": o.lo[2],
-                    "hix": o.hi[0],
-                    "hiy": o.hi[1],
-                    "hiz": o.hi[2],
-                    "data": orjson.dumps(
-                        {**o.data, "owner": o.owner} if o.owner else dict(o.data)
-                    ).decode(),
-                    "op_id": str(o.op_id),
-                }
+                row_values(
+                    region_of_op[str(o.op_id)].morton,
+                    o.structure_id,
+                    o.kind,
+                    (*o.lo, *o.hi),
+                    structure_data(o),
+                    str(o.op_id),
+                )
                 for o in structures
             ],
         )

@@ -1,15 +1,21 @@
 """The strong path: where each strong operation commits.
 
-- A region this server owns: its `RegionPipeline` (one asyncio task per owned region with a
-  bounded queue) gathers ops for ``Config.group_commit_window`` seconds, then commits them
-  as one fenced transaction; while one batch commits the next one gathers.
-- A region another live server owns: the op is forwarded to that owner over the bus
-  (request/response, ``Config.forward_timeout``; safe to repeat: idempotent by op_id).
-- A region nobody owns: the submitting server commits it in its own transaction.
-- Inventories (not spatial): committed directly, one transaction per op.
+- A region this server owns: the op joins the region's queue; the region committer
+  (`worldstate.strong._regions`) decides it in memory against the region's resident state
+  and writes the group's deltas in one fenced transaction.
+- An inventory op: it belongs to the inventory shard of the inventory it takes from
+  (`worldstate.strong._inventory`); the shard's owner batches it the same way.
+- A region or shard another live server owns: the op is forwarded to that owner
+  (`worldstate.strong._forward`).
+- A region or shard nobody owns: this server acquires it first (one writer per key, never
+  a free-for-all of direct commits), then commits it as its owner. A region whose lease was
+  *released* (a hand-off in progress, or a server that closed) is left to its next owner
+  for `HANDOFF_GRACE` seconds first, so that auto-acquisition never races the coordinator.
 
-Overflow policy: a full region queue refuses new ops at once with `Overloaded` (nothing is
-applied; resubmit the same op_id later) rather than buffering without bound.
+Every submit has a deadline (``Config.submit_timeout`` or ``timeout=``): when it passes the
+caller gets `SubmitTimeout`, saying whether the op may have applied. Commit notices and
+cache updates are sent by a notifier task after the futures are resolved, off the commit's
+critical path.
 """
 
 from __future__ import annotations
@@ -17,125 +23,60 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
-from collections import deque
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from consistency import ConsistencyClass
 from regions import RegionKey
-from worldstate.bus import Message
 from worldstate.errors import (
-    BusUnavailable,
-    Fenced,
     NotAuthoritative,
-    Overloaded,
     RegionOwned,
-    StoreUnavailable,
+    SubmitTimeout,
     ValidationError,
-    WorldClosed,
     WorldStateError,
 )
+from worldstate.objects import Lease
 from worldstate.operations import ChangeInventory, Operation, TransferItems
 from worldstate.protocol import _topics as topics
-from worldstate.protocol._ops import decode_op, encode_op
 from worldstate.protocol._rpc import Rpc
-from worldstate.results import Committed, Rejected, Result
-from worldstate.store.strong_commit import (
-    OpOutcome,
-    RegionBatch,
-    commit_batches,
-    commit_inventory_ops,
-    commit_region_batch,
-)
+from worldstate.results import Result
+from worldstate.store.leases import RELEASED
+from worldstate.strong._forward import Forwarder, NotOwner
+from worldstate.strong._inventory import InventoryCommitter, ShardKey, home_inventory, shard_of
+from worldstate.strong._outcomes import OutcomeMemory, op_digest, to_result
+from worldstate.strong._pipeline import Entry, Pipeline
+from worldstate.strong._regions import RegionCommitter
 
 if TYPE_CHECKING:
     from worldstate.node import Authority, NodeContext, RegionViews, Router
 
 log = logging.getLogger("worldstate.strong")
 
-MAX_BATCH = 512
-MAX_GROUP_OPS = 4096
-MAX_REQUEST_BYTES = 256 * 1024
+__all__ = ["StrongPath", "to_result"]
+
+Route = RegionKey | ShardKey
+
+HANDOFF_GRACE = 1.0
+"""Seconds a region released on purpose (its lease ended by a release, as a hand-off does)
+is left to its next owner before a submitting server acquires it itself."""
 
 
-def to_result(out: OpOutcome) -> Result:
-    op_id = uuid.UUID(out.op_id)
-    if out.committed:
-        return Committed(op_id, out.version or 0)
-    winner = uuid.UUID(out.winner_op_id) if out.winner_op_id else None
-    return Rejected(op_id, out.reason or "rejected", winner)
+@dataclass(slots=True)
+class _Track:
+    """Where a submit got to, for the timeout's "may it have applied?"."""
 
-
-class RegionPipeline:
-    """The single writer of one owned region."""
-
-    def __init__(self, path: StrongPath, key: RegionKey) -> None:
-        self.path = path
-        self.key = key
-        self.queue: deque[tuple[Operation, asyncio.Future[Result]]] = deque()
-        self.wakeup = asyncio.Event()
-        self.idle = asyncio.Event()
-        self.idle.set()
-        self.batches = 0
-        self.ops = 0
-        self.task = path.ctx.tasks.spawn(self._run(), f"ws-region-{path.ctx.server_id}-{key}")
-
-    def submit(self, op: Operation) -> asyncio.Future[Result]:
-        cfg = self.path.ctx.config
-        if len(self.queue) >= cfg.region_queue_size:
-            raise Overloaded(
-                f"region {self.key}: {len(self.queue)} operations already queued "
-                f"(Config.region_queue_size); retry later with the same op_id"
-            )
-        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self.queue.append((op, fut))
-        self.idle.clear()
-        self.wakeup.set()
-        return fut
-
-    async def _run(self) -> None:
-        window = self.path.ctx.config.group_commit_window
-        backlog = False
-        while True:
-            await self.wakeup.wait()
-            self.wakeup.clear()
-            if not self.queue:
-                continue
-            if window > 0 and not backlog:
-                await asyncio.sleep(window)  # gather; ops that piled up meanwhile need not
-            batch = [self.queue.popleft() for _ in range(min(MAX_BATCH, len(self.queue)))]
-            try:
-                # one batch of this region in flight at a time: the region's single writer
-                await self.path.commit(self, batch)
-            except BaseException as e:  # cancelled by close, or a crash the supervisor reports
-                self._fail(
-                    batch, WorldClosed("the world closed before the commit", cause=_crash(e))
-                )
-                raise
-            backlog = bool(self.queue)
-            if backlog:
-                self.wakeup.set()
-            else:
-                self.idle.set()
-
-    @staticmethod
-    def _fail(batch: list[tuple[Operation, asyncio.Future[Result]]], err: Exception) -> None:
-        for _, fut in batch:
-            if not fut.done():
-                fut.set_exception(err)
-
-    async def close(self) -> None:
-        self.task.cancel()
-        await asyncio.wait([self.task])  # a crash of it is the supervisor's to report
-        while self.queue:
-            _, fut = self.queue.popleft()
-            if not fut.done():
-                fut.set_exception(WorldClosed("the world closed before the commit"))
+    entry: Entry | None = None
+    pipeline: Pipeline[Any] | None = None
+    forwarded: bool = False
 
 
 class StrongPath:
+    """The strong path of one server; takes only the node services it uses."""
+
     def __init__(
         self, ctx: NodeContext, authority: Authority, router: Router, views: RegionViews
     ) -> None:
@@ -143,248 +84,356 @@ class StrongPath:
         self.authority = authority
         self.router = router
         self.views = views
-        self.pipelines: dict[RegionKey, RegionPipeline] = {}
-        self._ready: deque[
-            tuple[
-                RegionPipeline, list[tuple[Operation, asyncio.Future[Result]]], asyncio.Future[None]
-            ]
-        ] = deque()
-        self._ready_event = asyncio.Event()
-        self._committers: list[asyncio.Task[None]] = []
-        """Config.max_concurrent_commits tasks, each running one group transaction at a
-        time: batches grow while they wait instead of transactions fighting (on
-        PostgreSQL, whose serializable mode tracks reads by index page, concurrent commits
-        into a small table abort each other far more often than on CockroachDB)."""
-        self.group_commits = 0
-        self.rpc = Rpc(ctx.bus)
-        self._owner_cache: dict[RegionKey, tuple[str | None, float]] = {}
-        self.forwarded = 0
-        self.served_forwards = 0
-        self.dropped_requests = 0
-        self.direct_commits = 0
+        cfg = ctx.config
+        self.acquire_region: Callable[[RegionKey], Awaitable[Lease]] = self._acquire_region
+        """How a region nobody owns is taken on first use; the composition root sets it to
+        `World.acquire_region` (lease, strong state, eventual seed)."""
+        self.outcomes = OutcomeMemory()
+        self.regions = RegionCommitter(
+            store=ctx.store,
+            config=cfg,
+            server_id=ctx.server_id,
+            clock=ctx.clock,
+            policy=lambda: ctx.policy,
+            lease_of=authority.lease_of,
+            lost=authority.lost,
+            notify=self._notify,
+            outcomes=self.outcomes,
+            spawn=ctx.tasks.spawn,
+        )
+        self.inventories = InventoryCommitter(
+            store=ctx.store,
+            config=cfg,
+            server_id=ctx.server_id,
+            clock=ctx.clock,
+            authoritative=lambda: authority.authoritative,
+            outcomes=self.outcomes,
+            spawn=ctx.tasks.spawn,
+        )
+        self.forwarder = Forwarder(
+            bus=ctx.bus,
+            spawn=ctx.tasks.spawn,
+            server_id=ctx.server_id,
+            # the owner answers when its commit is done: the submit's own deadline bounds the
+            # wait (`SubmitTimeout`), forward_timeout only the case of no deadline
+            timeout=max(cfg.forward_timeout, cfg.submit_timeout + 1.0),
+            op_types=router.op_types,
+            serve=self._serve,
+        )
+        self._owner_cache: dict[Route, tuple[str | None, float]] = {}
+        self._acquiring: dict[Route, asyncio.Future[None]] = {}
+        self._looking: dict[Route, asyncio.Future[str | None]] = {}
+        self._released: dict[RegionKey, int | None] = {}
+        """region -> the epoch of its lease if that lease was released (not expired)"""
+        self._released_seen: dict[RegionKey, tuple[tuple[int, str | None], float]] = {}
+        self._notices: dict[RegionKey, int] = {}
+        self._notice_event = asyncio.Event()
+        self._notifier: asyncio.Task[Any] | None = None
+        self._renewer: asyncio.Task[Any] | None = None
+        self.auto_acquired = 0
+        self.timeouts = 0
 
-    async def commit(
-        self, pipeline: RegionPipeline, batch: list[tuple[Operation, asyncio.Future[Result]]]
-    ) -> None:
-        """Queue a region's batch for the next group transaction and wait until it is
-        done (its futures resolved). Batches of all owned regions that are ready while a
-        transaction runs go into the next one together."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._ready.append((pipeline, batch, done))
-        self._ready_event.set()
-        await done
+    # -- compatibility and stats -----------------------------------------------------------
 
-    async def _committer(self) -> None:
-        window = self.ctx.config.group_commit_window
-        while True:
-            await self._ready_event.wait()
-            if window > 0:
-                await asyncio.sleep(window)  # let the other regions' batches join this group
-            self._ready_event.clear()
-            while self._ready:
-                group = []
-                n = 0
-                while self._ready and n < MAX_GROUP_OPS:
-                    item = self._ready.popleft()
-                    group.append(item)
-                    n += len(item[1])
-                try:
-                    await self._commit_group(group)
-                except BaseException as e:  # cancelled by close, or a crash the supervisor reports
-                    closed = WorldClosed(
-                        "the world closed before the commit finished", cause=_crash(e)
-                    )
-                    for _, batch, _ in group:
-                        RegionPipeline._fail(batch, closed)
-                    raise
-                finally:
-                    for _, _, done in group:
-                        if not done.done():
-                            done.set_result(None)
+    @property
+    def pipelines(self) -> dict[RegionKey, Pipeline[RegionKey]]:
+        return self.regions.pipelines
 
-    async def _commit_group(
-        self,
-        group: list[
-            tuple[
-                RegionPipeline, list[tuple[Operation, asyncio.Future[Result]]], asyncio.Future[None]
-            ]
-        ],
-    ) -> None:
-        ctx = self.ctx
-        live = [(pipeline, batch, 0) for pipeline, batch, _ in group]
-        while live:
-            # (again) before every attempt: a retry after a fenced region must not go out
-            # once this server has been demoted meanwhile
-            checked = []
-            for pipeline, batch, _ in live:
-                try:
-                    lease = self.authority.lease_of(pipeline.key)
-                except NotAuthoritative as e:
-                    RegionPipeline._fail(batch, e)
-                    continue
-                checked.append((pipeline, batch, lease.epoch))
-            live = checked
-            if not live:
-                break
-            batches = [RegionBatch(p.key, [op for op, _ in b], epoch) for p, b, epoch in live]
-            try:
-                outcomes = await ctx.store.run(
-                    lambda c, batches=batches: commit_batches(  # type: ignore[misc]
-                        c,
-                        batches,
-                        writer=ctx.server_id,
-                        policy=ctx.policy,
-                        now=ctx.clock(),
-                        region_size=ctx.config.region_size,
-                    ),
-                    f"commit {sum(len(b.ops) for b in batches)} ops in {len(batches)} region(s)",
-                )
-            except (Fenced, RegionOwned) as e:
-                self.authority.lost(e.key, str(e))
-                err = NotAuthoritative(
-                    f"{ctx.server_id} lost region {e.key} ({e}); the ops were not applied "
-                    "— resubmit them (same op_ids)",
-                    key=e.key,
-                )
-                for p, b, _ in live:
-                    if p.key == e.key:
-                        RegionPipeline._fail(b, err)
-                live = [item for item in live if item[0].key != e.key]
-                continue  # commit the other regions' batches without the fenced one
-            except WorldStateError as e:
-                for _, b, _ in live:
-                    RegionPipeline._fail(b, e)
-                return
-            self.group_commits += 1
-            for p, b, _ in live:
-                p.batches += 1
-                p.ops += len(b)
-                for op, fut in b:
-                    if not fut.done():
-                        fut.set_result(to_result(outcomes[str(op.op_id)]))
-            changed: dict[RegionKey, int] = {}
-            for p, b, _ in live:
-                for op, _ in b:
-                    o = outcomes[str(op.op_id)]
-                    if o.committed and o.version:
-                        changed[p.key] = max(changed.get(p.key, 0), o.version)
-            for key, version in changed.items():
-                await self.after_commit(key, version)
-            return
+    @property
+    def group_commits(self) -> int:
+        return self.regions.group_commits + self.inventories.group_commits
+
+    @property
+    def forwarded(self) -> int:
+        return self.forwarder.forwarded
+
+    @property
+    def served_forwards(self) -> int:
+        return self.forwarder.served
+
+    @property
+    def dropped_requests(self) -> int:
+        return self.forwarder.dropped
+
+    @property
+    def direct_commits(self) -> int:
+        return 0  # unowned regions are acquired first (see module doc)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "region_groups": self.regions.group_commits,
+            "inventory_groups": self.inventories.group_commits,
+            "state_loads": self.regions.reloads,
+            "boundary_reads": self.regions.boundary_reads,
+            "splits": self.regions.splits,
+            "poisoned": self.regions.poisoned,
+            "auto_acquired": self.auto_acquired,
+            "timeouts": self.timeouts,
+            "shards": len(self.inventories.leases),
+            "outcomes_in_memory": len(self.outcomes),
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def rpc(self) -> Rpc:
+        return self.forwarder.rpc
 
     async def start(self) -> None:
         me = self.ctx.server_id
-        for i in range(self.ctx.config.max_concurrent_commits):
-            self._committers.append(
-                self.ctx.tasks.spawn(self._committer(), f"ws-committer-{me}-{i}")
-            )
-        bus = self.ctx.bus
-        bus.subscribe(topics.of(topics.OPS, me), self._on_request)
-        bus.subscribe(topics.of(topics.REPLIES, me), self.rpc.on_reply)
+        self.regions.start()
+        self.inventories.start()
+        self.forwarder.start()
+        self._notifier = self.ctx.tasks.spawn(self._notify_loop(), f"ws-strong-notices-{me}")
+        self._renewer = self.ctx.tasks.spawn(self._renew_loop(), f"ws-shard-renew-{me}")
 
     async def close(self) -> None:
-        for p in list(self.pipelines.values()):
-            await p.close()
-        for t in self._committers:
-            t.cancel()
-        if self._committers:
-            await asyncio.wait(self._committers)  # a crash of one is the supervisor's to report
-        for _, batch, done in self._ready:
-            RegionPipeline._fail(batch, WorldClosed("the world closed before the commit"))
-            if not done.done():
-                done.set_result(None)
-        self.pipelines.clear()
-        self.rpc.fail_all("the world closed while waiting for an owner")
+        await self.regions.close()
+        await self.inventories.close()
+        await self.forwarder.close()
+        for t in (self._notifier, self._renewer):
+            if t is not None:
+                t.cancel()
+                await asyncio.wait([t])  # a crash of it is the supervisor's to report
+        for fut in self._acquiring.values():
+            if not fut.done():
+                fut.cancel()
+        with contextlib.suppress(Exception):
+            await self.inventories.release_all()
 
-    def pipeline(self, key: RegionKey) -> RegionPipeline:
-        p = self.pipelines.get(key)
-        if p is None:
-            p = self.pipelines[key] = RegionPipeline(self, key)
-        return p
+    async def _acquire_region(self, key: RegionKey) -> Lease:
+        lease = await self.authority.acquire(key)
+        await self.on_acquired(key, lease)
+        return lease
+
+    async def on_acquired(self, key: RegionKey, lease: Lease) -> None:
+        """The world took a region's lease: load its committed strong state now."""
+        try:
+            await self.regions.load(key, lease.epoch)
+        except WorldStateError as e:  # loaded on the first batch instead
+            log.warning("loading the strong state of %s failed: %s", key, e)
 
     async def drop_pipeline(self, key: RegionKey) -> None:
-        p = self.pipelines.pop(key, None)
-        if p is not None:
-            await p.idle.wait()  # queued ops commit while the lease is still held
-            await p.close()
+        """The region is being released: queued ops commit first, then its state goes."""
+        await self.regions.drop(key)
+        self.regions.forget(key)
+
+    def snapshot_stored(self, key: RegionKey) -> None:
+        """A snapshot write changed the region's version: reload before the next group."""
+        self.regions.mark_stale(key)
+
+    async def _renew_loop(self) -> None:
+        """Renew the inventory-shard leases, as often as the region leases are."""
+        while True:
+            await asyncio.sleep(self.ctx.config.lease_renew_interval)
+            await self.inventories.renew()
 
     # -- routing ---------------------------------------------------------------------------
 
-    async def submit(self, op: Operation, key: RegionKey | None) -> Result:
-        if key is None:
-            assert isinstance(op, (ChangeInventory, TransferItems))
-            return await self.commit_inventory([op])
-        for _attempt in range(3):
-            if self.authority.holds(key):
-                return await self.pipeline(key).submit(op)
-            owner = await self._owner(key)
-            if owner is not None and owner != self.ctx.server_id:
-                try:
-                    return await self._forward(owner, op)
-                except _NotOwner:
-                    self._owner_cache.pop(key, None)
+    def _route(self, op: Operation, key: RegionKey | None) -> Route:
+        if key is not None:
+            return key
+        if not isinstance(op, (ChangeInventory, TransferItems)):
+            raise ValidationError(f"{op.op_type} has no region and is not an inventory op")
+        return shard_of(home_inventory(op), self.ctx.config.inventory_shards)
+
+    def _holds(self, route: Route) -> bool:
+        if isinstance(route, ShardKey):
+            return self.inventories.holds(route)
+        return self.authority.holds(route)
+
+    def _pipeline(self, route: Route) -> Pipeline[Any]:
+        if isinstance(route, ShardKey):
+            return self.inventories.pipeline(route)
+        return self.regions.pipeline(route)
+
+    async def submit(
+        self, op: Operation, key: RegionKey | None, *, timeout: float | None = None
+    ) -> Result:
+        t = self.ctx.config.submit_timeout if timeout is None else timeout
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+            raise ValidationError(f"timeout must be a finite number of seconds > 0, got {t!r}")
+        route = self._route(op, key)
+        track = _Track()
+        try:
+            async with asyncio.timeout(t):
+                return await self._submit(op, route, track)
+        except TimeoutError:
+            self.timeouts += 1
+            may = True
+            if track.entry is not None and track.pipeline is not None:
+                may = not track.pipeline.withdraw(track.entry) and track.entry.taken
+            elif not track.forwarded:
+                may = False
+            maybe = "it may have applied" if may else "it was withdrawn and did not apply"
+            raise SubmitTimeout(
+                f"{op.op_type} {op.op_id} got no outcome within {t}s ({maybe}); resubmit the "
+                "same op (same op_id) to learn its outcome — it never applies twice",
+                op_id=op.op_id,
+                may_have_applied=may,
+            ) from None
+
+    async def _submit(self, op: Operation, route: Route, track: _Track) -> Result:
+        digest = op_digest(op)
+        me = self.ctx.server_id
+        attempts = 0
+        while attempts < 4:
+            attempts += 1
+            if self._holds(route):
+                p = self._pipeline(route)
+                entry = p.submit(op, digest)
+                track.entry, track.pipeline = entry, p
+                return await asyncio.shield(entry.fut)
+            owner = await self._owner(route)
+            if isinstance(route, RegionKey) and (
+                owner == me or (owner is None and self._released.get(route) is not None)
+            ):
+                # released on purpose (a hand-off moves it), or being released by this very
+                # server: give its next owner a moment before taking it on first use
+                mark = (self._released.get(route) or 0, owner)
+                seen = self._released_seen.get(route)
+                if seen is None or seen[0] != mark:
+                    seen = self._released_seen[route] = (mark, self.ctx.clock())
+                if self.ctx.clock() - seen[1] < HANDOFF_GRACE:
+                    attempts -= 1  # waiting, not failing: bounded by the submit deadline
+                    self._owner_cache.pop(route, None)
+                    await asyncio.sleep(0.02)
                     continue
+            if owner is None or owner == me:
+                if isinstance(route, RegionKey):
+                    self._released_seen.pop(route, None)
+                self._require_authority(route)  # a demoted server takes nothing on
+                await self._acquire(route)
+                continue
             try:
-                return await self._commit_direct(key, op)
-            except RegionOwned as e:
-                self._owner_cache[key] = (e.owner, e.expires_at)
+                track.forwarded = True
+                return await self.forwarder.forward(owner, op)
+            except NotOwner:
+                self._owner_cache.pop(route, None)
                 continue
         raise NotAuthoritative(
-            f"region {key}: ownership kept moving while routing op {op.op_id}; retry it",
-            key=key,
+            f"{route}: ownership kept moving while routing op {op.op_id}; retry it (same op_id)",
+            key=route,
         )
 
-    def _require_authority(self, key: RegionKey | None) -> None:
+    def _require_authority(self, route: Route) -> None:
         """No strong write leaves a demoted server, whatever path it takes (the standing
         may have changed while the op was being routed)."""
         if not self.authority.authoritative:
             raise NotAuthoritative(
                 f"{self.ctx.server_id} is on the minority side of a partition: strong "
                 "operations are refused until it rejoins",
-                key=key,
+                key=route,
             )
 
-    async def commit_inventory(self, ops: list[ChangeInventory | TransferItems]) -> Result:
-        ctx = self.ctx
-        self._require_authority(None)
-        outs = await ctx.store.run(
-            lambda c: commit_inventory_ops(c, ops, now=ctx.clock()),
-            f"commit {ops[0].op_type} {ops[0].op_id}",
-        )
-        return to_result(outs[0])
+    async def _acquire(self, route: Route) -> None:
+        """Take an unowned region or shard (one attempt at a time per key)."""
+        pending = self._acquiring.get(route)
+        if pending is not None:
+            with contextlib.suppress(WorldStateError):
+                await asyncio.shield(pending)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acquiring[route] = fut
+        try:
+            log.info("%s acquires %s on first use", self.ctx.server_id, route)
+            if isinstance(route, ShardKey):
+                await self.inventories.acquire(route)
+            else:
+                await self.acquire_region(route)
+            self.auto_acquired += 1
+            self._owner_cache.pop(route, None)
+            fut.set_result(None)
+        except RegionOwned as e:
+            self._owner_cache[route] = (e.owner, e.expires_at)
+            fut.set_result(None)
+        except Exception as e:
+            fut.set_exception(e)
+            fut.exception()  # retrieved here: the waiters retry on their own
+            raise
+        except BaseException:
+            fut.cancel()
+            raise
+        finally:
+            self._acquiring.pop(route, None)
 
-    async def _commit_direct(self, key: RegionKey, op: Operation) -> Result:
-        ctx = self.ctx
-        self._require_authority(key)
-        outs = await ctx.store.run(
-            lambda c: commit_region_batch(
-                c,
-                key,
-                [op],
-                epoch=None,
-                writer=ctx.server_id,
-                policy=ctx.policy,
-                now=ctx.clock(),
-                region_size=ctx.config.region_size,
-            ),
-            f"commit {op.op_type} {op.op_id} in unowned region {key}",
-        )
-        self.direct_commits += 1
-        if outs[0].committed and outs[0].version:
-            await self.after_commit(key, outs[0].version)
-        return to_result(outs[0])
-
-    async def _owner(self, key: RegionKey) -> str | None:
+    async def _owner(self, route: Route) -> str | None:
+        """Who holds ``route``'s lease (cached until it expires; one store read at a time
+        per key however many submits ask)."""
         now = self.ctx.clock()
-        hit = self._owner_cache.get(key)
-        if hit is not None and (hit[1] > now):
+        hit = self._owner_cache.get(route)
+        if hit is not None and (
+            (hit[0] is None and hit[1] > self.ctx.clock()) or (hit[0] is not None and hit[1] > now)
+        ):
             return hit[0]
-        lease = await self.ctx.store.lease(key)
+        pending = self._looking.get(route)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._looking[route] = fut
+        try:
+            owner = await self._read_owner(route, now)
+            fut.set_result(owner)
+            return owner
+        except BaseException as e:
+            if isinstance(e, Exception):
+                fut.set_exception(e)
+                fut.exception()
+            else:
+                fut.cancel()
+            raise
+        finally:
+            self._looking.pop(route, None)
+
+    async def _read_owner(self, route: Route, now: float) -> str | None:
+        if isinstance(route, ShardKey):
+            g = await self.inventories.grant(route)
+            if g is not None and g.expires_at > now:
+                self._owner_cache[route] = (g.owner, g.expires_at)
+                return g.owner
+            self._owner_cache[route] = (None, self.ctx.clock())
+            return None
+        lease = await self.ctx.store.lease(route)
         if lease is not None and lease.live(now):
-            self._owner_cache[key] = (lease.owner, lease.expires_at)
+            self._owner_cache[route] = (lease.owner, lease.expires_at)
+            self._released.pop(route, None)
+            if lease.owner != self.ctx.server_id:
+                self._released_seen.pop(route, None)
             return lease.owner
-        self._owner_cache[key] = (None, now + 0.25)  # the world's clock: deterministic in sims
+        self._owner_cache[route] = (None, self.ctx.clock())
+        released = lease is not None and lease.expires_at <= RELEASED
+        self._released[route] = lease.epoch if lease is not None and released else None
         return None
+
+    async def _serve(self, op: Operation) -> Result | None:
+        """A forwarded op: run it if this server owns its region or shard."""
+        _, cls, key = self.router.check_received(op)  # the same rules as a local submit
+        if cls is not ConsistencyClass.STRONG:
+            raise ValidationError(f"{op.op_type} is not a strong operation")
+        route = self._route(op, key)
+        if not self._holds(route):
+            return None
+        entry = self._pipeline(route).submit(op, op_digest(op))
+        async with asyncio.timeout(self.ctx.config.submit_timeout):
+            return await asyncio.shield(entry.fut)
+
+    # -- notices ---------------------------------------------------------------------------
+
+    def _notify(self, key: RegionKey, version: int) -> None:
+        if version > self._notices.get(key, 0):
+            self._notices[key] = version
+        self._notice_event.set()
+
+    async def _notify_loop(self) -> None:
+        while True:
+            await self._notice_event.wait()
+            self._notice_event.clear()
+            batch, self._notices = self._notices, {}
+            for key, version in batch.items():
+                try:
+                    await self.after_commit(key, version)
+                except WorldStateError as e:
+                    log.warning("commit notice for %s failed: %s", key, e)
 
     async def after_commit(self, key: RegionKey, version: int) -> None:
         """Tell caches and other servers the region changed."""
@@ -397,103 +446,3 @@ class StrongPath:
                 orjson.dumps({"v": version, "s": ctx.server_id}),
                 qos=0,
             )
-
-    # -- forwarding ------------------------------------------------------------------------
-
-    async def _forward(self, owner: str, op: Operation) -> Result:
-        ctx = self.ctx
-        request = {"from": ctx.server_id, "op": orjson.Fragment(encode_op(op))}
-        try:
-            reply = await self.rpc.call(
-                topics.of(topics.OPS, owner), request, ctx.config.forward_timeout
-            )
-        except TimeoutError:
-            raise BusUnavailable(
-                f"owner {owner!r} did not answer op {op.op_id} within "
-                f"{ctx.config.forward_timeout}s; it may or may not have applied — resubmit "
-                "the same op_id"
-            ) from None
-        self.forwarded += 1
-        kind = reply.get("k")
-        if kind == "committed":
-            return Committed(op.op_id, int(reply.get("v") or 0))
-        if kind == "rejected":
-            w = reply.get("w")
-            return Rejected(
-                op.op_id,
-                str(reply.get("reason", "rejected")),
-                uuid.UUID(w) if isinstance(w, str) else None,
-            )
-        if kind == "not-owner":
-            raise _NotOwner
-        if kind == "invalid":  # the owner's rules refuse it (its Config differs from ours)
-            raise ValidationError(
-                f"region owner {owner!r} refused op {op.op_id}: {reply.get('error')}"
-            )
-        raise NotAuthoritative(f"owner {owner!r} refused op {op.op_id}: {reply.get('error')}")
-
-    def _on_request(self, msg: Message) -> None:
-        if len(msg.payload) > MAX_REQUEST_BYTES:
-            self.dropped_requests += 1
-            return
-        try:
-            doc = orjson.loads(msg.payload)
-            req, sender = doc["r"], doc["from"]
-            if not (isinstance(req, str) and len(req) == 32 and isinstance(sender, str)):
-                raise ValidationError("bad request header")
-            from worldstate._validation import check_id
-
-            check_id(sender, "sender")
-            if msg.sender is not None and msg.sender != sender:
-                raise ValidationError(f"signed by {msg.sender!r} in the name of {sender!r}")
-            op = decode_op(orjson.dumps(doc["op"]), self.router.op_types)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValidationError) as e:
-            self.dropped_requests += 1
-            log.debug("dropped a malformed forwarded op: %s", e)
-            return
-        self.ctx.tasks.spawn(self._serve(req, sender, op), f"ws-serve-op-{op.op_id}", job=True)
-
-    async def _serve(self, req: str, sender: str, op: Operation) -> None:
-        ctx = self.ctx
-        reply: dict[str, Any]
-        try:  # a forwarded op passes the same rules as a local submit
-            _, cls, key = self.router.check_received(op)
-            if cls is not ConsistencyClass.STRONG:
-                raise ValidationError(f"{op.op_type} is not routed STRONG on this server")
-        except ValidationError as e:
-            self.dropped_requests += 1
-            reply = {"r": req, "k": "invalid", "error": str(e)[:500]}
-            with contextlib.suppress(WorldStateError):
-                await ctx.bus.publish(topics.of(topics.REPLIES, sender), orjson.dumps(reply), qos=1)
-            return
-        if key is None or not self.authority.holds(key):
-            reply = {"r": req, "k": "not-owner"}
-        else:
-            try:
-                res = await self.pipeline(key).submit(op)
-                self.served_forwards += 1
-                if isinstance(res, Committed):
-                    reply = {"r": req, "k": "committed", "v": res.version}
-                else:
-                    assert isinstance(res, Rejected)
-                    reply = {
-                        "r": req,
-                        "k": "rejected",
-                        "reason": res.reason,
-                        "w": str(res.winner_op_id) if res.winner_op_id else None,
-                    }
-            except NotAuthoritative:
-                reply = {"r": req, "k": "not-owner"}
-            except (WorldStateError, StoreUnavailable) as e:
-                reply = {"r": req, "k": "error", "error": str(e)[:500]}
-        with contextlib.suppress(WorldStateError):
-            await ctx.bus.publish(topics.of(topics.REPLIES, sender), orjson.dumps(reply), qos=1)
-
-
-def _crash(e: BaseException) -> BaseException | None:
-    """The cause to report for an interrupted commit: None when it was cancelled."""
-    return None if isinstance(e, asyncio.CancelledError) else e
-
-
-class _NotOwner(Exception):
-    pass

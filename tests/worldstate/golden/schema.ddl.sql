@@ -8,6 +8,39 @@ CREATE TABLE ws_assignments (
 	PRIMARY KEY (region_key)
 );
 
+CREATE TABLE ws_checkpoint_chunks (
+	checkpoint_id VARCHAR(36) NOT NULL,
+	table_name VARCHAR(64) NOT NULL,
+	chunk_no INTEGER NOT NULL,
+	row_count INTEGER NOT NULL,
+	body BYTEA NOT NULL,
+	PRIMARY KEY (checkpoint_id, table_name, chunk_no)
+);
+
+CREATE TABLE ws_checkpoints (
+	checkpoint_id VARCHAR(36) NOT NULL,
+	name TEXT NOT NULL,
+	status VARCHAR(16) NOT NULL,
+	created_at DOUBLE PRECISION NOT NULL,
+	created_by TEXT NOT NULL,
+	source TEXT NOT NULL,
+	schema_version INTEGER NOT NULL,
+	scope TEXT,
+	regions BIGINT NOT NULL,
+	objects BIGINT NOT NULL,
+	rows BIGINT NOT NULL,
+	bytes BIGINT NOT NULL,
+	raw_bytes BIGINT NOT NULL,
+	heads TEXT NOT NULL,
+	tables TEXT NOT NULL,
+	meta TEXT NOT NULL,
+	PRIMARY KEY (checkpoint_id)
+);
+
+CREATE INDEX ws_checkpoints_created ON ws_checkpoints (created_at);
+
+CREATE INDEX ws_checkpoints_name ON ws_checkpoints (name);
+
 CREATE TABLE ws_conflicts (
 	decision_id VARCHAR(36) NOT NULL,
 	region_key BIGINT,
@@ -63,14 +96,22 @@ CREATE TABLE ws_inventories (
 	PRIMARY KEY (inventory_id, item)
 );
 
+CREATE TABLE ws_inventory_versions (
+	inventory_id TEXT NOT NULL,
+	version BIGINT NOT NULL,
+	PRIMARY KEY (inventory_id)
+);
+
 CREATE TABLE ws_items (
-	item_id TEXT NOT NULL,
 	region_key BIGINT NOT NULL,
+	item_id TEXT NOT NULL,
 	picked_by TEXT NOT NULL,
 	op_id VARCHAR(36) NOT NULL,
 	at DOUBLE PRECISION NOT NULL,
-	PRIMARY KEY (item_id)
+	PRIMARY KEY (region_key, item_id)
 );
+
+CREATE UNIQUE INDEX ws_items_id ON ws_items (item_id);
 
 CREATE TABLE ws_leases (
 	region_key BIGINT NOT NULL,
@@ -110,8 +151,8 @@ CREATE TABLE ws_meta (
 );
 
 CREATE TABLE ws_objects (
-	object_id TEXT NOT NULL,
 	region_key BIGINT NOT NULL,
+	object_id TEXT NOT NULL,
 	kind TEXT NOT NULL,
 	lox DOUBLE PRECISION NOT NULL,
 	loy DOUBLE PRECISION NOT NULL,
@@ -121,10 +162,11 @@ CREATE TABLE ws_objects (
 	hiz DOUBLE PRECISION NOT NULL,
 	data TEXT NOT NULL,
 	op_id VARCHAR(36) NOT NULL,
-	PRIMARY KEY (object_id)
+	checksum BYTEA NOT NULL,
+	PRIMARY KEY (region_key, object_id)
 );
 
-CREATE INDEX ws_objects_region ON ws_objects (region_key);
+CREATE UNIQUE INDEX ws_objects_id ON ws_objects (object_id);
 
 CREATE TABLE ws_outcomes (
 	op_id VARCHAR(36) NOT NULL,
@@ -136,6 +178,7 @@ CREATE TABLE ws_outcomes (
 	server_id TEXT NOT NULL,
 	region_key BIGINT,
 	at DOUBLE PRECISION NOT NULL,
+	digest VARCHAR(32),
 	PRIMARY KEY (op_id)
 );
 
@@ -167,26 +210,35 @@ CREATE TABLE ws_regions (
 );
 
 CREATE TABLE ws_resources (
-	resource_id TEXT NOT NULL,
 	region_key BIGINT NOT NULL,
+	resource_id TEXT NOT NULL,
 	x DOUBLE PRECISION NOT NULL,
 	y DOUBLE PRECISION NOT NULL,
 	z DOUBLE PRECISION NOT NULL,
 	capacity DOUBLE PRECISION NOT NULL,
 	remaining DOUBLE PRECISION NOT NULL,
-	PRIMARY KEY (resource_id)
+	PRIMARY KEY (region_key, resource_id)
+);
+
+CREATE UNIQUE INDEX ws_resources_id ON ws_resources (resource_id);
+
+CREATE TABLE ws_shard_leases (
+	shard BIGINT NOT NULL,
+	owner TEXT NOT NULL,
+	epoch BIGINT NOT NULL,
+	expires_at DOUBLE PRECISION NOT NULL,
+	acquired_at DOUBLE PRECISION NOT NULL,
+	PRIMARY KEY (shard)
 );
 
 CREATE TABLE ws_terrain (
-	op_id VARCHAR(36) NOT NULL,
 	region_key BIGINT NOT NULL,
+	op_id VARCHAR(36) NOT NULL,
 	cx DOUBLE PRECISION NOT NULL,
 	cy DOUBLE PRECISION NOT NULL,
 	cz DOUBLE PRECISION NOT NULL,
 	radius DOUBLE PRECISION NOT NULL,
 	delta DOUBLE PRECISION NOT NULL,
 	hlc BIGINT NOT NULL,
-	PRIMARY KEY (op_id)
+	PRIMARY KEY (region_key, op_id)
 );
-
-CREATE INDEX ws_terrain_region ON ws_terrain (region_key);

@@ -1,8 +1,8 @@
 -- Statements on ws_items, compiled with the cockroachdb dialect (tests/worldstate/test_cockroach_sql.py).
 -- Regenerate: WORLDSTATE_UPDATE_GOLDEN=1 pytest tests/worldstate/test_cockroach_sql.py
 
-INSERT INTO ws_items (item_id, region_key, picked_by, op_id, at) VALUES (%(item_id)s::VARCHAR, %(region_key)s::BIGINT, %(picked_by)s::VARCHAR, %(op_id)s::VARCHAR, %(at)s);
+INSERT INTO ws_items (region_key, item_id, picked_by, op_id, at) SELECT * FROM unnest(CAST(%(c0)s AS INT8[]), CAST(%(c1)s AS TEXT[]), CAST(%(c2)s AS TEXT[]), CAST(%(c3)s AS TEXT[]), CAST(%(c4)s AS FLOAT8[])) ON CONFLICT DO NOTHING RETURNING item_id;
 
-SELECT ws_items.item_id
+SELECT ws_items.item_id, ws_items.op_id
 FROM ws_items
-WHERE ws_items.item_id IN (__[POSTCOMPILE_item_id_1]);
+WHERE ws_items.region_key = %(region_key_1)s::BIGINT;

@@ -1,4 +1,4 @@
 -- Statements on ws_terrain, compiled with the cockroachdb dialect (tests/worldstate/test_cockroach_sql.py).
 -- Regenerate: WORLDSTATE_UPDATE_GOLDEN=1 pytest tests/worldstate/test_cockroach_sql.py
 
-INSERT INTO ws_terrain (op_id, region_key, cx, cy, cz, radius, delta, hlc) VALUES (%(op_id)s::VARCHAR, %(region_key)s::BIGINT, %(cx)s, %(cy)s, %(cz)s, %(radius)s, %(delta)s, %(hlc)s::BIGINT);
+INSERT INTO ws_terrain (region_key, op_id, cx, cy, cz, radius, delta, hlc) SELECT * FROM unnest(CAST(%(c0)s AS INT8[]), CAST(%(c1)s AS TEXT[]), CAST(%(c2)s AS FLOAT8[]), CAST(%(c3)s AS FLOAT8[]), CAST(%(c4)s AS FLOAT8[]), CAST(%(c5)s AS FLOAT8[]), CAST(%(c6)s AS FLOAT8[]), CAST(%(c7)s AS INT8[]));

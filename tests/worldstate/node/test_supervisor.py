@@ -139,8 +139,9 @@ LOOPS: dict[str, Inject] = {
     "ws-causal-repair": _set("causal.repair", aboom),
     "ws-causal-heads": _set("causal._announce", aboom),
     "ws-causal-append": _set("causal._append", aboom),
-    "ws-committer": _set("strong._commit_group", aboom),
-    "ws-region": _set("strong.commit", aboom),
+    "ws-strong-regions": _set("strong.regions.commit_group", aboom),
+    "ws-strong-notices": _set("strong.after_commit", aboom),
+    "ws-shard-renew": _set("strong.inventories.renew", aboom),
 }
 
 

@@ -1,0 +1,403 @@
+"""The statements of the owner-resident strong path (`worldstate.strong`): load a region's
+committed strong state once, then write only what a group of batches changed.
+
+Every write function runs inside the caller's SERIALIZABLE transaction and uses multi-row
+statements. Idempotency and staleness are detected by the writes themselves, not by a read
+per batch: outcomes are inserted ``ON CONFLICT DO NOTHING RETURNING op_id`` (an op whose
+row is already there was decided before: `DuplicateOps`), placed objects and picked items
+likewise (an id taken elsewhere: `TakenIds`), resource claims are conditional decrements
+and the region version is a compare-and-set against what the owner holds in memory
+(`StaleState`). Those three exceptions roll the transaction back; the strong path then
+refreshes what it needs and decides again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from worldstate.errors import Fenced, RegionOwned
+from worldstate.store import schema as s
+from worldstate.store.bulk import insert_rows
+from worldstate.store.object_rows import Box6, ObjectRow, read_rows
+from worldstate.store.region_state import bump_version
+from worldstate.store.strong_commit import OpOutcome
+
+__all__ = [
+    "DuplicateOps",
+    "LoadedRegion",
+    "StaleState",
+    "TakenIds",
+    "bump_region_versions",
+    "check_fences",
+    "claim_resources",
+    "insert_decisions",
+    "insert_items",
+    "insert_objects",
+    "insert_outcomes",
+    "insert_terrain",
+    "load_region_state",
+    "prior_outcomes",
+    "read_resources",
+    "read_structures_near",
+]
+
+
+INT64_MAX = (1 << 63) - 1
+
+
+class CountOverflow(Exception):
+    """Adding to these (inventory, item) counts would pass int64: nothing was written."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
+        self.pairs = list(pairs)
+        super().__init__(f"counts would pass {INT64_MAX}: {self.pairs[:5]}")
+
+
+class StaleState(Exception):
+    """What the owner holds in memory no longer matches the store (``what`` says which:
+    region keys, resource ids or inventory ids): reload it and decide again."""
+
+    def __init__(self, what: Sequence[Any]) -> None:
+        self.what = list(what)
+        super().__init__(f"stale in-memory state: {self.what[:5]}")
+
+
+class DuplicateOps(Exception):
+    """Some ops of the group already have a recorded outcome (resubmitted, or an earlier
+    attempt committed and its acknowledgement was lost)."""
+
+    def __init__(self, op_ids: Iterable[str]) -> None:
+        self.op_ids = sorted(op_ids)
+        super().__init__(f"{len(self.op_ids)} op(s) already decided")
+
+
+class TakenIds(Exception):
+    """Structure or item ids the group would place are already used elsewhere in the world
+    (``kind`` is "structure" or "item")."""
+
+    def __init__(self, kind: str, ids: Iterable[str]) -> None:
+        self.kind = kind
+        self.ids = sorted(ids)
+        super().__init__(f"{kind} ids already in use: {self.ids[:5]}")
+
+
+@dataclass(slots=True)
+class LoadedRegion:
+    version: int
+    structures: list[ObjectRow] = field(default_factory=list)
+    items: dict[str, str] = field(default_factory=dict)
+    """picked item id -> op id of the pickup"""
+    tampered: list[str] = field(default_factory=list)
+
+
+async def load_region_state(conn: AsyncConnection, morton: int) -> LoadedRegion:
+    """A region's committed strong state: version, placed structures (verified rows),
+    picked items. Resources are read when first claimed (`read_resources`)."""
+    r = s.regions
+    v = (await conn.execute(select(r.c.version).where(r.c.region_key == morton))).scalar()
+    rows, bad = await read_rows(conn, morton)
+    it = s.items
+    items = {
+        str(row.item_id): str(row.op_id)
+        for row in await conn.execute(
+            select(it.c.item_id, it.c.op_id).where(it.c.region_key == morton)
+        )
+    }
+    return LoadedRegion(int(v or 0), rows, items, bad)
+
+
+async def prior_outcomes(
+    conn: AsyncConnection, op_ids: Sequence[str]
+) -> dict[str, tuple[OpOutcome, str | None]]:
+    """Recorded outcomes of these op ids, each with the digest of the op it belongs to."""
+    if not op_ids:
+        return {}
+    o = s.outcomes
+    rows = (await conn.execute(select(o).where(o.c.op_id.in_(sorted(set(op_ids)))))).all()
+    return {
+        r.op_id: (
+            OpOutcome(r.op_id, r.status == "committed", r.version, r.reason, r.winner_op_id),
+            r.digest,
+        )
+        for r in rows
+    }
+
+
+async def check_fences(
+    conn: AsyncConnection,
+    table: Any,
+    epochs: Mapping[int, int],
+    keys: Mapping[int, Any],
+    writer: str,
+    now: float,
+) -> None:
+    """One statement: lock the lease rows of ``epochs`` (code -> the epoch the writer holds)
+    in key order and check them. A stale epoch is `Fenced`, another live holder
+    `RegionOwned` (``keys`` gives the key each code is reported as)."""
+    if not epochs:
+        return
+    pk = table.primary_key.columns.values()[0]
+    rows = {
+        int(r[0]): r
+        for r in (
+            await conn.execute(
+                select(pk, table.c.owner, table.c.epoch, table.c.expires_at)
+                .where(pk.in_(sorted(epochs)))
+                .order_by(pk)
+                .with_for_update()
+            )
+        ).all()
+    }
+    for code in sorted(epochs):
+        lease = rows.get(code)
+        current = int(lease.epoch) if lease is not None else 0
+        if lease is None or epochs[code] != current:
+            raise Fenced(keys[code], epochs[code], current, lease.owner if lease else None)
+        if lease.owner != writer and lease.expires_at > now:
+            raise RegionOwned(keys[code], lease.owner, current, float(lease.expires_at))
+        if lease.owner != writer:
+            raise Fenced(keys[code], epochs[code], current, lease.owner)
+
+
+CHUNK = 1000
+"""Rows per multi-row statement (bound parameters stay under every dialect's limit)."""
+
+
+async def _insert_new(
+    conn: AsyncConnection, table: Any, rows: Sequence[dict[str, Any]], col: Any
+) -> set[str]:
+    """Multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING col``: the values inserted."""
+    got = await insert_rows(conn, table, rows, on_conflict="nothing", returning=[col.name])
+    return {str(r[0]) for r in got}
+
+
+async def insert_outcomes(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Record outcomes; `DuplicateOps` when any op id already has one."""
+    if not rows:
+        return
+    got = await _insert_new(conn, s.outcomes, rows, s.outcomes.c.op_id)
+    if len(got) != len(rows):
+        raise DuplicateOps({str(r["op_id"]) for r in rows} - got)
+
+
+async def insert_objects(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert placed-object rows (`worldstate.store.object_rows.row_values`); `TakenIds`
+    when an id is already used (in another region: this region's are known in memory)."""
+    if not rows:
+        return
+    got = await _insert_new(conn, s.objects, rows, s.objects.c.object_id)
+    if len(got) != len(rows):
+        raise TakenIds("structure", {str(r["object_id"]) for r in rows} - got)
+
+
+async def insert_items(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    got = await _insert_new(conn, s.items, rows, s.items.c.item_id)
+    if len(got) != len(rows):
+        raise TakenIds("item", {str(r["item_id"]) for r in rows} - got)
+
+
+async def insert_terrain(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    await insert_rows(conn, s.terrain, rows)
+
+
+async def read_resources(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, float]:
+    """Remaining amount of each resource node that exists (absent ids are left out)."""
+    want = sorted(set(ids))
+    if not want:
+        return {}
+    t = s.resources
+    rows = await conn.execute(
+        select(t.c.resource_id, t.c.remaining).where(t.c.resource_id.in_(want))
+    )
+    return {str(r.resource_id): float(r.remaining) for r in rows}
+
+
+async def claim_resources(conn: AsyncConnection, claims: Mapping[str, float]) -> dict[str, float]:
+    """Take ``amount`` from each node, conditionally (``remaining >= amount``); returns what
+    remains. A node holding less than the owner believed is `StaleState` (refilled or
+    claimed behind its back): reread it and decide again."""
+    t = s.resources
+    out: dict[str, float] = {}
+    for rid in sorted(claims):
+        amount = claims[rid]
+        got = (
+            await conn.execute(
+                update(t)
+                .where(t.c.resource_id == rid, t.c.remaining >= amount)
+                .values(remaining=t.c.remaining - amount)
+                .returning(t.c.remaining)
+            )
+        ).first()
+        if got is None:
+            raise StaleState([rid])
+        out[rid] = float(got[0])
+    return out
+
+
+async def bump_region_versions(
+    conn: AsyncConnection,
+    expected: Mapping[int, int],
+    epochs: Mapping[int, int],
+    writer: str,
+    now: float,
+) -> dict[int, int]:
+    """Each region's version goes up by one, compare-and-set against ``expected`` (what the
+    owner holds in memory): one UPDATE … RETURNING for the regions that have a row, the
+    first row for those that do not. `StaleState` names the regions that moved."""
+    r = s.regions
+    have = sorted(m for m, v in expected.items() if v > 0)
+    out: dict[int, int] = {}
+    if have:
+        rows = (
+            await conn.execute(
+                update(r)
+                .where(r.c.region_key.in_(have))
+                .values(version=r.c.version + 1, stored_at=now, stored_by=writer)
+                .returning(r.c.region_key, r.c.version)
+            )
+        ).all()
+        got = {int(a): int(b) for a, b in rows}
+        stale = [m for m in have if got.get(m) != expected[m] + 1]
+        if stale:
+            raise StaleState(stale)
+        out.update(got)
+    for m in sorted(m for m, v in expected.items() if v <= 0):
+        from regions import RegionKey
+
+        try:
+            out[m] = await bump_version(
+                conn, RegionKey.from_morton(m), epoch=epochs[m], writer=writer, now=now
+            )
+        except Exception as e:  # the row exists already: another writer got there
+            from worldstate.store.retry import RetryTransaction
+
+            if isinstance(e, RetryTransaction):
+                raise StaleState([m]) from None
+            raise
+        if out[m] != 1:
+            raise StaleState([m])
+    return out
+
+
+async def read_structures_near(
+    conn: AsyncConnection, region_keys: Sequence[int], boxes: Sequence[Box6]
+) -> dict[str, tuple[Box6, str]]:
+    """Committed structures of ``region_keys`` (regions this server does not hold) that
+    overlap any of ``boxes``: id -> (box, op id of its placement). Inside the commit's
+    transaction, so that two owners placing across their common boundary serialize."""
+    if not region_keys or not boxes:
+        return {}
+    clauses = []
+    params: dict[str, object] = {"keys": sorted(set(region_keys))}
+    for i, b in enumerate(boxes):
+        clauses.append(
+            f"(lox < :hx{i} AND hix > :lx{i} AND loy < :hy{i} AND hiy > :ly{i}"
+            f" AND loz < :hz{i} AND hiz > :lz{i})"
+        )
+        params.update(
+            {
+                f"lx{i}": b[0],
+                f"ly{i}": b[1],
+                f"lz{i}": b[2],
+                f"hx{i}": b[3],
+                f"hy{i}": b[4],
+                f"hz{i}": b[5],
+            }
+        )
+    query = text(
+        "SELECT object_id, lox, loy, loz, hix, hiy, hiz, op_id FROM ws_objects"  # noqa: S608
+        " WHERE region_key IN :keys AND (" + " OR ".join(clauses) + ")"
+    ).bindparams(bindparam("keys", expanding=True))
+    out: dict[str, tuple[Box6, str]] = {}
+    for row in (await conn.execute(query, params)).all():
+        out[str(row[0])] = (
+            (
+                float(row[1]),
+                float(row[2]),
+                float(row[3]),
+                float(row[4]),
+                float(row[5]),
+                float(row[6]),
+            ),
+            str(row[7]),
+        )
+    return out
+
+
+async def insert_decisions(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    await insert_rows(conn, s.conflicts, rows)
+
+
+# -- inventories ---------------------------------------------------------------------------
+
+
+async def read_counts(
+    conn: AsyncConnection, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """Current counts of these (inventory, item) pairs (0 for pairs with no row)."""
+    want = sorted(set(keys))
+    out = dict.fromkeys(want, 0)
+    if not want:
+        return out
+    t = s.inventories
+    invs = sorted({k[0] for k in want})
+    rows = await conn.execute(
+        select(t.c.inventory_id, t.c.item, t.c["count"].label("n")).where(
+            t.c.inventory_id.in_(invs)
+        )
+    )
+    for r in rows:
+        k = (str(r.inventory_id), str(r.item))
+        if k in out:
+            out[k] = int(r.n)
+    return out
+
+
+async def add_counts(conn: AsyncConnection, deltas: Mapping[tuple[str, str], int]) -> None:
+    """Add each net delta to its count in one multi-row upsert (``count = count + delta``):
+    commutative, so a credit into an inventory another server owns needs no read."""
+    rows = [
+        {"inventory_id": k[0], "item": k[1], "count": d} for k, d in sorted(deltas.items()) if d
+    ]
+    got = await insert_rows(
+        conn,
+        s.inventories,
+        rows,
+        on_conflict="add",
+        set_add=["count"],
+        conflict_cols=["inventory_id", "item"],
+        returning=["inventory_id", "item"],
+        add_at_most=INT64_MAX,
+    )
+    written = {(str(a), str(b)) for a, b in got}
+    pairs = [(str(r["inventory_id"]), str(r["item"])) for r in rows]
+    over = [p for p in pairs if p not in written]
+    if over:
+        raise CountOverflow(over)
+
+
+async def bump_inventory_versions(
+    conn: AsyncConnection, inventories: Iterable[str]
+) -> dict[str, int]:
+    """Each inventory's version goes up by one (one multi-row upsert … RETURNING)."""
+    ids = sorted(set(inventories))
+    if not ids:
+        return {}
+    got = await insert_rows(
+        conn,
+        s.inventory_versions,
+        [{"inventory_id": v, "version": 1} for v in ids],
+        on_conflict="add",
+        set_add=["version"],
+        conflict_cols=["inventory_id"],
+        returning=["inventory_id", "version"],
+    )
+    out = {str(a): int(b) for a, b in got}
+    return out

@@ -1,0 +1,497 @@
+"""The region committer: decides each group of owned regions' batches in memory
+(`worldstate.strong._state`) and writes only the deltas, under one fence check per
+transaction (`worldstate.store.strong_rows`).
+
+What happens when the store disagrees:
+
+- an op already has an outcome (resubmitted, or an ambiguous commit that did apply): its
+  recorded outcome is returned (after checking the op is the same: digest), the regions of
+  the group are reloaded, and the rest is decided again;
+- a structure or item id is taken elsewhere in the world: those ops are rejected;
+- the region version or a resource moved behind the owner's back: that state is reloaded;
+- the lease is gone (`Fenced`/`RegionOwned`): the region's state is dropped and its ops
+  fail with `NotAuthoritative`;
+- the transaction fails for a reason specific to one op (bad input deeper down, a value the
+  database refuses): the group is split in halves until the op fails alone, and the others
+  commit;
+- retries exhausted: the states are reloaded before the next group and the ops fail with
+  `StoreUnavailable` (retry with the same op_ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+import conflicts as cf
+from regions import RegionKey
+from worldstate.config import Config
+from worldstate.errors import (
+    Fenced,
+    NotAuthoritative,
+    RegionOwned,
+    StoreUnavailable,
+    ValidationError,
+    WorldStateError,
+)
+from worldstate.objects import Lease
+from worldstate.operations import ClaimResource, PickUpItem, PlaceStructure
+from worldstate.store import Store
+from worldstate.store import schema as s
+from worldstate.store import strong_rows as rows
+from worldstate.store.object_rows import rewrite, row_values
+from worldstate.store.region_state import record_tampered
+from worldstate.store.strong_commit import structure_data
+from worldstate.strong._outcomes import OutcomeMemory, check_digest, outcome_row, to_result
+from worldstate.strong._pipeline import Entry, GroupCommitter
+from worldstate.strong._state import Decision, RegionState, boundary_needs, decide
+
+log = logging.getLogger("worldstate.strong")
+
+__all__ = ["RegionCommitter", "is_poison"]
+
+MAX_ATTEMPTS = 8
+
+
+def is_poison(e: BaseException) -> bool:
+    """Did the transaction fail for a reason that may be specific to one op?"""
+    if isinstance(e, (cf.ConflictInputError, TypeError, OverflowError)):
+        return True
+    if isinstance(e, ValueError) and not isinstance(e, WorldStateError):
+        return True
+    return (
+        isinstance(e, StoreUnavailable)
+        and e.attempts == 0
+        and isinstance(e.__cause__, (IntegrityError, DataError))
+    )
+
+
+class RegionCommitter(GroupCommitter[RegionKey]):
+    name = "strong-regions"
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        config: Config,
+        server_id: str,
+        clock: Callable[[], float],
+        policy: Callable[[], cf.Policy],
+        lease_of: Callable[[RegionKey], Lease],
+        lost: Callable[[RegionKey, str], None],
+        notify: Callable[[RegionKey, int], None],
+        outcomes: OutcomeMemory,
+        spawn: Callable[..., asyncio.Task[Any]],
+    ) -> None:
+        super().__init__(config.group_commit_window, config.region_queue_size, spawn)
+        self.owner = server_id
+        self.store = store
+        self.config = config
+        self.server_id = server_id
+        self.clock = clock
+        self.policy = policy
+        self.lease_of = lease_of
+        self.lost = lost
+        self.notify = notify
+        self.outcomes = outcomes
+        self.states: dict[RegionKey, RegionState] = {}
+        self._stale: set[RegionKey] = set()
+        self.reloads = 0
+        self.splits = 0
+        self.poisoned = 0
+        self.boundary_reads = 0
+
+    # -- state -----------------------------------------------------------------------------
+
+    async def load(self, key: RegionKey, epoch: int) -> RegionState:
+        """(Re)load a region's committed strong state from the store."""
+        loaded = await self.store.run(
+            lambda c: rows.load_region_state(c, key.morton),
+            f"load strong state of region {key}",
+            read=True,
+        )
+        if loaded.tampered:
+            await self._repair(key, loaded.tampered)
+        st = RegionState(key, epoch, loaded)
+        self.states[key] = st
+        self._stale.discard(key)
+        self.reloads += 1
+        return st
+
+    async def _repair(self, key: RegionKey, ids: list[str]) -> None:
+        """Object rows failing their checksums: write back the copy held in memory (the
+        owner's state before the reload), else record them as an incident."""
+        old = self.states.get(key)
+        good = [old.structures[i] for i in ids if old is not None and i in old.structures]
+        now = self.clock()
+
+        async def body(c: AsyncConnection) -> None:
+            for r in good:
+                await rewrite(c, key.morton, r)
+            if len(good) < len(ids):
+                fixed = {r.object_id for r in good}
+                await record_tampered(c, key, [i for i in ids if i not in fixed], now)
+
+        await self.store.run(body, f"repair object rows of {key}")
+        log.error(
+            "region %s: object rows %s failed their checksums (%d rewritten from memory)",
+            key,
+            ids[:10],
+            len(good),
+        )
+
+    async def state_for(self, key: RegionKey, lease: Lease) -> RegionState:
+        st = self.states.get(key)
+        if st is not None and st.epoch == lease.epoch and key not in self._stale:
+            return st
+        return await self.load(key, lease.epoch)
+
+    def forget(self, key: RegionKey) -> None:
+        """The lease is gone: drop the region's state."""
+        self.states.pop(key, None)
+        self._stale.discard(key)
+
+    def mark_stale(self, key: RegionKey) -> None:
+        """Reload before the next decision (e.g. a snapshot was stored meanwhile)."""
+        if key in self.states:
+            self._stale.add(key)
+
+    # -- commit ----------------------------------------------------------------------------
+
+    async def commit_group(self, group: dict[RegionKey, list[Entry]]) -> None:
+        live: dict[RegionKey, list[Entry]] = {}
+        seen: dict[str, Entry] = {}
+        dups: list[tuple[Entry, Entry]] = []
+        for key, entries in group.items():
+            try:
+                lease = self.lease_of(key)
+                await self.state_for(key, lease)
+            except WorldStateError as e:
+                for x in entries:
+                    x.fail(e)
+                continue
+            mine: list[Entry] = []
+            for x in entries:
+                oid = str(x.op.op_id)
+                first = seen.get(oid)
+                if first is not None:
+                    dups.append((x, first))
+                    continue
+                seen[oid] = x
+                known = self.outcomes.get(oid)
+                if known is not None:
+                    self._settle(x, *known)
+                    continue
+                mine.append(x)
+            if mine:
+                live[key] = mine
+        if live:
+            await self._decide_and_write(live, {})
+        for x, first in dups:
+            if first.fut.done() and not first.fut.cancelled():
+                exc = first.fut.exception()
+                if exc is not None:
+                    x.fail(exc)
+                else:
+                    check = self.outcomes.get(str(x.op.op_id))
+                    if check is not None:
+                        self._settle(x, *check)
+                    else:
+                        x.resolve(first.fut.result())
+            else:
+                x.fail(StoreUnavailable("the first copy of this op did not finish; resubmit"))
+
+    def _settle(self, x: Entry, out: Any, digest: str | None) -> None:
+        try:
+            check_digest(x.op, digest)
+        except ValidationError as e:
+            x.fail(e)
+            return
+        x.resolve(to_result(out))
+
+    async def _decide_and_write(
+        self, live: dict[RegionKey, list[Entry]], taken: dict[str, str]
+    ) -> None:
+        for _attempt in range(MAX_ATTEMPTS):
+            live = {k: v for k, v in live.items() if v}
+            if not live:
+                return
+            # (again) before every attempt: a retry must not go out once this server has
+            # been demoted or lost a lease meanwhile
+            for key in list(live):
+                try:
+                    self.lease_of(key)
+                except NotAuthoritative as e:
+                    for x in live.pop(key):
+                        x.fail(e)
+            if not live:
+                return
+            try:
+                for key in list(live):
+                    if key in self._stale or key not in self.states:
+                        await self.load(key, self.lease_of(key).epoch)
+                dec, versions, remaining, read = await self._transaction(live, taken)
+            except rows.DuplicateOps as e:
+                prior = await self.store.run(
+                    lambda c, ids=e.op_ids: rows.prior_outcomes(c, ids),  # type: ignore[misc]
+                    "read prior outcomes",
+                    read=True,
+                )
+                for key, entries in live.items():
+                    keep = []
+                    for x in entries:
+                        p = prior.get(str(x.op.op_id))
+                        if p is None:
+                            keep.append(x)
+                        else:
+                            self.outcomes.put(*p)
+                            self._settle(x, *p)
+                    live[key] = keep
+                    self._stale.add(key)  # an ambiguous commit may have applied: reload
+                continue
+            except rows.TakenIds as e:
+                ids = set(e.ids)
+                for entries in live.values():
+                    for x in entries:
+                        op = x.op
+                        if (
+                            isinstance(op, PlaceStructure)
+                            and e.kind == "structure"
+                            and op.structure_id in ids
+                        ) or (
+                            isinstance(op, PickUpItem) and e.kind == "item" and op.item_id in ids
+                        ):
+                            subject = (
+                                op.structure_id if isinstance(op, PlaceStructure) else op.item_id
+                            )
+                            taken[str(op.op_id)] = (
+                                f"{e.kind} id {subject!r} is already in use elsewhere in the world"
+                            )
+                continue
+            except rows.StaleState as e:
+                for w in e.what:
+                    if isinstance(w, int):
+                        k = RegionKey.from_morton(w)
+                        self._stale.add(k)
+                    else:
+                        for st in self.states.values():
+                            st.resources.pop(str(w), None)
+                continue
+            except (Fenced, RegionOwned) as e:
+                lost_key = e.key if isinstance(e.key, RegionKey) else None
+                err = NotAuthoritative(
+                    f"{self.server_id} lost region {e.key} ({e}); the ops were not applied — "
+                    "resubmit them (same op_ids)",
+                    key=e.key,
+                )
+                if lost_key is None or lost_key not in live:
+                    for entries in live.values():
+                        for x in entries:
+                            x.fail(err)
+                    return
+                self.lost(lost_key, str(e))
+                self.forget(lost_key)
+                for x in live.pop(lost_key):
+                    x.fail(err)
+                continue
+            except NotAuthoritative as e:
+                for entries in live.values():
+                    for x in entries:
+                        x.fail(e)
+                return
+            except Exception as e:
+                if is_poison(e):
+                    await self._split(live, taken, e)
+                    return
+                if isinstance(e, WorldStateError):
+                    for key, entries in live.items():
+                        self._stale.add(key)
+                        for x in entries:
+                            x.fail(e)
+                    return
+                raise
+            self._apply(live, dec, versions, remaining, read)
+            return
+        gave_up = StoreUnavailable(
+            "the region's committed state kept changing under its owner; retry with the same op_ids"
+        )
+        for entries in live.values():
+            for x in entries:
+                x.fail(gave_up)
+
+    async def _split(
+        self, live: dict[RegionKey, list[Entry]], taken: dict[str, str], e: BaseException
+    ) -> None:
+        flat = [(k, x) for k, es in live.items() for x in es]
+        if len(flat) == 1:
+            self.poisoned += 1
+            k, x = flat[0]
+            log.warning("op %s fails alone in region %s: %r", x.op.op_id, k, e)
+            x.fail(
+                ValidationError(
+                    f"{x.op.op_type} {x.op.op_id} cannot be applied: {e}; nothing was changed"
+                )
+            )
+            return
+        self.splits += 1
+        half = len(flat) // 2
+        for part in (flat[:half], flat[half:]):
+            sub: dict[RegionKey, list[Entry]] = {}
+            for k, x in part:
+                sub.setdefault(k, []).append(x)
+            await self._decide_and_write(sub, taken)
+
+    async def _transaction(
+        self, live: dict[RegionKey, list[Entry]], taken: dict[str, str]
+    ) -> tuple[Decision, dict[int, int], dict[str, float], dict[str, float]]:
+        batches = [(self.states[k], [x.op for x in es]) for k, es in live.items()]
+        digests = {str(x.op.op_id): x.digest for es in live.values() for x in es}
+        held = self.states
+        cfg = self.config
+        writer = self.server_id
+        now = self.clock()
+        epochs = {k.morton: self.states[k].epoch for k in live}
+        keys = {k.morton: k for k in live}
+        fkeys, fboxes = boundary_needs(batches, held, cfg.max_structure_size, cfg.region_size)
+        if fkeys:
+            self.boundary_reads += 1
+        claimed = {
+            op.resource_id for _, ops in batches for op in ops if isinstance(op, ClaimResource)
+        }
+        known: dict[str, float] = {}
+        for st, _ in batches:
+            known.update({r: v for r, v in st.resources.items() if r in claimed})
+        policy = self.policy()
+
+        async def body(
+            conn: AsyncConnection,
+        ) -> tuple[Decision, dict[int, int], dict[str, float], dict[str, float]]:
+            await rows.check_fences(conn, s.leases, epochs, keys, writer, now)
+            near = await rows.read_structures_near(conn, fkeys, fboxes) if fkeys else {}
+            read = await rows.read_resources(conn, claimed - known.keys())
+            dec = decide(
+                batches,
+                held,
+                near=near,
+                resources={**known, **read},
+                taken=taken,
+                policy=policy,
+                max_structure_size=cfg.max_structure_size,
+                region_size=cfg.region_size,
+            )
+            ops = {str(op.op_id): op for _, b in batches for op in b}
+            await rows.insert_outcomes(
+                conn,
+                [
+                    outcome_row(ops[oid], out, dec.region_of[oid].morton, now, digests[oid])
+                    for oid, out in dec.outcomes.items()
+                ],
+            )
+            objects = []
+            items = []
+            terrain = []
+            claims: dict[str, float] = {}
+            expected: dict[int, int] = {}
+            for key, delta in dec.deltas.items():
+                if not delta:
+                    continue
+                m = key.morton
+                expected[m] = self.states[key].version
+                objects += [
+                    row_values(
+                        m, o.structure_id, o.kind, (*o.lo, *o.hi), structure_data(o), str(o.op_id)
+                    )
+                    for o in delta.structures
+                ]
+                items += [
+                    {
+                        "region_key": m,
+                        "item_id": p.item_id,
+                        "picked_by": p.picker,
+                        "op_id": str(p.op_id),
+                        "at": now,
+                    }
+                    for p in delta.pickups
+                ]
+                terrain += [
+                    {
+                        "region_key": m,
+                        "op_id": str(t.op_id),
+                        "cx": t.center[0],
+                        "cy": t.center[1],
+                        "cz": t.center[2],
+                        "radius": t.radius,
+                        "delta": t.delta,
+                        "hlc": t.hlc,
+                    }
+                    for t in delta.terrain
+                ]
+                for rid, a in delta.claims.items():
+                    claims[rid] = claims.get(rid, 0.0) + a
+            await rows.insert_objects(conn, objects)
+            await rows.insert_items(conn, items)
+            await rows.insert_terrain(conn, terrain)
+            remaining = await rows.claim_resources(conn, claims) if claims else {}
+            versions = await rows.bump_region_versions(conn, expected, epochs, writer, now)
+            await rows.insert_decisions(
+                conn,
+                [
+                    {
+                        "decision_id": str(uuid.uuid4()),
+                        "region_key": dec.region_of[d.losers[0]].morton
+                        if d.losers[0] in dec.region_of
+                        else None,
+                        "conflict_type": d.conflict_type.value,
+                        "rule": d.rule.value,
+                        "subject": d.subject,
+                        "winners": orjson.dumps(list(d.winners)).decode(),
+                        "losers": orjson.dumps(list(d.losers)).decode(),
+                        "reason": d.reason,
+                        "server_id": writer,
+                        "at": now,
+                    }
+                    for d in dec.decisions
+                ],
+            )
+            return dec, versions, remaining, read
+
+        n = sum(len(es) for es in live.values())
+        return await self.store.run(body, f"commit {n} strong ops in {len(live)} region(s)")
+
+    def _apply(
+        self,
+        live: dict[RegionKey, list[Entry]],
+        dec: Decision,
+        versions: dict[int, int],
+        remaining: dict[str, float],
+        read: dict[str, float],
+    ) -> None:
+        for key, entries in live.items():
+            st = self.states.get(key)
+            delta = dec.deltas.get(key)
+            if st is not None:
+                mine = {x.op.resource_id for x in entries if isinstance(x.op, ClaimResource)}
+                st.resources.update({r: v for r, v in read.items() if r in mine})
+                if delta and key.morton in versions:
+                    st.apply(delta, versions[key.morton], {r: remaining[r] for r in delta.claims})
+            changed = False
+            for x in entries:
+                oid = str(x.op.op_id)
+                err = dec.errors.get(oid)
+                if err is not None:
+                    self.poisoned += 1
+                    x.fail(err)
+                    continue
+                out = dec.outcomes[oid]
+                self.outcomes.put(out, x.digest)
+                changed = changed or out.committed
+                x.resolve(to_result(out))
+            if changed and key.morton in versions:
+                self.notify(key, versions[key.morton])
