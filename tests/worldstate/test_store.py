@@ -352,3 +352,25 @@ async def test_delayed_renewal_never_shortens_a_lease(backend: Backend) -> None:
         assert late.expires_at == newer.expires_at
         stored = await w.store.lease(K)
         assert stored is not None and stored.expires_at == newer.expires_at
+
+
+async def test_a_store_of_an_older_schema_version_is_refused_clearly(sqlite_url: str) -> None:
+    from sqlalchemy import update
+
+    from worldstate import StoreUnavailable
+    from worldstate.store import Store
+
+    first = Store(sqlite_url)
+    await first.open()
+
+    async def downgrade(c: Any) -> None:
+        await c.execute(
+            update(schema.meta).where(schema.meta.c.name == "schema_version").values(value="1")
+        )
+
+    await first.run(downgrade, "pretend version 1")
+    await first.close()
+    again = Store(sqlite_url)
+    with pytest.raises(StoreUnavailable, match="schema version 1"):
+        await again.open()
+    await again.close()

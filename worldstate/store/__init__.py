@@ -169,6 +169,14 @@ class Store:
                 f"the store's schema version {stored} is newer than this worldstate's "
                 f"({schema.SCHEMA_VERSION}); upgrade worldstate"
             )
+        if stored < schema.SCHEMA_VERSION:
+            # version 2 keys every spatial table by region (CockroachDB ranges follow space):
+            # the tables of version 1 cannot be altered into that in place
+            raise StoreUnavailable(
+                f"the store holds schema version {stored}; this worldstate uses version "
+                f"{schema.SCHEMA_VERSION} and has no in-place migration from it — open a "
+                "fresh store (CHANGELOG, 0.2.0)"
+            )
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -344,7 +344,9 @@ class InventoryCommitter(GroupCommitter[ShardKey]):
                 # the store's range check refused the count: a credit past int64
                 await self._reject_alone(x, f"the change would take a count past {INT64_MAX}")
                 return
-            log.warning("inventory op %s fails alone: %r", x.op.op_id, e)
+            log.warning(
+                "inventory op %s fails alone: %r", x.op.op_id, e, extra={"op_id": str(x.op.op_id)}
+            )
             x.fail(
                 ValidationError(
                     f"{x.op.op_type} {x.op.op_id} cannot be applied: {e}; nothing was changed"

@@ -333,7 +333,13 @@ class RegionCommitter(GroupCommitter[RegionKey]):
         if len(flat) == 1:
             self.poisoned += 1
             k, x = flat[0]
-            log.warning("op %s fails alone in region %s: %r", x.op.op_id, k, e)
+            log.warning(
+                "op %s fails alone in region %s: %r",
+                x.op.op_id,
+                k,
+                e,
+                extra={"op_id": str(x.op.op_id), "region": str(k)},
+            )
             x.fail(
                 ValidationError(
                     f"{x.op.op_type} {x.op.op_id} cannot be applied: {e}; nothing was changed"
