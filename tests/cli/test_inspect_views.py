@@ -180,7 +180,7 @@ def test_cache_view_on_redis(
             await cache.invalidate(K2.morton)
             assert await cache.put(K2.morton, 1, b"old")  # behind the store's version
             await cache.invalidate(K3.morton)
-            assert await cache.put(K3.morton, 1, b"")  # an entry without a snapshot
+            assert await cache.mark_newer(K3.morton, 1)  # an entry without a snapshot
         finally:
             await cache.close()
 

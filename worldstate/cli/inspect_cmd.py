@@ -459,7 +459,7 @@ def cache_state(version: int, size: int, stored: int | None) -> str:
     if stored is None:
         return "orphan (region not in the store)"
     if size <= 0:
-        return f"empty marker (no snapshot; store v{stored})"
+        return f"empty marker: v{version} exists, no snapshot cached (store v{stored})"
     if version == stored:
         return "current"
     if version < stored:
