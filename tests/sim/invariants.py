@@ -44,22 +44,26 @@ class Invariants(SimMesh):
                 "SELECT region_key, owner, epoch, expires_at FROM ws_leases"
             )
         }
-        writer_now = self.clock_of(client)()
         for rk, version, stored_by in self.db.query(
             "SELECT region_key, version, stored_by FROM ws_regions"
         ):
             if version <= self.versions.get(rk, 0):
                 continue
             self.versions[rk] = version
+            # The row names its writer. (The transaction that reported this write need not
+            # be the one that made it: a read transaction whose statements interleave with
+            # another client's commit sees the shared connection's change count move.)
+            writer = stored_by
+            writer_now = self.clock_of(writer)() if writer in self.skew else self.clock_of(client)()
             key = RegionKey.from_morton(rk)
-            believers = [s for s, w in self.worlds.items() if s != client and w.holds(key)]
+            believers = [s for s, w in self.worlds.items() if s != writer and w.holds(key)]
             owner, epoch, expires = leases.get(rk, (None, 0, 0.0))
-            live_other = owner is not None and owner != client and expires > writer_now
-            if stored_by != client or believers or live_other:
+            live_other = owner is not None and owner != writer and expires > writer_now
+            if believers or live_other:
                 self.fail(
                     "fencing",
-                    f"region {self._region(rk)} v{version} written by {client} ({what!r}, "
-                    f"stored_by {stored_by}) while {believers or owner} held it (lease epoch "
+                    f"region {self._region(rk)} v{version} written by {writer} ({what!r} of "
+                    f"{client}) while {believers or owner} held it (lease epoch "
                     f"{epoch} of {owner}, expires {expires - EPOCH0:.3f}, writer's clock "
                     f"{writer_now - EPOCH0:.3f})",
                 )

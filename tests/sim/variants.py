@@ -24,7 +24,9 @@ def _patched(obj: Any, name: str, value: Any) -> Iterator[None]:
 def _no_fencing() -> contextlib.AbstractContextManager[None]:
     from worldstate.store import _lease_rules
 
-    def check_fence(key: Any, row: Any, epoch: Any, writer: str, now: float) -> int:
+    def check_fence(
+        key: Any, row: Any, epoch: Any, writer: str, now: float, *, exclusive: bool = False
+    ) -> int:
         return row.epoch if row is not None else 0
 
     return _patched(_lease_rules, "check_fence", check_fence)

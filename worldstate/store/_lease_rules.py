@@ -80,16 +80,26 @@ def decide_release(row: LeaseRow | None, owner: str, epoch: int) -> bool:
 
 
 def check_fence(
-    key: RegionKey, row: LeaseRow | None, epoch: int | None, writer: str, now: float
+    key: RegionKey,
+    row: LeaseRow | None,
+    epoch: int | None,
+    writer: str,
+    now: float,
+    *,
+    exclusive: bool = False,
 ) -> int:
     """Refuse a write by ``writer`` under a stale ``epoch`` (`Fenced`) or into another live
     owner's region (`RegionOwned`); returns the current epoch the write is recorded under.
-    ``epoch=None`` skips the epoch comparison (a write that carries no epoch)."""
+    ``epoch=None`` skips the epoch comparison (a write that carries no epoch).
+    ``exclusive``: only the lease's owner may write at all (the strong path's group commits:
+    a lapsed lease of another server is `Fenced` too, and so is no lease)."""
     current = row.epoch if row is not None else 0
     if epoch is not None and epoch != current:
         raise Fenced(key, epoch, current, row.owner if row is not None else None)
     if row is not None and row.expires_at > now and row.owner != writer:
         raise RegionOwned(key, row.owner, row.epoch, row.expires_at)
+    if exclusive and (row is None or row.owner != writer):
+        raise Fenced(key, current if epoch is None else epoch, current, row.owner if row else None)
     return current
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from worldstate.errors import Fenced, RegionOwned
+from worldstate.store import _lease_rules as lease_rules
 from worldstate.store import schema as s
 from worldstate.store.bulk import insert_rows
 from worldstate.store.object_rows import Box6, ObjectRow, read_rows
@@ -153,15 +153,15 @@ async def check_fences(
             )
         ).all()
     }
-    for code in sorted(epochs):
-        lease = rows.get(code)
-        current = int(lease.epoch) if lease is not None else 0
-        if lease is None or epochs[code] != current:
-            raise Fenced(keys[code], epochs[code], current, lease.owner if lease else None)
-        if lease.owner != writer and lease.expires_at > now:
-            raise RegionOwned(keys[code], lease.owner, current, float(lease.expires_at))
-        if lease.owner != writer:
-            raise Fenced(keys[code], epochs[code], current, lease.owner)
+    for code in sorted(epochs):  # the one fence rule (store/_lease_rules.py), exclusive
+        lease_rules.check_fence(
+            keys[code],
+            lease_rules.lease_row(rows.get(code)),
+            epochs[code],
+            writer,
+            now,
+            exclusive=True,
+        )
 
 
 CHUNK = 1000
