@@ -240,7 +240,10 @@ def _store_families(s: dict[str, Any]) -> Iterator[Metric]:
         "Store transactions retried, by reason (SQLSTATE, connection, sqlite-busy, conflict).",
         labels=["reason"],
     )
-    for reason, n in sorted(s["retry_reasons"].items()):
+    # the usual reasons always appear (at 0), so the family exists before the first retry
+    reasons = {"40001": 0, "connection": 0, "sqlite-busy": 0, "conflict": 0}
+    reasons.update(s["retry_reasons"])
+    for reason, n in sorted(reasons.items()):
         r.add_metric([reason], n)
     yield r
     yield _counter(

@@ -48,7 +48,7 @@ from worldstate.store import schema as s
 from worldstate.store import strong_rows as rows
 from worldstate.store.object_rows import rewrite, row_values
 from worldstate.store.region_state import record_tampered
-from worldstate.store.strong_commit import structure_data
+from worldstate.store.strong_commit import CONFLICT_DECISIONS, structure_data
 from worldstate.strong._outcomes import OutcomeMemory, check_digest, outcome_row, to_result
 from worldstate.strong._pipeline import Entry, GroupCommitter
 from worldstate.strong._state import Decision, RegionState, boundary_needs, decide
@@ -479,6 +479,9 @@ class RegionCommitter(GroupCommitter[RegionKey]):
         remaining: dict[str, float],
         read: dict[str, float],
     ) -> None:
+        for d in dec.decisions:  # committed: counted once (worldstate_conflicts_total)
+            counted = (self.server_id, d.conflict_type.value, d.rule.value)
+            CONFLICT_DECISIONS[counted] = CONFLICT_DECISIONS.get(counted, 0) + 1
         for key, entries in live.items():
             st = self.states.get(key)
             delta = dec.deltas.get(key)
