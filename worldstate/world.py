@@ -61,6 +61,9 @@ log = logging.getLogger("worldstate")
 
 CLOSE_TIMEOUT = 5.0
 """Seconds `close` waits for background tasks to stop after cancelling them."""
+CLOSE_STEP_TIMEOUT = 15.0
+"""Seconds any one step of `close` may take (leave the mesh, close a path, release leases,
+close a connection) before close logs it and goes on: closing never waits forever."""
 
 
 class World:
@@ -299,7 +302,12 @@ class World:
         ]
         for what, step in steps:
             try:
-                await step()
+                async with asyncio.timeout(CLOSE_STEP_TIMEOUT):  # close never hangs
+                    await step()
+            except TimeoutError:
+                log.error(
+                    "%s: %s took over %.0fs; going on", self.server_id, what, CLOSE_STEP_TIMEOUT
+                )
             except WorldStateError as e:
                 log.warning("%s: %s: %s", self.server_id, what, e)
             except Exception:  # logged loudly; closing goes on so nothing is left open
