@@ -12,6 +12,9 @@ from typing import Any
 from regions import DEFAULT_BOUNDS, REGION_SIZE, WorldBounds
 from worldstate.errors import ValidationError
 
+FANOUT_MODES = ("interest", "world")
+"""The values of `Config.fanout`."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
@@ -101,6 +104,16 @@ class Config:
     costs. ``max_query_regions`` then bounds the stored regions such a query may read
     (unless it passes ``limit``)."""
 
+    # -- fan-out (worldstate.node._interest, docs/fanout.md) --
+    fanout: str = "interest"
+    """Which regional traffic (eventual batches, strong-commit notices) this server
+    subscribes to: ``"interest"`` — the regions it owns, their neighbours and the interests
+    of its open `updates()` streams; ``"world"`` — every region (the receive cost then grows
+    with the whole mesh)."""
+    fanout_max_regions: int = 512
+    """Past this many regions of interest, the server subscribes world-wide instead (one
+    filter rather than thousands)."""
+
     # -- history (worldstate.history) --
     event_retention: float | None = None
     """Seconds causal events are kept in the durable log (None: forever). Older ones are
@@ -154,6 +167,10 @@ class Config:
             raise ValidationError(
                 f"Config.max_id_length must be at most {MAX_ID_LENGTH} (the id rule the "
                 f"conflict resolver applies too), got {self.max_id_length}"
+            )
+        if self.fanout not in FANOUT_MODES:
+            raise ValidationError(
+                f"Config.fanout must be one of {', '.join(FANOUT_MODES)}, got {self.fanout!r}"
             )
         if not isinstance(self.world_bounds, WorldBounds):
             raise ValidationError("Config.world_bounds must be a regions.WorldBounds")

@@ -48,8 +48,10 @@ from worldstate.node import (
     Router,
     Supervisor,
 )
+from worldstate.node._subscriptions import SUBSCRIBE_TIMEOUT, InterestSubscriptions
 from worldstate.objects import Lease, RegionSnapshot, ResourceNode, WorldObject
 from worldstate.operations import Operation
+from worldstate.protocol import _topics as topics
 from worldstate.results import Result
 from worldstate.store import Store, bus_keys
 from worldstate.store import resources as resource_sql
@@ -156,6 +158,13 @@ class World:
             router=self.router,
             peers=lambda: self.partition_status()["view"],
         )
+        self.interest = InterestSubscriptions(
+            ctx,
+            self.authority,
+            self.fanout,
+            {topics.EVENTUAL: self.eventual.on_message, NOTICE_TOPIC: self.views.on_notice},
+        )
+        """The regional subscriptions, following ownership and streams (docs/fanout.md)."""
         self.commands = CommandHandler(
             ctx, self.authority, acquire=self.acquire_region, release=self.release_region
         )
@@ -235,11 +244,13 @@ class World:
         try:
             await self.store.open()
             await self.bus.start()
-            self.bus.subscribe(f"{NOTICE_TOPIC}/+", self.views.on_notice)
+            self.interest.start()  # eventual batches and notices of what we care about
             self.bus.on_lost(self._on_bus_lost)
             await self.strong.start()
             await self.causal.start()
             await self.eventual.start()
+            if not await self.interest.wait_ready(SUBSCRIBE_TIMEOUT):
+                log.warning("%s: regional subscriptions not yet acknowledged", self.server_id)
             # mesh: coordinator commands, then membership (heartbeats, split-brain verdict)
             self.commands.start()
             await self.membership.start()
@@ -296,6 +307,7 @@ class World:
             ("close the strong path", self.strong.close),
             ("stop background tasks", lambda: self.tasks.close(CLOSE_TIMEOUT)),
             ("release leases", self.authority.release_all),
+            ("drop regional subscriptions", self._close_interest),
             ("close the bus", self.bus.close),
             ("close the cache", self.cache.close),
             ("close the store", self.store.close),
@@ -312,6 +324,9 @@ class World:
                 log.warning("%s: %s: %s", self.server_id, what, e)
             except Exception:  # logged loudly; closing goes on so nothing is left open
                 log.exception("%s: %s failed", self.server_id, what)
+
+    async def _close_interest(self) -> None:
+        self.interest.close()
 
     async def __aenter__(self) -> World:
         return self
@@ -350,6 +365,10 @@ class World:
         self._check_open()
         k = self._key(key)
         lease = await self.authority.acquire(k)
+        # hear the region (and its neighbours) before seeding it, so that nothing written
+        # after the snapshot is missed; bounded, and loud if the broker does not answer
+        if self.bus.connected and not await self.interest.wait_ready(SUBSCRIBE_TIMEOUT):
+            log.warning("%s: subscriptions for %s not acknowledged yet", self.server_id, k)
         await self.strong.on_acquired(k, lease)  # the owner loads its committed strong state
         try:  # pick up the eventual state the previous owner snapshotted
             self.eventual.seed_region(await self.views.load(k))
@@ -633,6 +652,14 @@ class World:
             )
         return stream
 
+    async def wait_subscribed(self, timeout: float = SUBSCRIBE_TIMEOUT) -> bool:
+        """Wait (at most ``timeout`` s) until the broker has acknowledged the subscriptions
+        this server's ownership and open `updates` streams need (`updates` subscribes at
+        once, but on MQTT the broker's acknowledgement takes a round trip). False on
+        timeout."""
+        self._check_open()
+        return await self.interest.wait_ready(_check_timeout(timeout))
+
     # -- history ---------------------------------------------------------------------------
 
     async def checkpoint(self, name: str | None = None) -> Checkpoint:
@@ -749,6 +776,10 @@ class World:
                 checks["leases"] = "ok"  # None: acquired since the last pass (fresh)
             else:
                 checks["leases"] = f"no successful renewal for {self.clock() - last:.1f} s"
+        refused = self.interest.refused
+        checks["subscriptions"] = (
+            "ok" if not refused else f"refused by the broker: {', '.join(sorted(refused))}"
+        )
         health = self.health()
         tasks = health["tasks"]
         checks["loops"] = (
@@ -809,6 +840,7 @@ class World:
             },
             "causal": self.causal.stats(),
             "eventual": self.eventual.stats(),
+            "interest": self.interest.stats(),
             "bus": dataclasses.asdict(self.bus.stats),
             "tasks": self.tasks.status(),
             "dropped_messages": self.views.dropped_notices,

@@ -230,7 +230,9 @@ async def test_updates_respect_interest(sqlite_url: str) -> None:
 
 
 async def test_concurrent_writers_converge(sqlite_url: str) -> None:
-    async with mesh(sqlite_url, n=3) as worlds:
+    # every server hears every region here (no server owns or watches one): the merge is
+    # under test, not the routing (interest fan-out: tests/worldstate/test_fanout.py)
+    async with mesh(sqlite_url, n=3, fanout="world") as worlds:
         ids = np.arange(300, dtype=np.int64)
         rng = np.random.default_rng(7)
         for rnd in range(6):
@@ -257,7 +259,7 @@ async def test_concurrent_writers_converge(sqlite_url: str) -> None:
 
 
 async def test_equal_hlc_goes_to_the_lowest_server_id(sqlite_url: str) -> None:
-    async with mesh(sqlite_url) as (a, b):
+    async with mesh(sqlite_url, fanout="world") as (a, b):  # both hear K without owning it
         hlc = a.hlc.now()  # a valid, current timestamp for both forged writers
         p_low, p_high = in_region(K, 2, 11)
 
@@ -290,8 +292,9 @@ async def test_equal_hlc_from_fake_clocks_converges(sqlite_url: str) -> None:
 
     bus = f"memory://tie-{abs(hash(sqlite_url))}"
     async with (
-        open_world(sqlite_url, "gs-b", bus_url=bus, clock=FakeClock()) as b,
-        open_world(sqlite_url, "gs-a", bus_url=bus, clock=FakeClock()) as a,
+        # world-wide fan-out: neither owns the region both write
+        open_world(sqlite_url, "gs-b", bus_url=bus, clock=FakeClock(), fanout="world") as b,
+        open_world(sqlite_url, "gs-a", bus_url=bus, clock=FakeClock(), fanout="world") as a,
     ):
         # identical frozen wall clocks: bring both HLCs level (no await from here on, so no
         # message can move either), and their next timestamps are the same
@@ -393,7 +396,7 @@ def valid(
 
 
 async def test_malformed_messages_are_dropped_and_change_nothing(sqlite_url: str) -> None:
-    async with mesh(sqlite_url) as (a, b):
+    async with mesh(sqlite_url, fanout="world") as (a, b):  # a hears K2 without owning it
         stream = b.updates()
         now = a.hlc.now()
         good = encode_batch(**valid(hlc=now))
@@ -490,7 +493,7 @@ async def test_malformed_messages_are_dropped_and_change_nothing(sqlite_url: str
 
 
 async def test_minority_side_does_not_publish_held_regions(sqlite_url: str) -> None:
-    async with mesh(sqlite_url, tick_rate=0.5) as (a, b):
+    async with mesh(sqlite_url, tick_rate=0.5, fanout="world") as (a, b):  # b owns nothing
         await a.acquire_region(K)
         a.authoritative = False
         a.move_entities([1, 2], in_region(K, 2))

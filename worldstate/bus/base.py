@@ -139,6 +139,11 @@ class Subscription:
     def cancelled(self) -> bool:
         return self._cancelled
 
+    @property
+    def refused(self) -> WorldStateError | None:
+        """The broker's refusal of this pattern (e.g. an ACL), None unless it said no."""
+        return self._state.error
+
     def cancel(self) -> None:
         """Stop calling the handler (at once, even for messages already received).
         Idempotent."""

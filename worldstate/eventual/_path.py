@@ -18,9 +18,9 @@ What it does
   the last write of an entity wins. A region with more than `MAX_ROWS_PER_MESSAGE` rows (or
   more than `MAX_STATE_SECTION_BYTES` of state) that tick is split over several messages, to
   stay under the bus's payload limit.
-- Every server subscribes ``eventual/+``: it hears every region. That is right for a mesh of
-  a few servers; a larger mesh should subscribe to owned, neighbouring and interest regions
-  only (a follow-up). A received batch is decoded and validated whole (`decode_batch`), its
+- A server subscribes to the ``eventual/{morton}`` topics of the regions it owns, their
+  neighbours and its streams' interests (`worldstate.node._interest`, docs/fanout.md)
+  only (no `eventual/+`). A received batch is decoded and validated whole (`decode_batch`), its
   HLC is fed to the hybrid clock (which refuses far-future stamps), then merged with
   `EntityTable.apply_batch_mask`; the rows and state changes that won go to
   `World.updates` subscribers as `EntityBatch` / `StateChange`. Our own messages (echoed by
@@ -242,13 +242,9 @@ class EventualPath:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Subscribe to every region's batches; start the tick and snapshot tasks."""
+        """Start the tick and snapshot tasks (and acknowledged delivery). Batches come in
+        through `on_message`, subscribed by the world's interest subscriptions."""
         ctx = self.ctx
-        self._sub = ctx.bus.subscribe(f"{TOPIC}/+", self._on_message)
-        try:
-            await self._sub.wait_active(timeout=SUBSCRIBE_TIMEOUT)
-        except BusUnavailable as e:  # made again on reconnection; say so and carry on
-            log.warning("%s: eventual subscription not yet active: %s", ctx.server_id, e)
         router, peers = self.router, self.peers
         if router is not None and peers is not None:
             key = await ctx.store.run(event_log.mesh_key, "read the mesh key")
@@ -607,6 +603,9 @@ class EventualPath:
             return
         self._merge(batch)
         self.lag_samples.append(ctx.clock() - batch.sent_at)
+
+    on_message = _on_message
+    """The handler of ``eventual/{morton}`` messages (the world subscribes it by interest)."""
 
     def _merge(self, batch: Batch) -> None:
         self._counts["rows_received"] += len(batch)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from regions import RegionKey
 from worldstate.errors import AuthorityLost, NotAuthoritative, StoreUnavailable
@@ -40,6 +40,19 @@ class Authority:
         self.lost_count = 0
         self.last_renewal_ok: float | None = None
         """When a renewal pass last completed without a store failure (readiness)."""
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` whenever the set of held regions changes (acquire, release,
+        a lease lost, release at close): the interest subscriptions follow ownership."""
+        self._listeners.append(callback)
+
+    def _changed(self) -> None:
+        for cb in list(self._listeners):
+            try:
+                cb()
+            except Exception:  # a listener bug must not undo a lease change
+                log.exception("%s: a lease-change listener failed", self.ctx.server_id)
 
     # -- standing --------------------------------------------------------------------------
 
@@ -89,6 +102,7 @@ class Authority:
         if self._leases.pop(key, None) is not None:
             self.lost_count += 1
             log.warning("%s lost its lease on %s: %s", self.ctx.server_id, key, why)
+            self._changed()
 
     # -- store round trips -----------------------------------------------------------------
 
@@ -97,7 +111,10 @@ class Authority:
         ctx = self.ctx
         async with self._lock:
             lease = await ctx.store.acquire(key, ctx.server_id, ctx.config.lease_ttl)
+            new = key not in self._leases
             self._leases[key] = lease
+        if new:
+            self._changed()
         return lease
 
     async def release(self, key: RegionKey) -> bool:
@@ -106,6 +123,7 @@ class Authority:
             lease = self._leases.pop(key, None)
             if lease is None:
                 return False
+            self._changed()
             return await self.ctx.store.release(key, self.ctx.server_id, lease.epoch)
 
     async def release_all(self) -> None:
@@ -113,7 +131,9 @@ class Authority:
         for key, lease in list(self._leases.items()):
             with contextlib.suppress(StoreUnavailable, AuthorityLost, OSError):
                 await self.ctx.store.release(key, self.ctx.server_id, lease.epoch)
-        self._leases.clear()
+        if self._leases:
+            self._leases.clear()
+            self._changed()
 
     async def renew_all(self) -> None:
         """Renew every held lease once. A server in a minority partition renews nothing:
@@ -138,6 +158,7 @@ class Authority:
                     self._leases.pop(key, None)
                     self.lost_count += 1
                     log.warning("lease on %s lost: %s", key, e)
+                    self._changed()
         if not failed:
             self.last_renewal_ok = ctx.clock()
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from regions import RegionKey
 from worldstate.errors import WorldStateError
 from worldstate.updates import Update, UpdateStream
 
 __all__ = ["Fanout"]
+
+log = logging.getLogger("worldstate.fanout")
 
 
 class Fanout:
@@ -15,14 +20,37 @@ class Fanout:
     def __init__(self) -> None:
         self._streams: set[UpdateStream] = set()
         self._failed: WorldStateError | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` when a stream opens or closes (the interest subscriptions
+        follow the streams' interests)."""
+        self._listeners.append(callback)
+
+    def _changed(self) -> None:
+        for cb in list(self._listeners):
+            try:
+                cb()
+            except Exception:  # a listener bug must not break opening or closing a stream
+                log.exception("a stream-change listener failed")
+
+    def interests(self) -> list[frozenset[RegionKey] | None]:
+        """The region sets of the open streams (None: a stream of the whole world)."""
+        return [s.keys for s in self._streams if not s.failed]
 
     def open(self, keys: frozenset[RegionKey] | None, capacity: int) -> UpdateStream:
-        stream = UpdateStream(keys, capacity, self._streams.discard)
+        stream = UpdateStream(keys, capacity, self._closed)
         if self._failed is not None:
             stream.fail(self._failed)
         else:
             self._streams.add(stream)
+            self._changed()
         return stream
+
+    def _closed(self, stream: UpdateStream) -> None:
+        if stream in self._streams:
+            self._streams.discard(stream)
+            self._changed()
 
     def publish(self, region: RegionKey | None, update: Update) -> None:
         """Hand ``update`` to every stream interested in ``region`` (None: world-wide)."""
@@ -36,7 +64,9 @@ class Fanout:
             self._failed = error
         for s in list(self._streams):
             s.fail(error)
-        self._streams.clear()
+        if self._streams:
+            self._streams.clear()
+            self._changed()
 
     def __len__(self) -> int:
         return len(self._streams)

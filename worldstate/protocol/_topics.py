@@ -17,6 +17,12 @@ topic                                  what travels on it
 ``rel/{sender}/to/{receiver}``         its redelivery to one server that did not ack (QoS 1)
 ``relack/{sender}``                    a receiver's acknowledgement of ``sender``'s ops (QoS 1)
 =====================================  ====================================================
+
+The regional families (`REGIONAL`: ``notice/{morton}``, ``eventual/{morton}``) are one topic
+per region, and a server subscribes to the regions it owns, their neighbours and the
+interests of its open ``updates()`` streams only (`worldstate.node._interest`), so its
+receive cost follows what it cares about, not the size of the mesh. Causal events and
+acknowledged eventual ops stay world-wide (see docs/fanout.md for why).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ __all__ = [
     "NOTICES",
     "OPS",
     "PRESENCE",
+    "REGIONAL",
     "RELIABLE",
     "RELIABLE_ACKS",
     "REPLIES",
@@ -52,6 +59,9 @@ CAUSAL_EVENTS = "causal/events"
 CAUSAL_HEADS = "causal/heads"
 RELIABLE = "rel"
 RELIABLE_ACKS = "relack"
+
+REGIONAL = (NOTICES, EVENTUAL)
+"""The families with one topic per region, subscribed by interest."""
 
 
 def of(family: str, who: object) -> str:

@@ -1,0 +1,229 @@
+"""`InterestSubscriptions`: keeps one server's subscriptions to the regional topic families
+(``eventual/…``, ``notice/…``) equal to its interest plan (`worldstate.node._interest`).
+
+- The plan is recomputed whenever ownership changes (`Authority.on_change`: acquire,
+  release, hand-off, a lease lost to another owner, release at close) or an `updates()`
+  stream opens or closes (`Fanout.on_change`).
+- New filters are subscribed at once, in the caller's step (`Bus.subscribe` does not block:
+  on the in-process bus they are live before `refresh` returns, on MQTT the SUBSCRIBE is on
+  its way). Filters no longer wanted are cancelled only once every wanted one is active
+  (make before break): switching from ``eventual/5`` to ``eventual/+`` or a hand-off never
+  leaves a hole, at the price of a moment of duplicates (harmless: LWW and notices are
+  idempotent).
+- One supervised loop (``ws-interest-<server>``) waits for the broker's acknowledgements,
+  each with a deadline (`SUBSCRIBE_TIMEOUT`). A filter not acknowledged in time is logged
+  and counted (``subscribe_timeouts``) and waited for again with capped backoff (the MQTT
+  adapter subscribes everything again on reconnection); a filter the broker refuses (an ACL)
+  is logged at ERROR, counted (``refused``), shows in `World.readiness` and is tried again
+  with backoff. Nothing is silently missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from worldstate.bus import Handler, Subscription
+from worldstate.errors import WorldClosed, WorldStateError
+from worldstate.node._authority import Authority
+from worldstate.node._context import NodeContext
+from worldstate.node._fanout import Fanout
+from worldstate.node._interest import InterestPlan, plan_interest
+
+__all__ = ["SUBSCRIBE_TIMEOUT", "InterestSubscriptions"]
+
+log = logging.getLogger("worldstate.interest")
+
+SUBSCRIBE_TIMEOUT = 10.0
+"""Seconds the broker has to acknowledge a new subscription before it is reported."""
+RETRY_MIN, RETRY_MAX = 0.5, 10.0
+"""Backoff (seconds) between attempts while a wanted filter is not active."""
+
+
+class InterestSubscriptions:
+    """The regional subscriptions of one world (see the module docs)."""
+
+    def __init__(
+        self,
+        ctx: NodeContext,
+        authority: Authority,
+        fanout: Fanout,
+        handlers: Mapping[str, Handler],
+    ) -> None:
+        self.ctx = ctx
+        self.authority = authority
+        self.fanout = fanout
+        self.handlers = dict(handlers)
+        """Regional family (`worldstate.protocol._topics.REGIONAL`) → its message handler."""
+        self._subs: dict[str, Subscription] = {}
+        self._plan: InterestPlan | None = None
+        self._dirty = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._closed = False
+        self._started = False
+        self.plans = 0
+        self.subscribed = 0
+        self.unsubscribed = 0
+        self.subscribe_timeouts = 0
+        self.refused: dict[str, str] = {}
+        """Filters the broker refused on the last attempt → its answer."""
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Subscribe to the current plan and start the supervised acknowledgement loop."""
+        self.authority.on_change(self.refresh)
+        self.fanout.on_change(self.refresh)
+        self._started = True
+        self.refresh()
+        self.ctx.tasks.spawn(self._loop(), f"ws-interest-{self.ctx.server_id}")
+
+    def close(self) -> None:
+        """Cancel every subscription; later changes do nothing."""
+        self._closed = True
+        subs, self._subs = self._subs, {}
+        for sub in subs.values():
+            sub.cancel()
+
+    @property
+    def plan(self) -> InterestPlan | None:
+        return self._plan
+
+    def filters(self) -> frozenset[str]:
+        """The regional filters subscribed now (wanted, or stale until the wanted are
+        active)."""
+        return frozenset(self._subs)
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Recompute the plan; subscribe what is new at once, schedule the rest."""
+        if self._closed or not self._started:
+            return
+        cfg = self.ctx.config
+        plan = plan_interest(
+            self.authority.held().keys(),
+            self.fanout.interests(),
+            mode=cfg.fanout,
+            max_regions=cfg.fanout_max_regions,
+        )
+        if plan == self._plan:
+            return
+        self._plan = plan
+        self.plans += 1
+        self._settled.clear()
+        self._add_missing(plan)
+        self._dirty.set()
+
+    def _add_missing(self, plan: InterestPlan) -> None:
+        bus = self.ctx.bus
+        if bus.closed:
+            return
+        for pattern, family in sorted(plan.all_filters().items()):
+            if pattern not in self._subs:
+                try:
+                    self._subs[pattern] = bus.subscribe(pattern, self.handlers[family])
+                except WorldClosed:
+                    return  # the world is closing
+                self.subscribed += 1
+
+    async def wait_ready(self, timeout: float = SUBSCRIBE_TIMEOUT) -> bool:
+        """Wait (at most ``timeout`` s) until every wanted filter is acknowledged by the
+        broker and the unwanted ones are gone; False on timeout (already logged by the
+        loop when it is the broker's fault)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._settled.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        delay = RETRY_MIN
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            if await self._settle():
+                delay = RETRY_MIN
+                continue
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, RETRY_MAX)
+            self._dirty.set()
+
+    async def _settle(self) -> bool:
+        """Wait for the wanted filters, then drop the unwanted. False: try again later."""
+        plan = self._plan
+        if plan is None or self._closed:
+            return True
+        self._add_missing(plan)
+        wanted = plan.all_filters()
+        pending = [(p, s) for p, s in self._subs.items() if p in wanted and not s.active]
+        ok = True
+        if pending:
+            results = await asyncio.gather(
+                *(s.wait_active(timeout=SUBSCRIBE_TIMEOUT) for _, s in pending),
+                return_exceptions=True,
+            )
+            for (pattern, sub), res in zip(pending, results, strict=True):
+                if res is None:
+                    self.refused.pop(pattern, None)
+                    continue
+                if isinstance(res, asyncio.CancelledError):
+                    raise res
+                if self._closed or self.ctx.bus.closed or sub.cancelled:
+                    continue  # closing, or dropped by a newer plan meanwhile
+                ok = False
+                if sub.refused is not None:
+                    self.refused[pattern] = str(sub.refused)
+                    log.error(
+                        "%s: the broker refused the subscription %r (%s): this server does "
+                        "not hear that region; retrying",
+                        self.ctx.server_id,
+                        pattern,
+                        sub.refused,
+                    )
+                    if self._subs.get(pattern) is sub:  # subscribe again on the next attempt
+                        del self._subs[pattern]
+                        sub.cancel()
+                elif isinstance(res, WorldStateError):
+                    self.subscribe_timeouts += 1
+                    log.warning(
+                        "%s: subscription %r not acknowledged within %.0f s (%s); waiting again",
+                        self.ctx.server_id,
+                        pattern,
+                        SUBSCRIBE_TIMEOUT,
+                        res,
+                    )
+                else:  # a bug in a bus adapter: crash the loop (the world fails loudly)
+                    raise res
+        if self._closed or self._plan is not plan:
+            return True  # a newer plan is already scheduled
+        if not ok:
+            return False
+        for pattern in [p for p in self._subs if p not in wanted]:
+            self._subs.pop(pattern).cancel()
+            self.unsubscribed += 1
+        self._settled.set()
+        return True
+
+    # -- observability ---------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        plan = self._plan
+        return {
+            "mode": self.ctx.config.fanout,
+            "world_wide": None if plan is None else plan.world_wide,
+            "reason": None if plan is None else plan.reason,
+            "regions": 0 if plan is None else len(plan.regions),
+            "filters": len(self._subs),
+            "plans": self.plans,
+            "subscribed": self.subscribed,
+            "unsubscribed": self.unsubscribed,
+            "subscribe_timeouts": self.subscribe_timeouts,
+            "refused": dict(self.refused),
+            "settled": self._settled.is_set(),
+        }
