@@ -61,6 +61,11 @@ class InterestSubscriptions:
         self._plan: InterestPlan | None = None
         self._dirty = asyncio.Event()
         self._settled = asyncio.Event()
+        self._round = asyncio.Event()
+        """Swapped after every change and every round of the loop (wakes `wait_ready`)."""
+        self.subscribe_timeout = SUBSCRIBE_TIMEOUT
+        self.retry_min, self.retry_max = RETRY_MIN, RETRY_MAX
+        """Timings (seconds), read on every round: tests shorten them."""
         self._closed = False
         self._started = False
         self.plans = 0
@@ -116,6 +121,11 @@ class InterestSubscriptions:
         self._settled.clear()
         self._add_missing(plan)
         self._dirty.set()
+        self._next_round()
+
+    def _next_round(self) -> None:
+        event, self._round = self._round, asyncio.Event()
+        event.set()
 
     def _add_missing(self, plan: InterestPlan) -> None:
         bus = self.ctx.bus
@@ -131,27 +141,33 @@ class InterestSubscriptions:
 
     async def wait_ready(self, timeout: float = SUBSCRIBE_TIMEOUT) -> bool:
         """Wait (at most ``timeout`` s) until every wanted filter is acknowledged by the
-        broker and the unwanted ones are gone; False on timeout (already logged by the
-        loop when it is the broker's fault)."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._settled.wait()
-        except TimeoutError:
-            return False
+        broker and the unwanted ones are gone. False on timeout, and at once when the
+        broker refused a wanted filter (both logged and counted by the loop)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self._settled.is_set():
+            if self.refused or self._closed:
+                return False
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._round.wait()
+            except TimeoutError:
+                return False
         return True
 
     # -- the loop --------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        delay = RETRY_MIN
+        delay = self.retry_min
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            if await self._settle():
-                delay = RETRY_MIN
+            settled = await self._settle()
+            self._next_round()
+            if settled:
+                delay = self.retry_min
                 continue
             await asyncio.sleep(delay)
-            delay = min(2 * delay, RETRY_MAX)
+            delay = min(2 * delay, self.retry_max)
             self._dirty.set()
 
     async def _settle(self) -> bool:
@@ -165,7 +181,7 @@ class InterestSubscriptions:
         ok = True
         if pending:
             results = await asyncio.gather(
-                *(s.wait_active(timeout=SUBSCRIBE_TIMEOUT) for _, s in pending),
+                *(s.wait_active(timeout=self.subscribe_timeout) for _, s in pending),
                 return_exceptions=True,
             )
             for (pattern, sub), res in zip(pending, results, strict=True):
@@ -195,7 +211,7 @@ class InterestSubscriptions:
                         "%s: subscription %r not acknowledged within %.0f s (%s); waiting again",
                         self.ctx.server_id,
                         pattern,
-                        SUBSCRIBE_TIMEOUT,
+                        self.subscribe_timeout,
                         res,
                     )
                 else:  # a bug in a bus adapter: crash the loop (the world fails loudly)
