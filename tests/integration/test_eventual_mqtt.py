@@ -29,6 +29,12 @@ async def test_two_servers_converge_over_mosquitto(
         open_world(sqlite_url, "gs-1", bus_url=mqtt_url, namespace=namespace) as a,
         open_world(sqlite_url, "gs-2", bus_url=mqtt_url, namespace=namespace) as b,
     ):
+        # each owns half of the 2x2x2 block written: each hears the other half as neighbours
+        for ix in (0, 1):
+            for iy in (0, 1):
+                for iz in (0, 1):
+                    await (a if ix == 0 else b).acquire_region(RegionKey(ix, iy, iz))
+        assert await a.wait_subscribed() and await b.wait_subscribed()
         ids = np.arange(400, dtype=np.int64)
         rng = np.random.default_rng(5)
         # rounds of overlapping writes from both servers, over 8 regions
@@ -75,6 +81,7 @@ async def test_updates_stream_over_mosquitto(
     ):
         k = RegionKey(0, 0, 0)
         stream = b.updates(k)
+        assert await b.wait_subscribed()  # the broker has b's subscription to k's batches
         ids = np.arange(250, dtype=np.int64)
         pos = np.random.default_rng(2).uniform(1.0, 1999.0, (250, 3))
         a.move_entities(ids, pos)

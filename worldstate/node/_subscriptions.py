@@ -101,6 +101,11 @@ class InterestSubscriptions:
         active)."""
         return frozenset(self._subs)
 
+    def active(self) -> bool:
+        """Whether every regional subscription is held by the broker right now (False
+        while disconnected, until the reconnection has made them again)."""
+        return all(s.active for s in self._subs.values())
+
     # -- changes ---------------------------------------------------------------------------
 
     def refresh(self) -> None:
