@@ -91,6 +91,12 @@ def _inner(w: World) -> Bus:
     return bus.inner if isinstance(bus, SignedBus) else bus
 
 
+def _eventual_bytes(w: World) -> tuple[int, int]:
+    """(batches, payload bytes) of other servers' eventual batches handed to the path."""
+    got = w.interest.received["eventual"]
+    return got[0], got[1]
+
+
 def _transport(w: World) -> tuple[int, int]:
     st = _inner(w).stats
     return st.received, st.bytes_received
@@ -152,15 +158,15 @@ async def _run(
 
             await ticks(warmup)
             t0 = time.perf_counter()
-            before = [(_transport(w), w.eventual.stats()["messages_received"]) for w in worlds]
+            before = [(_transport(w), _eventual_bytes(w)) for w in worlds]
             cpu0 = time.process_time()
             n_ticks = await ticks(seconds)
             elapsed = time.perf_counter() - t0  # the load's duration
             cpu = time.process_time() - cpu0
             await asyncio.sleep(0.5)  # the last ticks' deliveries are counted too
             per: list[dict[str, Any]] = []
-            for w, ((m0, b0), e0) in zip(worlds, before, strict=True):
-                (m1, b1), e1 = _transport(w), w.eventual.stats()["messages_received"]
+            for w, ((m0, b0), (e0, eb0)) in zip(worlds, before, strict=True):
+                (m1, b1), (e1, eb1) = _transport(w), _eventual_bytes(w)
                 st = w.interest.stats()
                 per.append(
                     {
@@ -168,6 +174,7 @@ async def _run(
                         "bytes_per_s": (b1 - b0) / elapsed,
                         "messages_per_s": (m1 - m0) / elapsed,
                         "eventual_batches_per_s": (e1 - e0) / elapsed,
+                        "eventual_bytes_per_s": (eb1 - eb0) / elapsed,
                         "regions_heard": st["regions"] if not st["world_wide"] else "all",
                         "filters": st["filters"],
                         "eventual_dropped": w.eventual.stats()["dropped_total"],
@@ -194,6 +201,8 @@ async def _run(
         "bytes_per_s_min": min(bps),
         "bytes_per_s_max": max(bps),
         "eventual_batches_per_s_mean": statistics.fmean(p["eventual_batches_per_s"] for p in per),
+        "eventual_bytes_per_s_mean": statistics.fmean(p["eventual_bytes_per_s"] for p in per),
+        "eventual_bytes_per_s_max": max(p["eventual_bytes_per_s"] for p in per),
         "eventual_bytes_sent_total": sent,
         "per_server": per,
     }
@@ -231,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         "interest16_max_over_interest4_mean": runs["interest-16"]["bytes_per_s_max"] / i4,
         "world16_over_interest16": w16 / i16,
         "world16_over_interest4": w16 / i4,
+        "eventual_only_interest16_over_interest4": runs["interest-16"]["eventual_bytes_per_s_mean"]
+        / runs["interest-4"]["eventual_bytes_per_s_mean"],
+        "eventual_only_world16_over_interest16": runs["world-16"]["eventual_bytes_per_s_mean"]
+        / runs["interest-16"]["eventual_bytes_per_s_mean"],
     }
     ok = ratios["interest16_max_over_interest4_mean"] <= 2.0
     rows = [
@@ -241,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             round(r["bytes_per_s_mean"]),
             round(r["bytes_per_s_min"]),
             round(r["bytes_per_s_max"]),
+            round(r["eventual_bytes_per_s_mean"]),
             round(r["eventual_batches_per_s_mean"], 1),
             round(r["expected_foreign_batches_per_s"], 1),
             r["ticks"],
@@ -256,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rx B/s mean",
                 "min",
                 "max",
+                "eventual B/s",
                 "batches/s",
                 "expected",
                 "ticks",

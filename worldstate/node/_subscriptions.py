@@ -25,7 +25,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from worldstate.bus import Handler, Subscription
+from worldstate.bus import Handler, Message, Subscription
 from worldstate.errors import WorldClosed, WorldStateError
 from worldstate.node._authority import Authority
 from worldstate.node._context import NodeContext
@@ -55,8 +55,11 @@ class InterestSubscriptions:
         self.ctx = ctx
         self.authority = authority
         self.fanout = fanout
-        self.handlers = dict(handlers)
+        self.handlers = {fam: self._counted(fam, h) for fam, h in handlers.items()}
         """Regional family (`worldstate.protocol._topics.REGIONAL`) → its message handler."""
+        self.received: dict[str, list[int]] = {fam: [0, 0] for fam in handlers}
+        """Family → [messages, payload bytes] handed to its handler (after the signing
+        layer): what this server's interest costs it."""
         self._subs: dict[str, Subscription] = {}
         self._plan: InterestPlan | None = None
         self._dirty = asyncio.Event()
@@ -74,6 +77,15 @@ class InterestSubscriptions:
         self.subscribe_timeouts = 0
         self.refused: dict[str, str] = {}
         """Filters the broker refused on the last attempt → its answer."""
+
+    def _counted(self, family: str, handler: Handler) -> Handler:
+        def counted(msg: Message) -> None:
+            got = self.received[family]
+            got[0] += 1
+            got[1] += len(msg.payload)
+            handler(msg)
+
+        return counted
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -247,4 +259,5 @@ class InterestSubscriptions:
             "subscribe_timeouts": self.subscribe_timeouts,
             "refused": dict(self.refused),
             "settled": self._settled.is_set(),
+            "received": {fam: {"messages": m, "bytes": b} for fam, (m, b) in self.received.items()},
         }
