@@ -176,6 +176,9 @@ class SimMesh:
             clock_skew_margin=c.clock_skew_margin,
             snapshot_interval=2.0,
             tick_rate=10.0,
+            # the convergence invariant is world-wide (every server's creature table equal),
+            # so every server hears every region; interest fan-out: tests/worldstate/test_fanout.py
+            fanout="world",
             forward_timeout=1.0,
         )
 
