@@ -395,3 +395,19 @@ async def test_an_unacknowledged_subscription_has_a_deadline(
         assert await a.wait_subscribed()
         assert "ws-interest-gs-1" in a.health()["tasks"]["loops"]
         stream.close()
+
+
+async def test_an_overloaded_stream_gives_its_interest_up(sqlite_url: str) -> None:
+    async with trio(sqlite_url) as (a, _, c):
+        stream = a.updates(FAR, capacity=1)
+        assert f"eventual/{FAR.morton}" in eventual_filters(a)
+        for i in range(2):  # two batches for a consumer that takes none: overloaded
+            c.move_entities([i], at(FAR, seed=i))
+            await c.eventual.tick()
+        await wait_until(lambda: stream.failed)
+        assert await a.wait_subscribed()
+        assert f"eventual/{FAR.morton}" not in eventual_filters(a)
+        with pytest.raises(worldstate.Overloaded):
+            async with asyncio.timeout(TIMEOUT):
+                async for _ in stream:
+                    pass

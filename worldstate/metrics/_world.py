@@ -312,6 +312,23 @@ def _bus_families(w: World, st: dict[str, Any]) -> Iterator[Metric]:
         d.add_metric(["command", "malformed"], commands.dropped)
     yield d
     yield _counter("worldstate_bus_reconnects", "Bus reconnections.", b["reconnects"])
+    interest = st.get("interest")
+    if interest is not None:  # fan-out follows interest (docs/fanout.md)
+        yield _gauge(
+            "worldstate_interest_filters",
+            "Regional topic filters subscribed (eventual and notice; 2 when world-wide).",
+            interest["filters"],
+        )
+        yield _gauge(
+            "worldstate_interest_refused",
+            "Regional filters the broker refused (this server does not hear those regions).",
+            len(interest["refused"]),
+        )
+        yield _counter(
+            "worldstate_interest_subscribe_timeouts",
+            "Regional subscriptions not acknowledged by the broker within the deadline.",
+            interest["subscribe_timeouts"],
+        )
     yield _gauge(
         "worldstate_bus_connected", "1 while the bus is connected.", float(w.bus.connected)
     )

@@ -54,9 +54,15 @@ class Fanout:
 
     def publish(self, region: RegionKey | None, update: Update) -> None:
         """Hand ``update`` to every stream interested in ``region`` (None: world-wide)."""
+        ended = False
         for s in list(self._streams):
             if s.wants(region):
                 s.put(update)
+                if s.failed:  # overloaded: it hears nothing more, so neither need we
+                    self._streams.discard(s)
+                    ended = True
+        if ended:
+            self._changed()
 
     def fail_all(self, error: WorldStateError) -> None:
         """End every open stream (and every later one) with ``error``."""
