@@ -63,6 +63,10 @@ log = logging.getLogger("worldstate")
 
 CLOSE_TIMEOUT = 5.0
 """Seconds `close` waits for background tasks to stop after cancelling them."""
+ACQUIRE_SUBSCRIBE_WAIT = 2.0
+"""Seconds `acquire_region` waits for the broker to acknowledge the new region's topics
+before it seeds the region anyway (well inside a coordinator command's 5 s deadline; the
+subscription loop goes on waiting, and says so)."""
 CLOSE_STEP_TIMEOUT = 15.0
 """Seconds any one step of `close` may take (leave the mesh, close a path, release leases,
 close a connection) before close logs it and goes on: closing never waits forever."""
@@ -367,7 +371,7 @@ class World:
         lease = await self.authority.acquire(k)
         # hear the region (and its neighbours) before seeding it, so that nothing written
         # after the snapshot is missed; bounded, and loud if the broker does not answer
-        if self.bus.connected and not await self.interest.wait_ready(SUBSCRIBE_TIMEOUT):
+        if self.bus.connected and not await self.interest.wait_ready(ACQUIRE_SUBSCRIBE_WAIT):
             log.warning("%s: subscriptions for %s not acknowledged yet", self.server_id, k)
         await self.strong.on_acquired(k, lease)  # the owner loads its committed strong state
         try:  # pick up the eventual state the previous owner snapshotted
