@@ -411,3 +411,27 @@ async def test_an_overloaded_stream_gives_its_interest_up(sqlite_url: str) -> No
             async with asyncio.timeout(TIMEOUT):
                 async for _ in stream:
                     pass
+
+
+async def test_coordinator_handoff_moves_the_subscriptions(sqlite_url: str, namespace: str) -> None:
+    """A hand-off is a release on the old owner and an acquire on the new one: the region's
+    topics follow it, and the new owner hears (and holds) the region's creatures."""
+    from tests.fix_services import Backend
+
+    from .fix_mesh import mesh
+
+    far = RegionKey(8, 8, 0)  # nobody's neighbour but its owner's
+    async with mesh(Backend("sqlite", sqlite_url, "memory://", namespace), ("gs-1", "gs-2")) as m:
+        coord = m.acting
+        g1, g2 = m["gs-1"], m["gs-2"]
+        topic = f"eventual/{far.morton}"
+        await coord.assign(far, "gs-1")
+        assert topic in eventual_filters(g1) and topic not in eventual_filters(g2)
+        g1.move_entities([1, 2], at(far, 2))
+        await coord.handoff(far, "gs-2")
+        assert await g1.wait_subscribed() and await g2.wait_subscribed()
+        assert topic in eventual_filters(g2) and topic not in eventual_filters(g1)
+        assert knows(g2, [1, 2])  # carried by the snapshot the old owner flushed
+        g1.move_entities([3], at(far))  # a writer that no longer owns the region
+        await g1.eventual.tick()
+        await wait_until(lambda: knows(g2, [3]))
