@@ -4,7 +4,7 @@
   transaction a fenced group commit of 256 placements (lease row locked, objects and
   outcomes inserted, region version bumped), the same statements worldstate sends;
 - ``spread``: worldstate, 1 server owning 8 regions, 128 clients submitting
-  `PlaceStructure` (conflict-checked; a few percent overlap) through the public API;
+  `PlaceStructure` (conflict-checked; 5 % of them overlap an earlier one) through the public API;
 - ``hot``: the same load into one owned region;
 - ``per_op``: the baseline — one SERIALIZABLE transaction per op (the old read-based
   commit, batch of one), 128 concurrent clients;
@@ -61,22 +61,37 @@ async def database() -> AsyncIterator[str]:
             c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
-def make_ops(n: int, regions: list[RegionKey], seed: int) -> list[PlaceStructure]:
+CELLS = (40, 40, 66)
+"""45 m x 45 m x 30 m cells per region, each holding at most one 25 m structure."""
+
+
+def make_ops(
+    n: int, regions: list[RegionKey], seed: int, overlap: float = 0.05
+) -> list[PlaceStructure]:
+    """``n`` placements dealt round-robin over ``regions``: each region's placements take
+    distinct cells of its grid, except a fraction ``overlap`` aimed at the cell of an earlier
+    placement there (a real overlap, lost by one of the two). So the share of losers is the
+    same whatever the number of regions or ops (the ceiling places non-overlapping rows)."""
     rng = random.Random(seed)
+    nx, ny, nz = CELLS
+    per = -(-n // len(regions))
+    cells = {k: rng.sample(range(nx * ny * nz), min(per, nx * ny * nz)) for k in regions}
+    used: dict[RegionKey, list[int]] = {k: [] for k in regions}
     ops = []
     for i in range(n):
         key = regions[i % len(regions)]
         lo, _ = key.bounds
-        # a 40 x 40 grid of 45 m cells per region, 25 m structures jittered: ~5 % overlap
-        cx, cy = rng.randrange(40), rng.randrange(40)
+        mine = used[key]
+        if mine and rng.random() < overlap:
+            cell = rng.choice(mine)
+        else:
+            cell = cells[key][len(mine) % len(cells[key])]
+        mine.append(cell)
+        cx, rest = divmod(cell, ny * nz)
+        cy, cz = divmod(rest, nz)
         x = lo[0] + cx * 45 + rng.uniform(0, 12)
         y = lo[1] + cy * 45 + rng.uniform(0, 12)
-        z = (
-            lo[2]
-            + rng.choice((0.0, 30.0, 60.0, 90.0, 120.0))
-            + rng.uniform(0, 4)
-            + 200 * (i // 80000)
-        )
+        z = lo[2] + cz * 30 + rng.uniform(0, 4)
         ops.append(
             PlaceStructure(structure_id=f"b{seed}-{i}", lo=(x, y, z), hi=(x + 25, y + 25, z + 25))
         )
@@ -209,8 +224,9 @@ async def closed_loop(
             regions = [RegionKey(i, 0, 0) for i in range(n_regions)]
             for k in regions:
                 await w.acquire_region(k)
-            ops = make_ops(60_000, regions, seed=1)
-            warm = make_ops(200 if per_op else 2000, regions, seed=2)
+            n_warm = 200 if per_op else 2000
+            every = make_ops(60_000 + n_warm, regions, seed=1)
+            ops, warm = every[:60_000], every[60_000:]  # distinct cells
             lat: list[float] = []
             results: list[Result] = []
             errors: list[str] = []
