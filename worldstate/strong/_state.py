@@ -23,6 +23,8 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 import conflicts as cf
 from regions import RegionKey, SpatialIndex
 from worldstate.errors import ValidationError, WorldStateError
@@ -58,6 +60,18 @@ class RegionState:
 
     def hits(self, box: Box6) -> Iterable[str]:
         return self.index.intersection(box) if self.structures else ()
+
+    def hits_many(self, boxes: Sequence[Box6]) -> set[str]:
+        """Ids of the structures overlapping any of ``boxes`` (one vectorised R-tree query
+        for the lot: a group's placements are looked up together, not one call each)."""
+        if not self.structures or not boxes:
+            return set()
+        if len(boxes) == 1:
+            return set(self.index.intersection(boxes[0]))
+        arr = np.asarray(boxes, dtype=np.float64)
+        handles, _ = self.index.intersection_many(arr[:, :3], arr[:, 3:])
+        id_of = self.index.id_of_handle
+        return {id_of(h) for h in set(handles.tolist())}
 
     def apply(self, delta: RegionDelta, version: int, remaining: Mapping[str, float]) -> None:
         """Take a committed delta in (after the store said yes)."""
@@ -181,6 +195,7 @@ def decide(
     committed_boxes: dict[str, Box6] = {}
     placed_by: dict[str, str] = {}  # committed structure or item id -> op id that placed it
     picked: set[str] = set()
+    lookups: dict[RegionKey, list[Box6]] = {}  # held region -> the placement boxes to look up
     half = max_structure_size / 2
     for state, ops in batches:
         for op in ops:
@@ -203,10 +218,7 @@ def decide(
                     st = held.get(k)
                     if st is None:
                         continue
-                    for sid in st.hits(box):
-                        row = st.structures[sid]
-                        committed_boxes[sid] = row.box
-                        placed_by[sid] = row.op_id
+                    lookups.setdefault(k, []).append(box)
                     same = st.structures.get(op.structure_id)
                     if same is not None:
                         committed_boxes[op.structure_id] = same.box
@@ -216,6 +228,12 @@ def decide(
                 if by is not None:
                     picked.add(op.item_id)
                     placed_by[op.item_id] = by
+    for k, boxes in lookups.items():  # the held regions' committed structures they meet
+        st = held[k]
+        for sid in st.hits_many(boxes):
+            row = st.structures[sid]
+            committed_boxes[sid] = row.box
+            placed_by[sid] = row.op_id
     for sid, (box, by) in near.items():
         committed_boxes[sid] = box
         placed_by[sid] = by
