@@ -4,7 +4,6 @@ the way in exactly as a local `submit` validates them."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import uuid
 from collections.abc import Mapping
@@ -36,9 +35,15 @@ def _plain(v: Any) -> Any:
     return v
 
 
-@functools.cache
+_FIELDS: dict[type[Operation], tuple[str, ...]] = {}
+_DIGESTED: dict[type[Operation], tuple[str, ...]] = {}
+
+
 def _field_names(cls: type[Operation]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+    got = _FIELDS.get(cls)
+    if got is None:
+        got = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return got
 
 
 def op_to_dict(op: Operation) -> dict[str, Any]:
@@ -85,9 +90,11 @@ _NOT_DIGESTED = frozenset({"op_id", "server_id", "hlc"})
 DIGEST_BYTES = 16
 
 
-@functools.cache
 def _digested_names(cls: type[Operation]) -> tuple[str, ...]:
-    return tuple(n for n in _field_names(cls) if n not in _NOT_DIGESTED)
+    got = _DIGESTED.get(cls)
+    if got is None:
+        got = _DIGESTED[cls] = tuple(n for n in _field_names(cls) if n not in _NOT_DIGESTED)
+    return got
 
 
 def op_digest(op: Operation) -> bytes:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 from sqlalchemy import bindparam, insert, select, text, update
@@ -41,8 +42,11 @@ def structure_data(o: PlaceStructure) -> str:
     return orjson.dumps({**o.data, "owner": o.owner} if o.owner else dict(o.data)).decode()
 
 
-@dataclass(frozen=True, slots=True)
-class OpOutcome:
+class OpOutcome(NamedTuple):
+    """The decided outcome of one strong op. A named tuple of atomic values, so the
+    owner's memory of recent outcomes (`worldstate.strong._outcomes.OutcomeMemory`, up to
+    200,000) is not tracked by the garbage collector and does not lengthen its pauses."""
+
     op_id: str
     committed: bool
     version: int | None = None

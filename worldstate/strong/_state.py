@@ -35,11 +35,15 @@ from worldstate.operations import (
     PickUpItem,
     PlaceStructure,
 )
-from worldstate.store.object_rows import Box6, ObjectRow
+from worldstate.store.object_rows import Box6
 from worldstate.store.strong_commit import OpOutcome, candidate, structure_data
 from worldstate.store.strong_rows import LoadedRegion
 
 __all__ = ["Decision", "RegionDelta", "RegionState", "boundary_needs", "decide"]
+
+
+RowFields = tuple[str, str, Box6, str, str]
+"""An `ObjectRow`'s fields as a plain tuple: object id, kind, box, data, op id."""
 
 
 class RegionState:
@@ -50,7 +54,11 @@ class RegionState:
         self.epoch = epoch
         self.version = loaded.version
         self.index: SpatialIndex[str] = SpatialIndex()
-        self.structures: dict[str, ObjectRow] = {r.object_id: r for r in loaded.structures}
+        # plain tuples (the fields of `ObjectRow`), which the garbage collector stops
+        # tracking: a region of a million structures adds nothing to a full collection
+        self.structures: dict[str, RowFields] = {
+            r.object_id: (r.object_id, r.kind, r.box, r.data, r.op_id) for r in loaded.structures
+        }
         if loaded.structures:
             self.index.bulk_load(
                 [r.object_id for r in loaded.structures], [r.box for r in loaded.structures]
@@ -78,8 +86,12 @@ class RegionState:
         self.version = version
         for o in delta.structures:
             box: Box6 = (*o.lo, *o.hi)
-            self.structures[o.structure_id] = ObjectRow(
-                o.structure_id, o.kind, box, structure_data(o), str(o.op_id)
+            self.structures[o.structure_id] = (
+                o.structure_id,
+                o.kind,
+                box,
+                structure_data(o),
+                str(o.op_id),
             )
             self.index.insert(o.structure_id, box)
         for p in delta.pickups:
@@ -221,8 +233,8 @@ def decide(
                     lookups.setdefault(k, []).append(box)
                     same = st.structures.get(op.structure_id)
                     if same is not None:
-                        committed_boxes[op.structure_id] = same.box
-                        placed_by[op.structure_id] = same.op_id
+                        committed_boxes[op.structure_id] = same[2]
+                        placed_by[op.structure_id] = same[4]
             elif isinstance(op, PickUpItem):
                 by = state.items.get(op.item_id)
                 if by is not None:
@@ -232,8 +244,8 @@ def decide(
         st = held[k]
         for sid in st.hits_many(boxes):
             row = st.structures[sid]
-            committed_boxes[sid] = row.box
-            placed_by[sid] = row.op_id
+            committed_boxes[sid] = row[2]
+            placed_by[sid] = row[4]
     for sid, (box, by) in near.items():
         committed_boxes[sid] = box
         placed_by[sid] = by
