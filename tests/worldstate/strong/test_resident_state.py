@@ -173,7 +173,16 @@ async def test_poison_op_fails_alone_in_a_batch_of_100(
             raise DataError("INSERT", {}, Exception("value the database refuses"))
         await original(conn, rows)
 
+    original_group = strong_rows.write_group
+
+    async def refuse_poison_group(conn: Any, **kw: Any) -> Any:
+        if any(r["object_id"] == "poison" for r in kw["objects"]):
+            raise DataError("WITH", {}, Exception("value the database refuses"))
+        return await original_group(conn, **kw)
+
+    # both ways a group is written: one statement (PostgreSQL), table by table (SQLite)
     monkeypatch.setattr(strong_rows, "insert_objects", refuse_poison)
+    monkeypatch.setattr(strong_rows, "write_group", refuse_poison_group)
     async with worlds(backend, 1, group_commit_window=0.05) as (a,):
         await a.acquire_region(K0)
         good = [box(f"g{i}", 10.0 + 15 * (i % 100), 10.0 + 15 * (i // 100)) for i in range(100)]
