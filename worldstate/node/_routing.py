@@ -71,6 +71,17 @@ class Router:
         """Type name → class, for decoding ops from the bus."""
         return self._op_types
 
+    def check_travels(self, op: Operation, why: str) -> None:
+        """`ValidationError` unless ``op``'s type is registered (a built-in, or passed to
+        `register`): an op that must cross the bus (forwarded to its owner, or logged as a
+        causal event) is decoded by its type name on every other server."""
+        cls = type(op)
+        if self._op_types.get(cls.__name__) is not cls:
+            raise ValidationError(
+                f"{cls.__name__} is not a registered operation type, so {why} cannot decode "
+                "it: call world.register_operation() for it on every server first"
+            )
+
     def register(
         self,
         cls: type[Operation],
