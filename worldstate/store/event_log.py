@@ -93,9 +93,9 @@ MESH_KEY_NAME = "causal_mesh_key"
 
 
 async def mesh_key(conn: AsyncConnection) -> bytes:
-    """The world's causal message key (``ws_meta``), created by the first server that asks:
-    every server reads it from the store, the one channel it already trusts, and signs its
-    bus messages with it (`worldstate.protocol._causal`)."""
+    """The world's mesh key (``ws_meta``), created by the first server that asks: every
+    server reads it from the store, the one channel it already trusts (the eventual path
+    keys its messages with it; the causal path relies on the signing bus alone)."""
     m = s.meta
     ins = s.insert_for(conn.dialect.name, m).values(name=MESH_KEY_NAME, value=secrets.token_hex(32))
     await conn.execute(ins.on_conflict_do_nothing(index_elements=["name"]))
