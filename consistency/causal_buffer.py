@@ -155,6 +155,8 @@ class Gap:
 
 
 def _check_now(now: object) -> float:
+    if type(now) is float and math.isfinite(now):
+        return now  # the common case (a loop's monotonic time)
     if isinstance(now, bool) or not isinstance(now, numbers.Real) or not math.isfinite(now):
         raise ConsistencyInputError(f"now must be a finite number of seconds, got {now!r}")
     return float(now)
