@@ -32,6 +32,8 @@ class Ordering(enum.Enum):
 def check_server_id(server: object) -> str:
     """``server`` if it is a well-formed server id (a non-empty printable str of at most
     `MAX_SERVER_ID_LEN` characters), else `ConsistencyInputError`."""
+    if type(server) is str and 0 < len(server) <= MAX_SERVER_ID_LEN and server.isprintable():
+        return server  # the common case, checked in one line
     if not isinstance(server, str):
         raise ConsistencyInputError(f"server id must be a str, got {type(server).__name__}")
     if not 0 < len(server) <= MAX_SERVER_ID_LEN or not server.isprintable():

@@ -237,6 +237,13 @@ def check_data_limits(data: Mapping[str, Any], name: str, max_bytes: int) -> Non
 def _check_json(v: object, name: str, depth: int) -> None:
     if depth > MAX_DATA_DEPTH:
         raise ValidationError(f"{name} nests deeper than {MAX_DATA_DEPTH} levels")
+    t = type(v)
+    if t is str or t is int or t is bool or v is None:
+        return  # the common leaves
+    if t is float:
+        if not math.isfinite(v):  # type: ignore[arg-type]
+            raise ValidationError(f"{name} holds a non-finite number {v}")
+        return
     if isinstance(v, Mapping):
         for k, x in v.items():
             if not isinstance(k, str):

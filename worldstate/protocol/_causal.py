@@ -100,8 +100,10 @@ class WireEvent:
         return self.deps.with_counter(self.origin, self.seq)
 
     def causal(self) -> CausalEvent:
-        """This event for a `CausalBuffer` (the payload is the event itself)."""
-        return CausalEvent(self.origin, self.seq, self.deps, self)
+        """This event for a `CausalBuffer` (the payload is the event itself). Not checked
+        again: a `WireEvent` comes from `decode_event`, which checked everything the
+        `CausalEvent` constructor does, or from its origin's own append."""
+        return CausalEvent.trusted(self.origin, self.seq, self.deps, self)
 
 
 @functools.lru_cache(maxsize=65_536)

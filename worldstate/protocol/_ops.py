@@ -56,7 +56,10 @@ def op_from_dict(doc: object, types: Mapping[str, type[Operation]]) -> Operation
         raise ValidationError(f"unknown fields for {cls.__name__}: {sorted(unknown)[:5]}")
     kwargs: dict[str, Any] = {}
     for k, v in fields.items():
-        if type(v) is list:
+        t = type(v)
+        if t is str or t is int or t is float or v is None:
+            pass  # the common case: taken as it is (the operation checks its fields)
+        elif t is list:
             v = tuple(v)
         elif isinstance(v, dict) and len(v) == 1 and "__region__" in v:
             r = v["__region__"]
