@@ -28,5 +28,3 @@ FROM ws_regions
 WHERE ws_regions.region_key = %(region_key_1)s::BIGINT FOR UPDATE;
 
 UPDATE ws_regions SET version=%(version)s::BIGINT, payload_version=%(payload_version)s::BIGINT, epoch=%(epoch)s::BIGINT, object_count=%(object_count)s::INTEGER, payload=%(payload)s, checksum=%(checksum)s, write_id=%(write_id)s::VARCHAR, stored_by=%(stored_by)s::VARCHAR, stored_at=%(stored_at)s WHERE ws_regions.region_key = %(region_key_1)s::BIGINT;
-
-UPDATE ws_regions SET version=(ws_regions.version + %(version_1)s::BIGINT), stored_by=%(stored_by)s::VARCHAR, stored_at=%(stored_at)s WHERE ws_regions.region_key IN (__[POSTCOMPILE_region_key_1]) RETURNING ws_regions.region_key, ws_regions.version;
