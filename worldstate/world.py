@@ -636,7 +636,12 @@ class World:
         token ``str(cursor)`` a game stored) first delivers, in causal order, every causal
         event in the interest after it (read from the durable log), then continues live
         with no gap and no duplicate (`worldstate.history._resume`). A cursor older than
-        the log's retention ends the stream with `CursorExpired`."""
+        the log's retention ends the stream with `CursorExpired`.
+
+        Opening a stream subscribes this server to the eventual batches and commit notices
+        of the interest's regions (None: of every region) and closing it gives them up
+        (docs/fanout.md): on the in-process bus at once, on MQTT once the broker has
+        acknowledged — ``await world.wait_subscribed()`` waits for that."""
         self._check_open()
         capacity = check_int(capacity, "capacity", 1, MAX_STREAM_CAPACITY)
         keys = interest_keys(
