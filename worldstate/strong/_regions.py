@@ -264,11 +264,18 @@ class RegionCommitter(GroupCommitter[RegionKey]):
                 self.checked_writes += 1
                 continue
             except rows.DuplicateOps as e:
-                prior = await self.store.run(
-                    lambda c, ids=e.op_ids: rows.prior_outcomes(c, ids),  # type: ignore[misc]
-                    "read prior outcomes",
-                    read=True,
-                )
+                try:
+                    prior = await self.store.run(
+                        lambda c, ids=e.op_ids: rows.prior_outcomes(c, ids),  # type: ignore[misc]
+                        "read prior outcomes",
+                        read=True,
+                    )
+                except WorldStateError as gone:  # the store went away meanwhile: these ops
+                    for key, entries in live.items():  # fail alone (resubmit), the loop goes on
+                        self._stale.add(key)
+                        for x in entries:
+                            x.fail(gone)
+                    return
                 for key, entries in live.items():
                     keep = []
                     for x in entries:
