@@ -30,6 +30,7 @@ from worldstate.store.strong_commit import OpOutcome
 __all__ = [
     "DuplicateOps",
     "LoadedRegion",
+    "NearMoved",
     "NeedsCheckedWrite",
     "StaleState",
     "TakenIds",
@@ -43,6 +44,7 @@ __all__ = [
     "insert_terrain",
     "load_region_state",
     "prior_outcomes",
+    "read_near",
     "read_resources",
     "read_structures_near",
     "write_group",
@@ -371,6 +373,66 @@ async def _structures_near_unnest(
     return out
 
 
+class NearMoved(Exception):
+    """Foreign neighbour regions whose version is not the one the owner's cached rows of
+    them were read at (their owner committed since): read them again and decide again."""
+
+    def __init__(self, keys: Iterable[int]) -> None:
+        self.keys = sorted(keys)
+        super().__init__(f"neighbour regions moved: {self.keys[:5]}")
+
+
+async def read_near(
+    conn: AsyncConnection, wants: Sequence[tuple[int, Box6]]
+) -> tuple[list[dict[str, tuple[Box6, str]]], dict[int, int]]:
+    """For each (foreign region code, box): that region's committed structures sharing
+    interior volume with the box (id -> (box, op id of its placement)); and the version of
+    each region named (0 when it has no row). Inside the commit's transaction, so that two
+    owners placing across their common boundary serialize."""
+    out: list[dict[str, tuple[Box6, str]]] = [{} for _ in wants]
+    codes = sorted({n for n, _ in wants})
+    if not wants:
+        return out, {}
+    r = s.regions
+    versions = dict.fromkeys(codes, 0)
+    for k, v in await conn.execute(
+        select(r.c.region_key, r.c.version).where(r.c.region_key.in_(codes))
+    ):
+        versions[int(k)] = int(v)
+    if conn.dialect.name == "sqlite":
+        for i, (n, b) in enumerate(wants):
+            out[i] = await read_structures_near(conn, [n], [b])
+        return out, versions
+    cols = list(zip(*(b for _, b in wants), strict=True))
+    query = text(
+        "SELECT w.i, o.object_id, o.lox, o.loy, o.loz, o.hix, o.hiy, o.hiz, o.op_id"
+        " FROM unnest(CAST(:n AS INT8[]), CAST(:i AS INT8[]), CAST(:lx AS FLOAT8[]),"
+        " CAST(:ly AS FLOAT8[]), CAST(:lz AS FLOAT8[]), CAST(:hx AS FLOAT8[]),"
+        " CAST(:hy AS FLOAT8[]), CAST(:hz AS FLOAT8[])) AS w(n, i, lx, ly, lz, hx, hy, hz)"
+        " JOIN ws_objects AS o ON o.region_key = w.n"
+        " AND o.lox < w.hx AND o.hix > w.lx AND o.loy < w.hy AND o.hiy > w.ly"
+        " AND o.loz < w.hz AND o.hiz > w.lz"
+    )
+    params: dict[str, Any] = {
+        "n": [n for n, _ in wants],
+        "i": list(range(len(wants))),
+        **{k: list(c) for k, c in zip(("lx", "ly", "lz", "hx", "hy", "hz"), cols, strict=True)},
+    }
+    for row in (await conn.execute(query, params)).all():
+        out[int(row[0])][str(row[1])] = (
+            (
+                float(row[2]),
+                float(row[3]),
+                float(row[4]),
+                float(row[5]),
+                float(row[6]),
+                float(row[7]),
+            ),
+            str(row[8]),
+        )
+    return out, versions
+
+
 async def insert_decisions(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     await insert_rows(conn, s.conflicts, rows)
 
@@ -466,6 +528,7 @@ async def write_group(
     claims: Mapping[str, float],
     expected: Mapping[int, int],
     decisions: Sequence[dict[str, Any]],
+    near_versions: Mapping[int, int] | None = None,
 ) -> tuple[dict[int, int], dict[str, float]]:
     """Everything a decided group writes, and its fence check, as ONE statement of
     data-modifying CTEs (one round trip instead of one per table): lock and read the lease
@@ -533,10 +596,19 @@ async def write_group(
             "SELECT CAST('v' AS TEXT), region_key, CAST(NULL AS TEXT), version,"
             " CAST(NULL AS FLOAT8) FROM v"
         )
+    if near_versions:
+        # the foreign neighbours the decision read (perhaps from the owner's cache): their
+        # versions now, in the same statement — a writer there since then is `NearMoved`
+        params["nk"] = sorted(near_versions)
+        tail.append(
+            "SELECT CAST('n' AS TEXT), region_key, CAST(NULL AS TEXT), version,"
+            " CAST(NULL AS FLOAT8) FROM ws_regions WHERE region_key = ANY(CAST(:nk AS INT8[]))"
+        )
     sql = "WITH " + ", ".join(ctes) + " " + " UNION ALL ".join(tail)
     got = (await conn.execute(text(sql), params)).all()
     fences: dict[int, lease_rules.LeaseRow] = {}
     counts: dict[str, int] = {}
+    seen_near: dict[int, int] = {}
     versions: dict[int, int] = {}
     remaining: dict[str, float] = {}
     for tag, k, sv, n, x in got:
@@ -546,12 +618,17 @@ async def write_group(
             versions[int(k)] = int(n)
         elif tag == "r":
             remaining[str(sv)] = float(x)
+        elif tag == "n":
+            seen_near[int(k)] = int(n)
         else:
             counts[str(tag)] = int(n)
     for code in sorted(epochs):  # the one fence rule (store/_lease_rules.py), exclusive
         lease_rules.check_fence(
             keys[code], fences.get(code), epochs[code], writer, now, exclusive=True
         )
+    moved = [m for m, v in (near_versions or {}).items() if seen_near.get(m, 0) != v]
+    if moved:
+        raise NearMoved(moved)
     sent = {"o": len(outcomes), "b": len(objects), "i": len(items)}
     if any(counts.get(t, 0) != sent[t] for t in sent):
         raise NeedsCheckedWrite

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -52,7 +53,14 @@ from worldstate.store.region_state import record_tampered
 from worldstate.store.strong_commit import CONFLICT_DECISIONS, structure_data
 from worldstate.strong._outcomes import OutcomeMemory, check_digest, outcome_row, to_result
 from worldstate.strong._pipeline import Entry, GroupCommitter
-from worldstate.strong._state import Decision, RegionState, boundary_needs, decide
+from worldstate.strong._state import (
+    Decision,
+    NearRows,
+    RegionState,
+    boundary_needs,
+    decide,
+    slab,
+)
 
 log = logging.getLogger("worldstate.strong")
 
@@ -122,6 +130,10 @@ class RegionCommitter(GroupCommitter[RegionKey]):
         self.splits = 0
         self.poisoned = 0
         self.boundary_reads = 0
+        self._near: dict[tuple[int, RegionKey], NearRows] = {}
+        """(foreign region code, held region) -> that neighbour's committed rows near the
+        held region, at the neighbour's version then (validated by each commit)"""
+        self.near_moved = 0
         self._checked_write = False
         """Set for one attempt after `write_group` found a row already there: the next
         attempt writes table by table, which names the ops and ids (then it is cleared)."""
@@ -259,16 +271,29 @@ class RegionCommitter(GroupCommitter[RegionKey]):
                     if key in self._stale or key not in self.states:
                         await self.load(key, self.lease_of(key).epoch)
                 dec, versions, remaining, read = await self._transaction(live, taken)
+            except rows.NearMoved as e:
+                self.near_moved += 1
+                moved = set(e.keys)
+                for pair in [q for q in self._near if q[0] in moved]:
+                    del self._near[pair]  # read them again inside the next attempt
+                continue
             except rows.NeedsCheckedWrite:
                 self._checked_write = True
                 self.checked_writes += 1
                 continue
             except rows.DuplicateOps as e:
-                prior = await self.store.run(
-                    lambda c, ids=e.op_ids: rows.prior_outcomes(c, ids),  # type: ignore[misc]
-                    "read prior outcomes",
-                    read=True,
-                )
+                try:
+                    prior = await self.store.run(
+                        lambda c, ids=e.op_ids: rows.prior_outcomes(c, ids),  # type: ignore[misc]
+                        "read prior outcomes",
+                        read=True,
+                    )
+                except WorldStateError as gone:  # the store went away meanwhile: these ops
+                    for key, entries in live.items():  # fail alone (resubmit), the loop goes on
+                        self._stale.add(key)
+                        for x in entries:
+                            x.fail(gone)
+                    return
                 for key, entries in live.items():
                     keep = []
                     for x in entries:
@@ -390,9 +415,15 @@ class RegionCommitter(GroupCommitter[RegionKey]):
         now = self.clock()
         epochs = {k.morton: self.states[k].epoch for k in live}
         keys = {k.morton: k for k in live}
-        fkeys, fboxes = boundary_needs(batches, held, cfg.max_structure_size, cfg.region_size)
-        if fkeys:
-            self.boundary_reads += 1
+        pairs, fboxes = boundary_needs(batches, held, cfg.max_structure_size, cfg.region_size)
+        qboxes = np.asarray(fboxes, dtype=np.float64).reshape(-1, 6)
+        # the foreign neighbours' rows near each held region: from the owner's cache when
+        # every pair is there at one version per neighbour (the commit checks that version
+        # in its statement), else read inside the transaction
+        one_statement = self.store.dialect != "sqlite" and not self._checked_write
+        self._checked_write = False  # for one attempt only
+        cached = [self._near.get(pair) for pair in pairs]
+        warm = one_statement and all(c is not None for c in cached)
         claimed = {
             op.resource_id for _, ops in batches for op in ops if isinstance(op, ClaimResource)
         }
@@ -401,8 +432,17 @@ class RegionCommitter(GroupCommitter[RegionKey]):
             known.update({r: v for r, v in st.resources.items() if r in claimed})
         policy = self.policy()
         unknown = claimed - known.keys()
-        one_statement = self.store.dialect != "sqlite" and not self._checked_write
-        self._checked_write = False  # for one attempt only
+        near_versions: dict[int, int] = {}
+        warm_near: dict[str, tuple[Box6, str]] = {}
+        if warm:
+            for (m, _), c in zip(pairs, cached, strict=True):
+                assert c is not None
+                if near_versions.setdefault(m, c.version) != c.version:
+                    warm = False  # read at two versions: read again
+                    break
+                warm_near.update(c.meeting(qboxes))
+        if pairs:
+            self.boundary_reads += 0 if warm else 1
 
         def decided(
             near: dict[str, tuple[Box6, str]], read: dict[str, float]
@@ -421,7 +461,9 @@ class RegionCommitter(GroupCommitter[RegionKey]):
 
         # nothing to read inside the transaction (no foreign neighbour, no resource this
         # owner has not seen): decide before it starts, and a retry reuses the decision
-        early = None if (fkeys or unknown) else decided({}, {})
+        early = None if ((pairs and not warm) or unknown) else decided(warm_near, {})
+        wants = sorted(pairs, key=lambda p: (p[0], p[1].morton))
+        slabs = [(m, slab(k, cfg.max_structure_size, cfg.region_size)) for m, k in wants]
 
         async def body(
             conn: AsyncConnection,
@@ -430,7 +472,17 @@ class RegionCommitter(GroupCommitter[RegionKey]):
                 await rows.check_fences(conn, s.leases, epochs, keys, writer, now)
             read: dict[str, float] = {}
             if early is None:
-                near = await rows.read_structures_near(conn, fkeys, fboxes) if fkeys else {}
+                near: dict[str, tuple[Box6, str]] = {}
+                if pairs and not warm:
+                    found, versions_read = await rows.read_near(conn, slabs)
+                    near_versions.clear()
+                    near_versions.update(versions_read)
+                    for pair, f in zip(wants, found, strict=True):
+                        got = NearRows(versions_read[pair[0]], f)
+                        self._near[pair] = got
+                        near.update(got.meeting(qboxes))
+                elif warm:
+                    near = warm_near
                 read = await rows.read_resources(conn, unknown)
                 dec, w = decided(near, read)
             else:
@@ -449,6 +501,7 @@ class RegionCommitter(GroupCommitter[RegionKey]):
                     claims=w.claims,
                     expected=w.expected,
                     decisions=w.decisions,
+                    near_versions=near_versions,
                 )
                 return dec, versions, remaining, read
             if one_statement:

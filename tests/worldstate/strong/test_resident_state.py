@@ -282,3 +282,22 @@ async def test_an_unregistered_op_type_is_refused_where_it_would_cross_the_bus(
             w.register_operation(_NotRegistered, "strong")
         assert isinstance(await a.submit(op), Committed)
         assert [o.id for o in (await b.load_region(K1)).objects] == ["u1"]
+
+
+async def test_a_neighbours_new_structure_is_seen_across_the_boundary(backend: Backend) -> None:
+    """The owner remembers a foreign neighbour's rows near its region (read once, at the
+    neighbour's version); when the neighbour's owner commits, the next decision reads them
+    again — an overlap across the boundary still loses, naming the winner."""
+    async with worlds(backend, 2) as (a, b):
+        await a.acquire_region(K0)
+        await b.acquire_region(K1)
+        assert isinstance(await a.submit(box("a0", 1985.0, 20.0)), Committed)  # reads K1
+        won = box("b1", 2001.0, 300.0)  # centred in K1, 9 m from the boundary
+        assert isinstance(await b.submit(won), Committed)
+        lost = await a.submit(box("a1", 1992.0, 302.0))  # overlaps b1 across x = 2000
+        assert isinstance(lost, Rejected) and lost.winner_op_id == won.op_id
+        assert isinstance(await a.submit(box("a2", 1985.0, 600.0)), Committed)
+        if backend.store_url.startswith("postgresql"):
+            assert a.strong.regions.near_moved >= 1  # the cached rows were refused once
+        ids = {o.id for k in (K0, K1) for o in (await a.load_region(k)).objects}
+        assert ids == {"a0", "b1", "a2"}
