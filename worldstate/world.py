@@ -167,6 +167,7 @@ class World:
             self.authority,
             self.fanout,
             {topics.EVENTUAL: self.eventual.on_message, NOTICE_TOPIC: self.views.on_notice},
+            seed=self._seed_heard,
         )
         """The regional subscriptions, following ownership and streams (docs/fanout.md)."""
         self.commands = CommandHandler(
@@ -328,6 +329,11 @@ class World:
                 log.warning("%s: %s: %s", self.server_id, what, e)
             except Exception:  # logged loudly; closing goes on so nothing is left open
                 log.exception("%s: %s failed", self.server_id, what)
+
+    async def _seed_heard(self, key: RegionKey) -> None:
+        """Anti-entropy for a region heard but not owned: merge its stored snapshot (from
+        the cache when there) into the eventual state, last-writer-wins."""
+        self.eventual.seed_region(await self.views.load(key, consistent=False))
 
     async def _close_interest(self) -> None:
         self.interest.close()

@@ -9,7 +9,8 @@ import json
 
 import numpy as np
 
-from regions import RegionKey
+from consistency import EntityTable
+from regions import RegionKey, region_keys
 from tests.sim.mesh import EPOCH0, SimMesh
 
 CHECK_EVERY = 0.05
@@ -167,16 +168,49 @@ class Invariants(SimMesh):
                     "causal-delivered",
                     f"{sid} has not delivered logged events (delivered, head): {behind}",
                 )
+        self._check_convergence()
+        self.record(f"end: {dict(sorted(self.counts.items()))}")
+
+    def _check_convergence(self) -> None:
+        """Every server agrees with the last-writer-wins merge of all servers' tables on
+        every creature whose (merged) position lies in a region it hears (all of them with
+        world-wide fan-out; docs/fanout.md)."""
         tables = {sid: w.eventual.positions for sid, w in self.worlds.items()}
-        first_sid = self.server_ids[0]
-        for sid, table in tables.items():
-            if table != tables[first_sid]:
-                ids = np.union1d(table.ids, tables[first_sid].ids)
+        ref = EntityTable()
+        for table in tables.values():
+            ref.merge(table)
+        ids = ref.ids
+        if not ids.size:
+            return
+        cells = region_keys(ref.positions_of(ids))
+        for sid, world in self.worlds.items():
+            plan = world.interest.plan
+            want = ids
+            if plan is not None and not plan.world_wide:
+                heard = np.array(sorted(k.morton for k in plan.regions), np.int64)
+                want = ids[np.isin(cells, heard)]
+            table = tables[sid]
+            have = table.contains(want)
+            got = want[have]
+            differ = ~have.copy()
+            differ[have] = (
+                (table.positions_of(got) != ref.positions_of(got)).any(axis=1)
+                | (table.hlc_of(got) != ref.hlc_of(got))
+                | np.array(
+                    [
+                        a != b
+                        for a, b in zip(table.writers_of(got), ref.writers_of(got), strict=True)
+                    ],
+                    dtype=np.bool_,
+                )
+            )
+            if differ.any():
                 self.fail(
                     "convergence",
-                    f"{sid}'s creature table differs from {first_sid}'s ({len(ids)} ids)",
+                    f"{sid}'s creature table differs from the merge of all tables on the "
+                    f"regions it hears ({int(differ.sum())} of {len(want)} ids, e.g. "
+                    f"{want[differ][:5].tolist()})",
                 )
-        self.record(f"end: {dict(sorted(self.counts.items()))}")
 
 
 __all__ = ["CHECK_EVERY", "Invariants"]

@@ -435,3 +435,26 @@ async def test_coordinator_handoff_moves_the_subscriptions(sqlite_url: str, name
         g1.move_entities([3], at(far))  # a writer that no longer owns the region
         await g1.eventual.tick()
         await wait_until(lambda: knows(g2, [3]))
+
+
+async def test_a_region_heard_late_is_seeded_from_its_snapshot(sqlite_url: str) -> None:
+    """Anti-entropy: what was written before a server started hearing a region reaches it
+    through the owner's stored snapshot, not only through later batches."""
+    async with trio(sqlite_url, snapshot_interval=3600.0) as (a, b, c):
+        await a.acquire_region(FAR)
+        c.move_entities([7, 8], at(FAR, 2))
+        await c.eventual.tick()
+        await wait_until(lambda: knows(a, [7, 8]))
+        await a.eventual.flush_region(FAR)  # the owner's snapshot now holds them
+        assert not b.eventual.positions.contains([7, 8]).any()
+        seeded = b.interest.seeded
+        stream = b.updates(FAR)  # b starts hearing FAR: seeded at once, no batch needed
+        await wait_until(lambda: knows(b, [7, 8]))
+        assert b.interest.seeded == seeded + 1
+        np.testing.assert_array_equal(
+            b.eventual.positions.positions_of([7, 8]), a.eventual.positions.positions_of([7, 8])
+        )
+        assert (
+            b.eventual.positions.hlc_of([7]).tolist() == a.eventual.positions.hlc_of([7]).tolist()
+        )
+        stream.close()

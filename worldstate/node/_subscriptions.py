@@ -16,15 +16,24 @@
   adapter subscribes everything again on reconnection); a filter the broker refuses (an ACL)
   is logged at ERROR, counted (``refused``), shows in `World.readiness` and is tried again
   with backoff. Nothing is silently missing.
+- Anti-entropy for what a server hears but does not own (``seed``, a second supervised loop
+  ``ws-interest-seed-<server>``): a region that starts being heard (a neighbour of a region
+  just acquired, a region a new stream watches) is seeded at once from its stored snapshot
+  (the owner writes one every ``Config.snapshot_interval`` and at release), and every heard,
+  unowned region again every ``snapshot_interval`` — so a batch published before this
+  server subscribed, or lost on the way, reaches it through its owner's next snapshot.
+  Each read has a deadline (`SEED_TIMEOUT`); a failed one is counted and retried next round.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from regions import RegionKey
 from worldstate.bus import Handler, Message, Subscription
 from worldstate.errors import WorldClosed, WorldStateError
 from worldstate.node._authority import Authority
@@ -40,6 +49,10 @@ SUBSCRIBE_TIMEOUT = 10.0
 """Seconds the broker has to acknowledge a new subscription before it is reported."""
 RETRY_MIN, RETRY_MAX = 0.5, 10.0
 """Backoff (seconds) between attempts while a wanted filter is not active."""
+SEED_TIMEOUT = 5.0
+"""Seconds one anti-entropy read of a heard region's snapshot may take."""
+
+Seed = Callable[[RegionKey], Awaitable[object]]
 
 
 class InterestSubscriptions:
@@ -51,7 +64,11 @@ class InterestSubscriptions:
         authority: Authority,
         fanout: Fanout,
         handlers: Mapping[str, Handler],
+        *,
+        seed: Seed | None = None,
     ) -> None:
+        """``seed(key)`` merges a heard region's stored snapshot into this server's state
+        (the anti-entropy above); None: no anti-entropy."""
         self.ctx = ctx
         self.authority = authority
         self.fanout = fanout
@@ -69,6 +86,11 @@ class InterestSubscriptions:
         self.subscribe_timeout = SUBSCRIBE_TIMEOUT
         self.retry_min, self.retry_max = RETRY_MIN, RETRY_MAX
         """Timings (seconds), read on every round: tests shorten them."""
+        self._seed = seed
+        self._to_seed: dict[RegionKey, None] = {}
+        self._seed_wakeup = asyncio.Event()
+        self.seeded = 0
+        self.seed_failures = 0
         self._closed = False
         self._started = False
         self.plans = 0
@@ -95,7 +117,10 @@ class InterestSubscriptions:
         self.fanout.on_change(self.refresh)
         self._started = True
         self.refresh()
-        self.ctx.tasks.spawn(self._loop(), f"ws-interest-{self.ctx.server_id}")
+        sid = self.ctx.server_id
+        self.ctx.tasks.spawn(self._loop(), f"ws-interest-{sid}")
+        if self._seed is not None:
+            self.ctx.tasks.spawn(self._seed_loop(), f"ws-interest-seed-{sid}")
 
     def close(self) -> None:
         """Cancel every subscription; later changes do nothing."""
@@ -133,12 +158,54 @@ class InterestSubscriptions:
         )
         if plan == self._plan:
             return
-        self._plan = plan
+        old, self._plan = self._plan, plan
+        if self._seed is not None and not plan.world_wide:
+            before = frozenset() if old is None or old.world_wide else old.regions
+            self._queue_seeds(plan.regions - before)
         self.plans += 1
         self._settled.clear()
         self._add_missing(plan)
         self._dirty.set()
         self._next_round()
+
+    def _queue_seeds(self, keys: frozenset[RegionKey]) -> None:
+        owned = self.authority.held()
+        fresh = [k for k in sorted(keys, key=lambda k: k.morton) if k not in owned]
+        if fresh:
+            self._to_seed.update(dict.fromkeys(fresh))
+            self._seed_wakeup.set()
+
+    async def _seed_loop(self) -> None:
+        """Seed the heard, unowned regions: new ones at once, all of them every
+        ``snapshot_interval``."""
+        assert self._seed is not None
+        loop = asyncio.get_running_loop()
+        interval = self.ctx.config.snapshot_interval
+        next_round = loop.time() + interval
+        while True:
+            if not self._to_seed:
+                self._seed_wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(next_round):
+                        await self._seed_wakeup.wait()
+                if loop.time() >= next_round:
+                    next_round = loop.time() + interval
+                    plan = self._plan
+                    if plan is not None and not plan.world_wide:
+                        self._queue_seeds(plan.regions)
+                continue
+            key = next(iter(self._to_seed))
+            del self._to_seed[key]
+            plan = self._plan
+            if plan is None or not plan.hears(key) or key in self.authority.held():
+                continue  # no longer heard, or owned now (the owner seeds itself)
+            try:
+                async with asyncio.timeout(SEED_TIMEOUT):
+                    await self._seed(key)
+                self.seeded += 1
+            except (TimeoutError, WorldStateError) as e:
+                self.seed_failures += 1
+                log.debug("%s: seeding heard region %s failed: %s", self.ctx.server_id, key, e)
 
     def _next_round(self) -> None:
         event, self._round = self._round, asyncio.Event()
@@ -259,5 +326,7 @@ class InterestSubscriptions:
             "subscribe_timeouts": self.subscribe_timeouts,
             "refused": dict(self.refused),
             "settled": self._settled.is_set(),
+            "seeded": self.seeded,
+            "seed_failures": self.seed_failures,
             "received": {fam: {"messages": m, "bytes": b} for fam, (m, b) in self.received.items()},
         }
