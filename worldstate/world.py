@@ -25,7 +25,7 @@ from consistency import CausalEvent, ConsistencyClass, HybridClock, Registry
 from regions import RegionKey, Shape, as_region_key, region_keys, region_of
 from worldstate._validation import MAX_STREAM_CAPACITY, check_id, check_int, check_ops, geometry
 from worldstate.bus import Bus, SignedBus, open_bus
-from worldstate.cache import RegionCache, open_cache
+from worldstate.cache import MemoryCache, RegionCache, open_cache
 from worldstate.causal import CausalPath
 from worldstate.config import Config
 from worldstate.errors import (
@@ -331,9 +331,12 @@ class World:
                 log.exception("%s: %s failed", self.server_id, what)
 
     async def _seed_heard(self, key: RegionKey) -> None:
-        """Anti-entropy for a region heard but not owned: merge its stored snapshot (from
-        the cache when there) into the eventual state, last-writer-wins."""
-        self.eventual.seed_region(await self.views.load(key, consistent=False))
+        """Anti-entropy for a region heard but not owned: merge its stored snapshot into
+        the eventual state, last-writer-wins — from the shared cache (Redis: every owner
+        puts what it stores) when there, else from the store (an in-process cache holds
+        only what this server itself read or wrote)."""
+        shared = not isinstance(self.cache, MemoryCache)
+        self.eventual.seed_region(await self.views.load(key, consistent=not shared))
 
     async def _close_interest(self) -> None:
         self.interest.close()

@@ -63,6 +63,12 @@ class SimConfig:
             )
 
 
+FANOUT = "interest"
+"""The sim's fan-out mode: the default, interest (each server hears what it owns, borders or
+watches; the convergence invariant checks each server on the regions it hears); "world" to
+compare."""
+
+
 class SimMesh:
     """The state of one seeded run and the mesh it drives."""
 
@@ -176,9 +182,7 @@ class SimMesh:
             clock_skew_margin=c.clock_skew_margin,
             snapshot_interval=2.0,
             tick_rate=10.0,
-            # world-wide: with interest fan-out the convergence invariant (per region heard)
-            # still fails on some seeds after failovers (docs/fanout.md, "Remaining")
-            fanout="world",
+            fanout=FANOUT,
             forward_timeout=1.0,
         )
 
