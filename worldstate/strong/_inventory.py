@@ -109,7 +109,12 @@ class InventoryCommitter(GroupCommitter[ShardKey]):
         outcomes: OutcomeMemory,
         spawn: Callable[..., asyncio.Task[Any]],
     ) -> None:
-        super().__init__(config.group_commit_window, config.region_queue_size, spawn)
+        super().__init__(
+            config.group_commit_window,
+            config.region_queue_size,
+            spawn,
+            config.max_concurrent_commits,
+        )
         self.owner = server_id
         self.store = store
         self.config = config
