@@ -503,6 +503,31 @@ async def test_minority_side_does_not_publish_held_regions(sqlite_url: str) -> N
         a.authoritative = True
 
 
+async def test_rows_suppressed_while_minority_are_sent_once_authoritative(sqlite_url: str) -> None:
+    """Rows (and states) held back while this server was briefly non-authoritative for a
+    region it holds go out with the first tick after it is authoritative again: the
+    other servers converge on them even if those entities never move again."""
+    async with mesh(sqlite_url, tick_rate=0.5) as (a, b):
+        await a.acquire_region(K)
+        a.authoritative = False
+        a.move_entities([1, 2], in_region(K, 2))
+        where = tuple(float(c) for c in in_region(K, 1, 7)[0])
+        await a.submit(SetPowerGrid(entity_id=4, position=where, state={"on": True}))
+        await a.eventual.tick()
+        assert a.eventual.stats()["suppressed_rows"] == 2
+        a.move_entities([2], in_region(K, 1, 3))  # a later write of 2 while still minority
+        await a.eventual.tick()
+        assert not b.eventual.positions.contains([1, 2]).any()
+        a.authoritative = True
+        await a.eventual.tick()  # nothing new was written: only what was held back
+        await wait_until(lambda: knows(b, [1, 2]) and ("power", 4) in b.eventual.states)
+        assert np.array_equal(
+            b.eventual.positions.positions_of(np.array([1, 2])),
+            a.eventual.positions.positions_of(np.array([1, 2])),
+        )
+        assert a.eventual.stats()["pending_rows"] == 0
+
+
 # -- snapshots ---------------------------------------------------------------------------------
 
 

@@ -28,8 +28,10 @@ What it does
   reason in `stats()`; it changes nothing.
 - While ``self.authority.authoritative`` is False (this server is on the minority side of a
   partition) nothing is published for the regions it holds leases on: the majority side will
-  take them over. Writes are still applied locally (and converge by LWW once published
-  again by whoever writes those entities next).
+  take them over. Writes are still applied locally, and what was held back stays queued
+  (coalesced to each entity's latest write, so bounded by the entities of those regions):
+  it goes out with the first tick after the server is authoritative again, and converges
+  by LWW with whatever the majority side wrote meanwhile.
 
 Durability
 ----------
@@ -179,6 +181,9 @@ class _Outgoing:
     payload: bytes
     rows: int
     states: int
+    moves: _Moves | None
+    """The message's rows, to queue again if it is held back (`EventualPath._hold_back`)."""
+    records: tuple[StateRecord, ...]
 
 
 def _state_kind(op: Operation) -> str | None:
@@ -515,6 +520,7 @@ class EventualPath:
             if out.cell in held:
                 self._counts["suppressed_rows"] += out.rows
                 self._counts["suppressed_states"] += out.states
+                self._hold_back(out)
                 continue
             try:
                 await ctx.bus.publish(f"{TOPIC}/{out.region.morton}", out.payload, qos=0)
@@ -528,6 +534,18 @@ class EventualPath:
             self._counts["states_sent"] += out.states
             self._counts["bytes_sent"] += len(out.payload)
         return sent
+
+    def _hold_back(self, out: _Outgoing) -> None:
+        """Queue a suppressed message's rows and states again, ahead of what was written
+        since (so a later write of the same entity still wins the tick's coalescing): they
+        go out with the first tick after this server is authoritative again. Coalescing
+        keeps this bounded by the entities of the held regions, however long it lasts."""
+        if out.moves is not None:
+            self._pending_moves.insert(0, out.moves)
+        if out.records:
+            pending = self._pending_states.setdefault(out.cell, {})
+            for r in out.records:
+                pending.setdefault((r.kind, r.entity_id), r)  # a newer pending write stays
 
     def _outgoing(
         self,
@@ -562,7 +580,20 @@ class EventualPath:
                     velocities=vel,
                     states=encoded,
                 )
-                out.append(_Outgoing(cell, region, payload, int(ids.size), len(records)))
+                moves_of = None
+                if ids.size:
+                    moves_of = _Moves(
+                        ids,
+                        hlc,
+                        pos,
+                        np.zeros((ids.size, 3)) if vel is None else vel,
+                        np.full(ids.size, cell, np.int64),
+                    )
+                out.append(
+                    _Outgoing(
+                        cell, region, payload, int(ids.size), len(records), moves_of, records
+                    )
+                )
         return out
 
     # -- receiving -------------------------------------------------------------------------
