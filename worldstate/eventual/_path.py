@@ -76,7 +76,7 @@ import orjson
 from consistency import ClockDriftError, ClockError, ConsistencyInputError, EntityTable, lww_wins
 from consistency.hlc import MAX_TIMESTAMP
 from regions import RegionKey, Vec3, morton
-from worldstate._validation import check_data, geometry
+from worldstate._validation import MAX_SPEED, check_data, check_velocities, geometry
 from worldstate.bus import Message, Subscription
 from worldstate.errors import (
     BusUnavailable,
@@ -396,8 +396,9 @@ class EventualPath:
     def move_entities(self, ids: object, positions: object, velocities: object = None) -> int:
         """Move many creatures at once: ``ids`` int ``(N,)`` (>= 0), ``positions`` float
         ``(N, 3)`` (finite, inside ``Config.world_bounds``), optional ``velocities`` float
-        ``(N, 3)`` (finite; default zero). One HLC for the call; within it the last row of
-        an entity wins. Applied now, broadcast with the next tick. Returns the rows applied.
+        ``(N, 3)`` (finite, magnitude at most `worldstate.MAX_SPEED`; default zero). One HLC
+        for the call; within it the last row of an entity wins. Applied now, broadcast with
+        the next tick. Returns the rows applied.
 
         Raises `ValidationError` (and changes nothing) on bad input or more than
         `MAX_MOVE_ROWS` rows."""
@@ -406,9 +407,11 @@ class EventualPath:
         n = id_arr.size
         pos = _check_vectors(positions, n, "positions")
         geometry(check_points, pos, cfg.world_bounds, "positions")
-        vel = (
-            np.zeros((n, 3)) if velocities is None else _check_vectors(velocities, n, "velocities")
-        )
+        if velocities is None:
+            vel = np.zeros((n, 3))
+        else:
+            vel = _check_vectors(velocities, n, "velocities")
+            check_velocities(vel)
         if n == 0:
             return 0
         cells = region_cells(pos, cfg.region_size)
@@ -590,9 +593,7 @@ class EventualPath:
                         np.full(ids.size, cell, np.int64),
                     )
                 out.append(
-                    _Outgoing(
-                        cell, region, payload, int(ids.size), len(records), moves_of, records
-                    )
+                    _Outgoing(cell, region, payload, int(ids.size), len(records), moves_of, records)
                 )
         return out
 
@@ -936,7 +937,7 @@ def _vec_or_zero(v: object) -> tuple[float, float, float]:
             x, y, z = (float(c) for c in v)
         except (TypeError, ValueError):
             return (0.0, 0.0, 0.0)
-        if np.isfinite((x, y, z)).all():
+        if np.isfinite((x, y, z)).all() and x * x + y * y + z * z <= MAX_SPEED * MAX_SPEED:
             return (x, y, z)
     return (0.0, 0.0, 0.0)
 
