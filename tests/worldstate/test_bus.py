@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -541,3 +542,36 @@ async def test_mqtt_qos0_overflow_drops_instead_of_blocking(
         await inbox.wait_count(3)
         assert await barrier(rx, inbox, "t") == inbox.messages[:3]
         assert inbox.payloads[:3] == [b"0", b"1", b"2"]
+
+
+async def test_mqtt_backlog_is_read_in_few_loop_turns(mqtt_url: str, mqtt_prefix: str) -> None:
+    """A backlog waiting on the socket is read and handed on many messages per event-loop
+    turn: paho reads one packet per call and aiomqtt's iterator takes a few turns per
+    message, so on a busy loop (every turn long) the receive rate was one message per few
+    turns and the backlog only grew. Counted in loop turns, not time."""
+    n = 300
+    async with MqttBus(mqtt_url, client_id="rx", prefix=mqtt_prefix) as rx:
+        inbox = await subscribe(rx, "burst")
+
+        async def burst() -> None:
+            async with MqttBus(mqtt_url, client_id="tx", prefix=mqtt_prefix) as tx:
+                for i in range(n):  # QoS 1: each is at the broker when its publish returns
+                    await tx.publish("burst", str(i).encode(), qos=1)
+
+        sender = threading.Thread(target=asyncio.run, args=(burst(),))
+        sender.start()
+        sender.join()  # blocks this loop: the burst waits in rx's socket, unread
+        loop = asyncio.get_running_loop()
+        turns = [0]
+        done = [False]
+
+        def count() -> None:
+            turns[0] += 1
+            if not done[0]:
+                loop.call_soon(count)
+
+        loop.call_soon(count)
+        await inbox.wait_count(n)
+        done[0] = True
+        assert inbox.payloads == [str(i).encode() for i in range(n)]
+        assert turns[0] < n // 3, f"{turns[0]} loop turns for {n} queued messages"

@@ -43,6 +43,7 @@ import logging
 import math
 import random
 import secrets
+import select
 import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiomqtt
 import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -70,6 +72,39 @@ from worldstate.security._tls import TLS_PARAMS, TlsOptions, describe_tls_error
 
 logger = logging.getLogger("worldstate.bus.mqtt")
 _client_logger = logging.getLogger("worldstate.bus.mqtt.client")
+
+READ_BATCH = 256
+"""Most queued messages `MqttBus._read` hands on in one loop turn after the one it awaited."""
+READ_PACKETS = 64
+"""Most packets read from the socket per readable event (paho reads one per call)."""
+
+
+def _read_packets_per_turn(paho_client: paho.Client) -> None:
+    """Make aiomqtt's socket reader take up to `READ_PACKETS` packets per readable event.
+
+    aiomqtt calls ``loop_read()`` once per event, and paho's ``loop_read`` reads one packet
+    (QoS 0 traffic keeps no message in flight, which is what paho sizes the read by): the
+    receive rate is then one packet per event-loop turn, and on a busy loop the socket
+    backs up (measured: hundreds of KB unread, seconds of eventual lag at 10k entities).
+    The wrapper reads on while the socket (or the TLS layer) still has bytes."""
+    one = paho_client.loop_read
+
+    def loop_read(max_packets: int = 1) -> MQTTErrorCode:
+        rc = one(max_packets)
+        for _ in range(READ_PACKETS - 1):
+            sock = paho_client.socket()
+            if rc != paho.MQTT_ERR_SUCCESS or sock is None:
+                break
+            pending = getattr(sock, "pending", None)
+            if (
+                not (pending is not None and pending() > 0)
+                and not select.select([sock], [], [], 0)[0]
+            ):
+                break
+            rc = one(max_packets)
+        return rc
+
+    paho_client.loop_read = loop_read  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +304,8 @@ class MqttBus(Bus):
 
         self._task: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
+        self._incoming: asyncio.Queue[aiomqtt.Message] | None = None
+        """The current client's queue of received messages (`_read` drains it)."""
         self._session_lost: asyncio.Future[None] | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._cleanup_tasks: set[asyncio.Task[None]] = set()
@@ -325,9 +362,14 @@ class MqttBus(Bus):
             wire, payload, qos, retain = current
             will = aiomqtt.Will(wire, payload, qos=qos, retain=retain)
         bus = self
+        self._incoming = None  # the new client's queue sets it
 
         class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
             """aiomqtt drops (and logs) a message when its queue is full; we count it too."""
+
+            def __init__(self, maxsize: int = 0) -> None:
+                super().__init__(maxsize)
+                bus._incoming = self
 
             def put_nowait(self, item: aiomqtt.Message) -> None:
                 try:
@@ -355,6 +397,7 @@ class MqttBus(Bus):
         )
         # aiomqtt warns above 10 concurrent publishes; concurrent publishes are normal here.
         client.pending_calls_threshold = 1_000_000
+        _read_packets_per_turn(client._client)
         return client
 
     async def _connection_loop(self) -> None:
@@ -483,6 +526,19 @@ class MqttBus(Bus):
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             self._on_message(message)
+            # aiomqtt's iterator costs a task and a few loop turns per message: on a busy
+            # loop that, not the handlers, bounds the receive rate, and the queue grows
+            # without end. Take what else is already queued in this turn (up to a bound,
+            # so that a backlog does not hold the loop for long).
+            queue = self._incoming
+            n = 0
+            while queue is not None and n < READ_BATCH:
+                try:
+                    queued = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                self._on_message(queued)
+                n += 1
         raise aiomqtt.MqttError("the message iterator ended")
 
     def _end_session(self) -> None:
