@@ -7,11 +7,7 @@ SELECT object_id, lox, loy, loz, hix, hiy, hiz, op_id FROM ws_objects WHERE regi
 
 SELECT object_id, lox, loy, loz, hix, hiy, hiz, op_id FROM ws_objects WHERE region_key IN (__[POSTCOMPILE_keys]) AND ((lox < %(hx0)s AND hix > %(lx0)s AND loy < %(hy0)s AND hiy > %(ly0)s AND loz < %(hz0)s AND hiz > %(lz0)s));
 
-SELECT ws_objects.object_id
-FROM ws_objects
-WHERE ws_objects.region_key = %(region_key_1)s::BIGINT;
-
-SELECT ws_objects.object_id, ws_objects.op_id
+SELECT ws_objects.object_id, ws_objects.op_id, ws_objects.kind, ws_objects.lox, ws_objects.loy, ws_objects.loz, ws_objects.hix, ws_objects.hiy, ws_objects.hiz, ws_objects.data
 FROM ws_objects
 WHERE ws_objects.region_key = %(region_key_1)s::BIGINT;
 
