@@ -75,6 +75,8 @@ _client_logger = logging.getLogger("worldstate.bus.mqtt.client")
 
 READ_BATCH = 256
 """Most queued messages `MqttBus._read` hands on in one loop turn after the one it awaited."""
+READ_BUDGET = 0.005
+"""Seconds of handler time `MqttBus._read` spends on queued messages before it yields."""
 READ_PACKETS = 64
 """Most packets read from the socket per readable event (paho reads one per call)."""
 
@@ -524,15 +526,17 @@ class MqttBus(Bus):
                 await asyncio.wait([reader])
 
     async def _read(self, client: aiomqtt.Client) -> None:
+        loop = asyncio.get_running_loop()
         async for message in client.messages:
             self._on_message(message)
             # aiomqtt's iterator costs a task and a few loop turns per message: on a busy
             # loop that, not the handlers, bounds the receive rate, and the queue grows
-            # without end. Take what else is already queued in this turn (up to a bound,
-            # so that a backlog does not hold the loop for long).
+            # without end. Take what else is already queued in this turn (up to a count
+            # and a time budget, so that a backlog does not hold the loop for long).
             queue = self._incoming
             n = 0
-            while queue is not None and n < READ_BATCH:
+            until = loop.time() + READ_BUDGET
+            while queue is not None and n < READ_BATCH and loop.time() < until:
                 try:
                     queued = queue.get_nowait()
                 except asyncio.QueueEmpty:
