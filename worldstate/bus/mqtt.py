@@ -34,6 +34,15 @@ arrived at ~1,400/s (~140 MB/s) with no loss, while bursts of 300 (30 MB) lost ~
 broker; 100 B QoS 0 messages peaked at ~3,500-5,000/s per subscribing process (the per-message
 cost of aiomqtt's iterator and paho's reads), so batch small updates into larger messages.
 QoS 1 reached ~1,000/s of 100 KB, one publish awaited at a time.
+
+Receiving on a busy loop. paho reads one packet per ``loop_read`` call, aiomqtt calls it once
+per readable event, and aiomqtt's message iterator takes a task and about three loop turns
+per message: the receive rate was one message per few loop turns, whatever the handlers
+cost. With a loop that has hundreds of ready callbacks per turn (a game server under load),
+turns take milliseconds and the eventual traffic of a 10k-entity mesh (hundreds of messages
+a second) queued in aiomqtt's queue and the socket for tens of seconds. So the reader takes
+up to `READ_PACKETS` packets per readable event (`_read_packets_per_turn`) and `_read` hands
+on up to `READ_BATCH` already-queued messages per turn, within `READ_BUDGET` seconds.
 """
 
 from __future__ import annotations
