@@ -78,6 +78,36 @@ class StructurePlacement(_CandidateBase):
 
     conflict_type: ClassVar[ConflictType] = ConflictType.STRUCTURE_OVERLAP
 
+    @classmethod
+    def prepared(
+        cls,
+        *,
+        op_id: str,
+        server_id: str,
+        hlc: int,
+        priority: int,
+        structure_id: str,
+        lo: tuple[float, float, float],
+        hi: tuple[float, float, float],
+    ) -> StructurePlacement:
+        """A placement from values a caller has already validated by these same rules (the
+        shared id and magnitude rules of `conflicts._validate`, float tuples with
+        ``lo <= hi``): built without checking them again. worldstate's strong path uses it
+        for ops its entry validation passed; anything else should call the constructor."""
+        self = object.__new__(cls)
+        put = object.__setattr__
+        put(self, "op_id", op_id)
+        put(self, "server_id", server_id)
+        put(self, "hlc", hlc)
+        put(self, "priority", priority)
+        put(self, "sort_key", f"{hlc:016x}{server_id}\x00{op_id}")
+        put(self, "structure_id", structure_id)
+        put(self, "lo", lo)
+        put(self, "hi", hi)
+        put(self, "bbox", (*lo, *hi))
+        put(self, "packed_bbox", _PACK6(*lo, *hi))
+        return self
+
     def __post_init__(self) -> None:
         _check_common(self)
         object.__setattr__(self, "structure_id", check_id(self.structure_id, "structure_id"))

@@ -204,16 +204,24 @@ def inner_errors() -> Iterator[None]:
 
 def inner(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call a `regions`, `conflicts` or `consistency` function, translating its input error
-    into `ValidationError` (see `inner_errors`)."""
-    with inner_errors():
+    into `ValidationError` (see `inner_errors`; a plain ``try``: this runs for every op)."""
+    try:
         return fn(*args, **kwargs)
+    except ValidationError:
+        raise
+    except _INNER_ERRORS as e:
+        raise ValidationError(str(e)) from None
 
 
 def geometry(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Call a `regions` function, turning its `GeometryError` into `ValidationError` (the
     untyped form of `inner`, kept for its many call sites)."""
-    with inner_errors():
+    try:
         return fn(*args, **kwargs)
+    except ValidationError:
+        raise
+    except _INNER_ERRORS as e:
+        raise ValidationError(str(e)) from None
 
 
 def check_data(data: object, name: str, max_bytes: int) -> Mapping[str, Any]:

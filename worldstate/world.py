@@ -507,10 +507,11 @@ class World:
         self, stamped: Operation, cls: ConsistencyClass, key: RegionKey | None, limit: float
     ) -> Result:
         try:
-            # a strong op's own deadline (inside the strong path) fires first and says
-            # whether the op may have applied; this one is the backstop
-            outer = limit + 1.0 if cls is ConsistencyClass.STRONG else limit
-            async with asyncio.timeout(outer):
+            if cls is ConsistencyClass.STRONG:
+                # the strong path keeps the deadline itself (it knows whether the op may
+                # have applied when it fires)
+                return await self._route(stamped, cls, key, limit)
+            async with asyncio.timeout(limit):
                 return await self._route(stamped, cls, key, limit)
         except TimeoutError:
             raise SubmitTimeout(

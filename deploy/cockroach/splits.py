@@ -49,6 +49,7 @@ REGION_TABLES = (
     "ws_items",
     "ws_resources",
     "ws_terrain",
+    "ws_events",
 )
 
 MAX_SPLITS = 10_000

@@ -206,3 +206,34 @@ def test_loser_names_the_admitted_winner_not_a_fellow_loser() -> None:
     assert decision is not None and decision.winners == ("a", "c")
     with pytest.raises(KeyError):
         res.outcome_of("nope")
+
+
+@given(
+    lo=st.tuples(*[st.floats(-1e6, 1e6)] * 3),
+    size=st.tuples(*[st.floats(0, 1e3)] * 3),
+    hlc=st.integers(0, 2**63 - 1),
+    priority=st.integers(-(2**63), 2**63 - 1),
+)
+def test_a_prepared_placement_is_the_placement_the_constructor_builds(
+    lo: tuple[float, float, float],
+    size: tuple[float, float, float],
+    hlc: int,
+    priority: int,
+) -> None:
+    """`StructurePlacement.prepared` (valid values, no re-check) builds exactly what the
+    validating constructor builds, derived fields included."""
+    hi = (lo[0] + size[0], lo[1] + size[1], lo[2] + size[2])
+    args = {
+        "op_id": "00000000-0000-4000-8000-000000000001",
+        "server_id": "gs-1",
+        "hlc": hlc,
+        "priority": priority,
+        "structure_id": "wall-1",
+        "lo": lo,
+        "hi": hi,
+    }
+    built = StructurePlacement(**args)  # type: ignore[arg-type]
+    prepared = StructurePlacement.prepared(**args)  # type: ignore[arg-type]
+    assert prepared == built
+    for name in ("sort_key", "bbox", "packed_bbox", "lo", "hi"):
+        assert getattr(prepared, name) == getattr(built, name)

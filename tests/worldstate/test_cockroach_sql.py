@@ -194,3 +194,33 @@ def _render(table: str, statements: list[str]) -> str:
         "-- Regenerate: WORLDSTATE_UPDATE_GOLDEN=1 pytest tests/worldstate/test_cockroach_sql.py\n"
     )
     return head + "".join(f"\n{sql};\n" for sql in statements)
+
+
+SPATIAL_TABLES = (
+    "ws_regions",
+    "ws_region_history",
+    "ws_leases",
+    "ws_objects",
+    "ws_items",
+    "ws_resources",
+    "ws_terrain",
+    "ws_events",
+)
+
+
+@pytest.mark.parametrize("name", SPATIAL_TABLES)
+def test_every_spatial_table_is_keyed_by_space_and_split_by_the_deploy_script(name: str) -> None:
+    """Issue 9: CockroachDB ranges follow space — the primary key starts with the Morton
+    region key, and deploy/cockroach/splits.py splits the table at Morton boundaries."""
+    import importlib.util
+
+    from worldstate.store import schema
+
+    path = Path(__file__).resolve().parents[2] / "deploy" / "cockroach" / "splits.py"
+    spec = importlib.util.spec_from_file_location("ws_deploy_splits", path)
+    assert spec is not None and spec.loader is not None
+    splits = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(splits)
+    table = schema.metadata.tables[name]
+    assert next(iter(table.primary_key.columns)).name == "region_key"
+    assert name in splits.REGION_TABLES

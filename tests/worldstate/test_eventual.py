@@ -552,17 +552,30 @@ async def test_flush_and_release_write_owned_region_state(backend: Backend) -> N
             assert o.kind == "creature" and o.center == tuple(pos[i].tolist())
             assert list(o.data["v"]) == [1.0, 1.0, 1.0] and o.data["writer"] == "gs-1"
         assert dict(by_id["power:3"].data) == {"on": True} and by_id["power:3"].kind == "power"
-        # unchanged state: nothing new is written
+        # unchanged state: nothing new is written, and the region is not even read back
         version = stored.version
+        loads: list[RegionKey] = []
+        real_load = a.eventual.views.load
+
+        async def counted_load(key: RegionKey) -> Any:
+            loads.append(key)
+            return await real_load(key)
+
+        a.eventual.views.load = counted_load  # type: ignore[method-assign]
         await a.eventual.flush_region(K)
+        assert loads == []
         assert (await b.load_region(K)).version == version
+        a.move_entities(ids[:1], in_region(K, 1, 9))  # one creature moved: read and written
+        await a.eventual.flush_region(K)
+        assert loads == [K]
+        a.eventual.views.load = real_load  # type: ignore[method-assign]
 
         # creatures 0..4 leave the region; release writes the region once more
         a.move_entities(ids[:5], in_region(K2, 5, 5))
         assert await a.release_region(K)
         after = {o.id for o in (await b.load_region(K)).objects}
         assert after == {"wall-1", "power:3"} | {f"creature:{i}" for i in range(5, 10)}
-        assert a.eventual.stats()["snapshots"] == 2
+        assert a.eventual.stats()["snapshots"] == 3
 
 
 async def test_periodic_snapshot_and_seeding_a_new_owner(backend: Backend) -> None:

@@ -86,7 +86,7 @@ from worldstate.errors import (
     WorldStateError,
 )
 from worldstate.eventual._reliable import RELIABLE, ReliableChannel
-from worldstate.objects import RegionSnapshot, WorldObject
+from worldstate.objects import Lease, RegionSnapshot, WorldObject
 from worldstate.operations import (
     CosmeticEffect,
     MoveCreature,
@@ -225,6 +225,8 @@ class EventualPath:
         self.authority = authority
         self.fanout = fanout
         self.views = views
+        self._stored_marks: dict[RegionKey, bytes] = {}
+        """region -> `_mark` of what this server last stored (or found) in its snapshot"""
         self.positions = EntityTable()
         """Latest position (and its HLC and writer) of every creature this server knows."""
         self.velocities = EntityTable()
@@ -721,11 +723,16 @@ class EventualPath:
         replace its eventual objects by ours, store it conditionally on the version read;
         on `VersionConflict` read again and retry (`SNAPSHOT_ATTEMPTS`). False when nothing
         had changed (nothing written). Raises what `store_region` raises otherwise."""
+        lease = self.authority.held().get(key)
+        mark = self._mark(key, None if lease is None else lease.epoch)
+        if mark is not None and self._stored_marks.get(key) == mark:
+            return False  # nothing eventual changed here since we last stored it: no read
         for _ in range(SNAPSHOT_ATTEMPTS):
             snap = await self.views.load(key)
             self.seed_region(snap)
             objects = self._region_objects(snap)
             if objects is None:
+                self._remember_mark(key, lease)
                 return False
             try:
                 await self.views.store(snap.with_objects(objects), expected_version=snap.version)
@@ -733,8 +740,28 @@ class EventualPath:
                 self._counts["snapshot_conflicts"] += 1
                 continue
             self._counts["snapshots"] += 1
+            self._remember_mark(key, lease)
             return True
         raise VersionConflict(key, None, -1)
+
+    def _mark(self, key: RegionKey, epoch: int | None) -> bytes | None:
+        """A fingerprint of this server's eventual state of ``key`` under the lease epoch
+        it holds (None when it holds none): equal marks mean nothing to write."""
+        if epoch is None:
+            return None
+        fresh = sorted(
+            (o.id, o.lo, o.hi, dict(o.data))
+            for o in (*self._creature_objects(key), *self._state_objects(key))
+        )
+        return orjson.dumps([epoch, fresh], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+    def _remember_mark(self, key: RegionKey, lease: Lease | None) -> None:
+        # what the snapshot now holds is ours (after seeding): taken again after the write
+        mark = self._mark(key, None if lease is None else lease.epoch)
+        if mark is None:
+            self._stored_marks.pop(key, None)
+        else:
+            self._stored_marks[key] = mark
 
     def _region_objects(self, snap: RegionSnapshot) -> list[WorldObject] | None:
         """The snapshot's objects with its eventual ones replaced by ours; None if ours are

@@ -152,9 +152,7 @@ async def _all_in_box(
     found: list[StoredVersion] = []
     after = -1
     while True:
-        page, resume = await directory.regions_in_box(
-            plan.lo, plan.hi, after=after, limit=most + 1
-        )
+        page, resume = await directory.regions_in_box(plan.lo, plan.hi, after=after, limit=most + 1)
         found.extend(page)
         if resume is None:
             return found

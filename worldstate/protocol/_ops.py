@@ -15,8 +15,15 @@ from regions import RegionKey
 from worldstate.errors import ValidationError
 from worldstate.operations import Operation
 
+_AS_IS = frozenset({str, int, float, bool, type(None)})
+
 
 def _plain(v: Any) -> Any:
+    t = type(v)
+    if t in _AS_IS:
+        return v
+    if t is tuple:
+        return list(v)
     if isinstance(v, uuid.UUID):
         return str(v)
     if isinstance(v, RegionKey):
@@ -28,10 +35,21 @@ def _plain(v: Any) -> Any:
     return v
 
 
+_FIELDS: dict[type[Operation], tuple[str, ...]] = {}
+_DIGESTED: dict[type[Operation], tuple[str, ...]] = {}
+
+
+def _field_names(cls: type[Operation]) -> tuple[str, ...]:
+    got = _FIELDS.get(cls)
+    if got is None:
+        got = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return got
+
+
 def op_to_dict(op: Operation) -> dict[str, Any]:
     return {
         "t": type(op).__name__,
-        "f": {f.name: _plain(getattr(op, f.name)) for f in dataclasses.fields(op)},
+        "f": {n: _plain(getattr(op, n)) for n in _field_names(type(op))},
     }
 
 
@@ -72,6 +90,13 @@ _NOT_DIGESTED = frozenset({"op_id", "server_id", "hlc"})
 DIGEST_BYTES = 16
 
 
+def _digested_names(cls: type[Operation]) -> tuple[str, ...]:
+    got = _DIGESTED.get(cls)
+    if got is None:
+        got = _DIGESTED[cls] = tuple(n for n in _field_names(cls) if n not in _NOT_DIGESTED)
+    return got
+
+
 def op_digest(op: Operation) -> bytes:
     """A stable digest (16 bytes, BLAKE2b) of what an operation asks for: its type and every
     field except the ``op_id`` it is filed under and the ``server_id`` and ``hlc`` each submit
@@ -79,9 +104,9 @@ def op_digest(op: Operation) -> bytes:
     an op that reuses an ``op_id`` for different fields has another. Independent of dict
     order and of the process (no ``hash()``). ``op_digest(op).hex()`` is the text form the
     strong commit records with an outcome."""
-    doc = op_to_dict(op)
+    cls = type(op)
     body = orjson.dumps(
-        [doc["t"], {k: v for k, v in doc["f"].items() if k not in _NOT_DIGESTED}],
+        [cls.__name__, {n: _plain(getattr(op, n)) for n in _digested_names(cls)}],
         option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY,
         default=_plain,
     )

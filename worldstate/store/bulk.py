@@ -1,8 +1,10 @@
 """Multi-row INSERTs that cost one statement whatever the number of rows.
 
-PostgreSQL and CockroachDB: ``INSERT INTO t (cols) SELECT * FROM unnest(CAST(:c0 AS type[]),
-…)`` — one bound array per column, so the statement text (and its parse and plan) is the
-same for 1 row or 2,000, and the driver sends a handful of parameters instead of thousands.
+PostgreSQL and CockroachDB: ``INSERT INTO t (cols) SELECT u.c0, CAST(:c1 AS type), … FROM
+unnest(CAST(:c0 AS type[]), …) AS u(c0, …)`` — one bound array per column whose values vary
+and one scalar per column whose value every row shares, so the statement text (and its parse
+and plan) is the same for 1 row or 2,000 of one shape, and the driver sends a handful of
+parameters instead of thousands.
 SQLite: a multi-row ``VALUES`` list, in chunks that stay under its bound-parameter limit.
 Every value is a bound parameter; only table and column names (from `schema`) are in the
 text."""
@@ -77,8 +79,25 @@ async def insert_rows(
             conn, table, rows, cols, on_conflict, set_add, conflict_cols, returning, add_at_most
         )
     name = table.name
-    arrays = ", ".join(f"CAST(:c{i} AS {_array_type(table.c[c])})" for i, c in enumerate(cols))
-    sql = f"INSERT INTO {name} ({', '.join(cols)}) SELECT * FROM unnest({arrays})"  # noqa: S608
+    # a column whose value is the same in every row is bound once, as a scalar: only the
+    # columns that vary travel as arrays (a group's outcomes share their type, status,
+    # writer and time; placed objects their kind and often their data)
+    n = len(rows)
+    values = {c: [r[c] for r in rows] for c in cols}
+    same = {c for c in cols if n > 1 and values[c].count(values[c][0]) == n}
+    varying = [c for c in cols if c not in same]
+    if not varying:
+        same.discard(cols[0])
+        varying = [cols[0]]
+    arrays = ", ".join(f"CAST(:c{cols.index(c)} AS {_array_type(table.c[c])})" for c in varying)
+    picks = ", ".join(
+        f"CAST(:c{i} AS {_array_type(table.c[c])[:-2]})" if c in same else f"u.{c}"
+        for i, c in enumerate(cols)
+    )
+    sql = (
+        f"INSERT INTO {name} ({', '.join(cols)}) SELECT {picks}"  # noqa: S608
+        f" FROM unnest({arrays}) AS u({', '.join(varying)})"
+    )
     if on_conflict == "nothing":
         sql += " ON CONFLICT DO NOTHING"
     elif on_conflict == "add":
@@ -92,7 +111,9 @@ async def insert_rows(
             )
     if returning:
         sql += f" RETURNING {', '.join(returning)}"
-    params: dict[str, Any] = {f"c{i}": [r[c] for r in rows] for i, c in enumerate(cols)}
+    params: dict[str, Any] = {
+        f"c{i}": values[c][0] if c in same else values[c] for i, c in enumerate(cols)
+    }
     if on_conflict == "add" and add_at_most is not None:
         params["at_most"] = add_at_most
     res = await conn.execute(text(sql), params)

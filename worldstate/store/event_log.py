@@ -1,12 +1,14 @@
 """The durable causal event log: the SQL of ``ws_events`` (with ``ws_outcomes`` for
 idempotency). What a body holds is `worldstate.protocol._causal`'s business; here it is bytes.
 
-One row per event, keyed ``(origin, seq)``: each origin's events are numbered 1, 2, 3, …
-with no hole, because only the origin appends its own rows and a seq is only taken by a
-committed append (`append_group` numbers the fresh ops inside the transaction, from the
-``first_seq`` the caller passes in, and the caller delivers them locally only once the
-transaction committed). ``region_key`` is the region's Morton code, `GLOBAL_REGION` (-1) for
-the world-wide stream; the log is per region through that column and its index.
+One row per event, identified by ``(origin, seq)`` (a unique index): each origin's events
+are numbered 1, 2, 3, … with no hole, because only the origin appends its own rows and a
+seq is only taken by a committed append (`append_group` numbers the fresh ops inside the
+transaction, from the ``first_seq`` the caller passes in, and the caller delivers them
+locally only once the transaction committed). ``region_key`` is the region's Morton code,
+`GLOBAL_REGION` (-1) for the world-wide stream. The primary key is ``(region_key, origin,
+seq)``: like every spatial table the log is keyed by space, so a region's events are one
+span (one range on CockroachDB).
 
 Every function takes a connection inside a transaction run by `Store.run` (SERIALIZABLE,
 retried on 40001): bodies only read and write through it and are safe to run again.

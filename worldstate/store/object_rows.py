@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import select, update
@@ -49,8 +48,11 @@ def row_values(
     }
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectRow:
+class ObjectRow(NamedTuple):
+    """One placed-object row as the owner keeps it in memory. A named tuple of str and
+    floats: the garbage collector stops tracking it, so an owner holding a million placed
+    structures adds nothing to each full collection's work."""
+
     object_id: str
     kind: str
     box: Box6

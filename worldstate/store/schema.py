@@ -213,17 +213,19 @@ conflicts = Table(
     Index("ws_conflicts_at", "at"),
 )
 
-# Causal events: the durable per-region log (origin, seq) with vector clocks.
+# Causal events: the durable log with vector clocks, keyed by space like every spatial
+# table (``region_key`` first, so CockroachDB ranges hold contiguous space and a region's
+# events are one span); each origin's ``seq`` is unique world-wide (the unique index).
 events = Table(
     "ws_events",
     metadata,
+    Column("region_key", BigInteger, primary_key=True, autoincrement=False),
     Column("origin", Text, primary_key=True),
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("region_key", BigInteger, nullable=False),
     Column("op_id", String(36), nullable=False),
     Column("body", LargeBinary, nullable=False),
     Column("at", Double, nullable=False),
-    Index("ws_events_region", "region_key"),
+    Index("ws_events_origin_seq", "origin", "seq", unique=True),
 )
 
 # What the store noticed and repaired (corruption) — read by the operator.

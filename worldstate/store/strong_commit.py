@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 from sqlalchemy import bindparam, insert, select, text, update
@@ -41,8 +42,11 @@ def structure_data(o: PlaceStructure) -> str:
     return orjson.dumps({**o.data, "owner": o.owner} if o.owner else dict(o.data)).decode()
 
 
-@dataclass(frozen=True, slots=True)
-class OpOutcome:
+class OpOutcome(NamedTuple):
+    """The decided outcome of one strong op. A named tuple of atomic values, so the
+    owner's memory of recent outcomes (`worldstate.strong._outcomes.OutcomeMemory`, up to
+    200,000) is not tracked by the garbage collector and does not lengthen its pauses."""
+
     op_id: str
     committed: bool
     version: int | None = None
@@ -68,7 +72,21 @@ transaction retried after it may count one decision twice.)"""
 
 
 def candidate(op: Operation) -> cf.Candidate:
+    """The conflict candidate of a strong spatial op. The op passed entry validation (the
+    same id and magnitude rules), so a plain placement is built as prepared; the server id
+    and HLC it was stamped with are checked (they come from this server, or from a forwarded
+    op's checked sender)."""
     oid, sid, hlc, pri = str(op.op_id), op.server_id, op.hlc, op.priority
+    if type(op) is PlaceStructure and type(hlc) is int and 0 <= hlc < 1 << 63:
+        return cf.StructurePlacement.prepared(
+            op_id=oid,
+            server_id=sid,
+            hlc=hlc,
+            priority=pri,
+            structure_id=op.structure_id,
+            lo=op.lo,
+            hi=op.hi,
+        )
     if isinstance(op, PlaceStructure):
         return cf.StructurePlacement(
             op_id=oid,

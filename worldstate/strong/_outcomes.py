@@ -3,9 +3,9 @@ operation it was first submitted with, and the owner's memory of recent outcomes
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections import OrderedDict
+from typing import Any
 
 from worldstate.errors import ValidationError
 from worldstate.operations import Operation
@@ -48,13 +48,18 @@ class OutcomeMemory:
 
     def __init__(self, capacity: int = 200_000) -> None:
         self.capacity = capacity
-        self._d: OrderedDict[str, tuple[OpOutcome, str | None]] = OrderedDict()
+        # plain tuples of atomic values, which the garbage collector stops tracking: up to
+        # `capacity` outcomes add nothing to a full collection's pause
+        self._d: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
 
     def get(self, op_id: str) -> tuple[OpOutcome, str | None] | None:
-        return self._d.get(op_id)
+        got = self._d.get(op_id)
+        if got is None:
+            return None
+        return OpOutcome._make(got[:5]), got[5]
 
     def put(self, out: OpOutcome, digest: str | None) -> None:
-        self._d[out.op_id] = (out, digest)
+        self._d[out.op_id] = (*out, digest)
         if len(self._d) > self.capacity:
             self._d.popitem(last=False)
 
@@ -80,4 +85,4 @@ def outcome_row(
 
 
 def replace_version(out: OpOutcome, version: int) -> OpOutcome:
-    return dataclasses.replace(out, version=version)
+    return out._replace(version=version)

@@ -283,7 +283,10 @@ class StrongPath:
                 p = self._pipeline(route)
                 entry = p.submit(op, digest)
                 track.entry, track.pipeline = entry, p
-                return await asyncio.shield(entry.fut)
+                # not shielded: a submitter whose deadline passes cancels the entry's future,
+                # so a still-queued op is skipped by the committer (never applied) and a taken
+                # one is reported as "may have applied" (see `submit`)
+                return await entry.fut
             owner = await self._owner(route)
             if isinstance(route, RegionKey) and (
                 owner == me or (owner is None and self._released.get(route) is not None)

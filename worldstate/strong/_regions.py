@@ -46,7 +46,7 @@ from worldstate.operations import ClaimResource, PickUpItem, PlaceStructure
 from worldstate.store import Store
 from worldstate.store import schema as s
 from worldstate.store import strong_rows as rows
-from worldstate.store.object_rows import rewrite, row_values
+from worldstate.store.object_rows import ObjectRow, rewrite, row_values
 from worldstate.store.region_state import record_tampered
 from worldstate.store.strong_commit import CONFLICT_DECISIONS, structure_data
 from worldstate.strong._outcomes import OutcomeMemory, check_digest, outcome_row, to_result
@@ -129,7 +129,9 @@ class RegionCommitter(GroupCommitter[RegionKey]):
         """Object rows failing their checksums: write back the copy held in memory (the
         owner's state before the reload), else record them as an incident."""
         old = self.states.get(key)
-        good = [old.structures[i] for i in ids if old is not None and i in old.structures]
+        good = [
+            ObjectRow(*old.structures[i]) for i in ids if old is not None and i in old.structures
+        ]
         now = self.clock()
 
         async def body(c: AsyncConnection) -> None:

@@ -23,6 +23,8 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 import conflicts as cf
 from regions import RegionKey, SpatialIndex
 from worldstate.errors import ValidationError, WorldStateError
@@ -33,11 +35,15 @@ from worldstate.operations import (
     PickUpItem,
     PlaceStructure,
 )
-from worldstate.store.object_rows import Box6, ObjectRow
+from worldstate.store.object_rows import Box6
 from worldstate.store.strong_commit import OpOutcome, candidate, structure_data
 from worldstate.store.strong_rows import LoadedRegion
 
 __all__ = ["Decision", "RegionDelta", "RegionState", "boundary_needs", "decide"]
+
+
+RowFields = tuple[str, str, Box6, str, str]
+"""An `ObjectRow`'s fields as a plain tuple: object id, kind, box, data, op id."""
 
 
 class RegionState:
@@ -48,7 +54,11 @@ class RegionState:
         self.epoch = epoch
         self.version = loaded.version
         self.index: SpatialIndex[str] = SpatialIndex()
-        self.structures: dict[str, ObjectRow] = {r.object_id: r for r in loaded.structures}
+        # plain tuples (the fields of `ObjectRow`), which the garbage collector stops
+        # tracking: a region of a million structures adds nothing to a full collection
+        self.structures: dict[str, RowFields] = {
+            r.object_id: (r.object_id, r.kind, r.box, r.data, r.op_id) for r in loaded.structures
+        }
         if loaded.structures:
             self.index.bulk_load(
                 [r.object_id for r in loaded.structures], [r.box for r in loaded.structures]
@@ -59,13 +69,29 @@ class RegionState:
     def hits(self, box: Box6) -> Iterable[str]:
         return self.index.intersection(box) if self.structures else ()
 
+    def hits_many(self, boxes: Sequence[Box6]) -> set[str]:
+        """Ids of the structures overlapping any of ``boxes`` (one vectorised R-tree query
+        for the lot: a group's placements are looked up together, not one call each)."""
+        if not self.structures or not boxes:
+            return set()
+        if len(boxes) == 1:
+            return set(self.index.intersection(boxes[0]))
+        arr = np.asarray(boxes, dtype=np.float64)
+        handles, _ = self.index.intersection_many(arr[:, :3], arr[:, 3:])
+        id_of = self.index.id_of_handle
+        return {id_of(h) for h in set(handles.tolist())}
+
     def apply(self, delta: RegionDelta, version: int, remaining: Mapping[str, float]) -> None:
         """Take a committed delta in (after the store said yes)."""
         self.version = version
         for o in delta.structures:
             box: Box6 = (*o.lo, *o.hi)
-            self.structures[o.structure_id] = ObjectRow(
-                o.structure_id, o.kind, box, structure_data(o), str(o.op_id)
+            self.structures[o.structure_id] = (
+                o.structure_id,
+                o.kind,
+                box,
+                structure_data(o),
+                str(o.op_id),
             )
             self.index.insert(o.structure_id, box)
         for p in delta.pickups:
@@ -181,6 +207,7 @@ def decide(
     committed_boxes: dict[str, Box6] = {}
     placed_by: dict[str, str] = {}  # committed structure or item id -> op id that placed it
     picked: set[str] = set()
+    lookups: dict[RegionKey, list[Box6]] = {}  # held region -> the placement boxes to look up
     half = max_structure_size / 2
     for state, ops in batches:
         for op in ops:
@@ -203,19 +230,22 @@ def decide(
                     st = held.get(k)
                     if st is None:
                         continue
-                    for sid in st.hits(box):
-                        row = st.structures[sid]
-                        committed_boxes[sid] = row.box
-                        placed_by[sid] = row.op_id
+                    lookups.setdefault(k, []).append(box)
                     same = st.structures.get(op.structure_id)
                     if same is not None:
-                        committed_boxes[op.structure_id] = same.box
-                        placed_by[op.structure_id] = same.op_id
+                        committed_boxes[op.structure_id] = same[2]
+                        placed_by[op.structure_id] = same[4]
             elif isinstance(op, PickUpItem):
                 by = state.items.get(op.item_id)
                 if by is not None:
                     picked.add(op.item_id)
                     placed_by[op.item_id] = by
+    for k, boxes in lookups.items():  # the held regions' committed structures they meet
+        st = held[k]
+        for sid in st.hits_many(boxes):
+            row = st.structures[sid]
+            committed_boxes[sid] = row[2]
+            placed_by[sid] = row[4]
     for sid, (box, by) in near.items():
         committed_boxes[sid] = box
         placed_by[sid] = by

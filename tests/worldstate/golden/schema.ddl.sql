@@ -67,16 +67,16 @@ CREATE TABLE ws_coordinator (
 );
 
 CREATE TABLE ws_events (
+	region_key BIGINT NOT NULL,
 	origin TEXT NOT NULL,
 	seq BIGINT NOT NULL,
-	region_key BIGINT NOT NULL,
 	op_id VARCHAR(36) NOT NULL,
 	body BYTEA NOT NULL,
 	at DOUBLE PRECISION NOT NULL,
-	PRIMARY KEY (origin, seq)
+	PRIMARY KEY (region_key, origin, seq)
 );
 
-CREATE INDEX ws_events_region ON ws_events (region_key);
+CREATE UNIQUE INDEX ws_events_origin_seq ON ws_events (origin, seq);
 
 CREATE TABLE ws_incidents (
 	incident_id VARCHAR(36) NOT NULL,
