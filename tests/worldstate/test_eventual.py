@@ -511,7 +511,8 @@ async def test_rows_suppressed_while_minority_are_sent_once_authoritative(sqlite
         await a.acquire_region(K)
         a.authoritative = False
         a.move_entities([1, 2], in_region(K, 2))
-        where = tuple(float(c) for c in in_region(K, 1, 7)[0])
+        x, y, z = (float(c) for c in in_region(K, 1, 7)[0])
+        where = (x, y, z)
         await a.submit(SetPowerGrid(entity_id=4, position=where, state={"on": True}))
         await a.eventual.tick()
         assert a.eventual.stats()["suppressed_rows"] == 2
@@ -561,7 +562,7 @@ async def test_flush_and_release_write_owned_region_state(backend: Backend) -> N
             loads.append(key)
             return await real_load(key)
 
-        a.eventual.views.load = counted_load  # type: ignore[method-assign]
+        a.eventual.views.load = counted_load  # type: ignore[method-assign,assignment]
         await a.eventual.flush_region(K)
         assert loads == []
         assert (await b.load_region(K)).version == version
