@@ -662,7 +662,9 @@ def batches(draw: st.DrawFn) -> dict[str, Any]:
         )
     if draw(st.booleans()):
         args["velocities"] = np.array(
-            draw(st.lists(st.floats(-1e6, 1e6), min_size=3 * n, max_size=3 * n)), np.float64
+            # each axis within MAX_SPEED / sqrt(3): every row's magnitude is a valid speed
+            draw(st.lists(st.floats(-5000, 5000), min_size=3 * n, max_size=3 * n)),
+            np.float64,
         ).reshape(n, 3)
     states = []
     for _ in range(draw(st.integers(0, 3))):
