@@ -31,7 +31,7 @@ from worldstate import (
     StateChange,
     ValidationError,
 )
-from worldstate.bus import SignedBus, open_bus
+from worldstate.bus import Message, SignedBus, open_bus
 from worldstate.eventual._path import MAX_MOVE_ROWS
 from worldstate.objects import WorldObject
 from worldstate.protocol._eventual import (
@@ -484,6 +484,50 @@ async def test_malformed_messages_are_dropped_and_change_nothing(sqlite_url: str
         assert (b.hlc.last >> 16) < (far_future >> 16) - 1_000_000
         batch = await next_of(stream, EntityBatch)
         assert batch.ids.tolist() == [900]
+
+
+# -- a backlog of batches ----------------------------------------------------------------------
+
+
+async def test_a_backlog_of_one_senders_batches_is_coalesced(sqlite_url: str) -> None:
+    """Batches arriving behind the first of a loop turn wait for the next turn; there an
+    older batch of the same sender and region whose entities the newest one all carries
+    is not merged (``coalesced``), while one with another entity, or with states, is."""
+    async with mesh(sqlite_url, n=1) as (b,):
+        path = b.eventual
+        topic = f"eventual/{K.morton}"
+        h = b.hlc.now()
+        p = in_region(K, 4, 1)
+
+        def batch(i: int, ids: list[int], pos: Any, **extra: Any) -> Message:
+            payload = encode_batch(
+                server_id="gs-9",
+                region=K,
+                hlc=h + i,
+                sent_at=time.time(),
+                ids=ids,
+                positions=pos,
+                **extra,
+            )
+            return Message(topic, payload, sender="gs-9")
+
+        where = (float(p[3][0]), float(p[3][1]), float(p[3][2]))
+        state = StateRecord("power", "SetPowerGrid", 7, h + 3, where, {"on": True})
+        path._on_message(batch(1, [1, 2], p[:2]))  # the first of the turn: merged at once
+        assert knows(b, [1, 2])
+        path._on_message(batch(2, [1, 2, 3], p[1:4]))  # covered by the newest: coalesced
+        path._on_message(batch(3, [1], p[3:4], states=[state]))  # has a state: merged
+        path._on_message(batch(4, [4], p[:1]))  # id 4 is not in the newest: merged
+        path._on_message(batch(5, [1, 2, 3], p[:3]))  # the newest
+        assert not knows(b, [3, 4]) and ("power", 7) not in path.states
+        await asyncio.sleep(0)  # the next turn: the drain ran
+        st = path.stats()
+        assert st["coalesced"] == 1
+        assert st["rows_received"] == 2 + 1 + 1 + 3  # batch 2 was never decoded
+        assert np.array_equal(path.positions.positions_of(np.array([1, 2, 3])), p[:3])
+        assert np.array_equal(path.positions.positions_of(np.array([4])), p[:1])
+        assert ("power", 7) in path.states
+        assert len(path.lag_samples) == 5  # the coalesced batch's lag is counted too
 
 
 # -- minority partition -----------------------------------------------------------------------

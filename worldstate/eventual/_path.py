@@ -96,6 +96,8 @@ from worldstate.operations import (
 )
 from worldstate.protocol import _topics as topics
 from worldstate.protocol._eventual import (
+    HEADER,
+    MAGIC,
     STATE_KINDS,
     Batch,
     MalformedBatch,
@@ -132,6 +134,8 @@ SNAPSHOT_ATTEMPTS = 5
 """Tries of a region snapshot against concurrent writers (`VersionConflict`)."""
 SEEN_OPS = 65_536
 """Recent op_ids remembered, so a resubmitted operation is not applied twice."""
+MAX_INBOX = 4096
+"""Most received batches held for the next turn's coalescing (`EventualPath._drain`)."""
 LAG_SAMPLES = 10_000
 """Recent receive lags kept for `stats()` (``lag_ms``)."""
 SUBSCRIBE_TIMEOUT = 10.0
@@ -236,6 +240,9 @@ class EventualPath:
         self._pending_states: dict[int, dict[tuple[str, int], StateRecord]] = {}
         self._seen_ops: dict[uuid.UUID, None] = {}
         self._sub: Subscription | None = None
+        self._inbox: collections.deque[Message] = collections.deque()
+        """Batches received behind the first of a loop turn, for `_drain`."""
+        self._drain_handle: asyncio.Handle | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.lag_samples: collections.deque[float] = collections.deque(maxlen=LAG_SAMPLES)
         """Seconds from send (sender's clock) to merge (ours) of recent received batches."""
@@ -290,6 +297,10 @@ class EventualPath:
         if self._sub is not None:
             self._sub.cancel()
             self._sub = None
+        if self._drain_handle is not None:
+            self._drain_handle.cancel()
+            self._drain_handle = None
+        self._inbox.clear()
 
     # -- local writes ----------------------------------------------------------------------
 
@@ -602,16 +613,71 @@ class EventualPath:
     # -- receiving -------------------------------------------------------------------------
 
     def _on_message(self, msg: Message) -> None:
+        """Receive one batch. The first of a loop turn is merged at once; the ones that
+        follow it in the same turn (a backlog handed on together by the bus) wait for
+        `_drain`, at the start of the next turn, which coalesces them."""
         ctx = self.ctx
         self._counts["messages_received"] += 1
         if peek_server_id(msg.payload) == ctx.server_id:
             self._counts["echoes"] += 1  # our own batch, back from the broker
             return
+        if self._drain_handle is not None:
+            self._inbox.append(msg)
+            if len(self._inbox) > MAX_INBOX:  # bounded: the oldest is merged now
+                self._receive(self._inbox.popleft())
+            return
+        self._receive(msg)
+        self._drain_handle = asyncio.get_running_loop().call_soon(self._drain)
+
+    def _receive(self, msg: Message) -> None:
+        batch = self._check(msg)
+        if batch is not None:
+            self._merge(batch)
+            self.lag_samples.append(self.ctx.clock() - batch.sent_at)
+
+    def _drain(self) -> None:
+        """Merge the batches that arrived behind the first one of the last turn. Of a
+        sender's batches for one region, an older one without states whose entities all
+        appear in the newest one is not decoded nor merged (``coalesced``): the newest
+        carries later writes of every one of them (a sender's HLCs only grow, so the older
+        rows would lose LWW anyway). Its lag is counted when the newest is merged."""
+        self._drain_handle = None
+        inbox, self._inbox = self._inbox, collections.deque()
+        try:
+            self._coalesce(inbox)
+        except Exception:  # a bug: say so, count it, and keep receiving
+            self._counts["receive_errors"] += 1
+            log.exception("%s: eventual receive failed", self.ctx.server_id)
+
+    def _coalesce(self, inbox: Iterable[Message]) -> None:
+        groups: dict[tuple[str | None, str], list[Message]] = {}
+        for m in inbox:
+            groups.setdefault((m.sender, m.topic), []).append(m)
+        for group in groups.values():
+            newest = self._check(group[-1])
+            covered: list[float] = []
+            for older in group[:-1]:
+                if newest is not None:
+                    sent_at = _covered_by(older.payload, newest)
+                    if sent_at is not None:
+                        self._counts["coalesced"] += 1
+                        covered.append(sent_at)
+                        continue
+                self._receive(older)
+            if newest is not None:
+                self._merge(newest)
+                now = self.ctx.clock()
+                self.lag_samples.extend(now - t for t in (*covered, newest.sent_at))
+
+    def _check(self, msg: Message) -> Batch | None:
+        """The message's batch, decoded and validated, its HLC fed to our clock; None (and
+        the drop counted) if it is refused."""
+        ctx = self.ctx
         try:
             morton = int(msg.topic.rsplit("/", 1)[1])
         except (ValueError, IndexError):
             self._drop("topic", f"topic {msg.topic!r}")
-            return
+            return None
         cfg = ctx.config
         try:
             batch = decode_batch(
@@ -624,23 +690,22 @@ class EventualPath:
             )
         except MalformedBatch as e:
             self._drop(e.reason, str(e))
-            return
+            return None
         if batch.region.morton != morton:
             self._drop("topic", f"batch for region {batch.region} on topic {msg.topic!r}")
-            return
+            return None
         if batch.server_id == ctx.server_id:
             self._counts["echoes"] += 1
-            return
+            return None
         try:
             ctx.hlc.update(batch.hlc)
         except ClockDriftError as e:
             self._drop("clock_drift", str(e))
-            return
+            return None
         except ClockError as e:
             self._drop("hlc", str(e))
-            return
-        self._merge(batch)
-        self.lag_samples.append(ctx.clock() - batch.sent_at)
+            return None
+        return batch
 
     def _merge(self, batch: Batch) -> None:
         self._counts["rows_received"] += len(batch)
@@ -871,7 +936,9 @@ class EventualPath:
     def stats(self) -> dict[str, Any]:
         """Counters since the world opened: ``ticks``, ``batches_sent``, ``rows_sent``,
         ``states_sent``, ``bytes_sent``, ``suppressed_rows``/``suppressed_states`` (minority
-        partition), ``messages_received``, ``echoes``, ``rows_received``, ``rows_applied``
+        partition), ``messages_received``, ``echoes``, ``coalesced`` (received behind a newer
+        batch of the same sender and region that covers them: not merged), ``rows_received``,
+        ``rows_applied``
         (won LWW), ``states_received``, ``states_applied``, ``dropped`` by reason and
         ``dropped_total``, ``snapshots``, ``snapshot_conflicts``, ``snapshot_failures``,
         ``publish_failures``, ``tick_errors``; the sizes ``entities``, ``states``,
@@ -887,6 +954,7 @@ class EventualPath:
             "suppressed_states",
             "messages_received",
             "echoes",
+            "coalesced",
             "rows_received",
             "rows_applied",
             "states_received",
@@ -897,6 +965,7 @@ class EventualPath:
             "publish_failures",
             "tick_errors",
             "tick_overruns",
+            "receive_errors",
         )
         out: dict[str, Any] = {name: c[name] for name in names}
         out["dropped"] = dict(self.dropped)
@@ -1062,6 +1131,23 @@ def _group_moves(
             chunks.append((g_ids[a:b], c_hlc, g_pos[a:b], c_vel if c_vel.any() else None))
         out[region] = chunks
     return out
+
+
+def _covered_by(payload: bytes, newer: Batch) -> float | None:
+    """The send time of the batch in ``payload`` when ``newer`` (decoded, validated, from
+    the same sender on the same topic) supersedes it: the same claimed sender, no state
+    section, and every one of its entity ids among ``newer``'s. Else None. Reads the header
+    and the id array only (a malformed payload is simply not covered)."""
+    if len(payload) < HEADER.size or peek_server_id(payload) != newer.server_id:
+        return None
+    magic, _, _, server_len, _, _, sent_at, n, state_len = HEADER.unpack_from(payload, 0)
+    offset = HEADER.size + ((server_len + 7) & ~7)
+    if magic != MAGIC or state_len or n > len(newer) or len(payload) < offset + 8 * n:
+        return None
+    ids = np.frombuffer(payload, "<i8", n, offset)
+    if n and not bool(np.isin(ids, newer.ids, assume_unique=False).all()):
+        return None
+    return float(sent_at)
 
 
 def _chunk_states(records: list[StateRecord]) -> list[tuple[tuple[StateRecord, ...], bytes]]:
