@@ -24,7 +24,12 @@ What it does
   HLC is fed to the hybrid clock (which refuses far-future stamps), then merged with
   `EntityTable.apply_batch_mask`; the rows and state changes that won go to
   `World.updates` subscribers as `EntityBatch` / `StateChange`. Our own messages (echoed by
-  the broker) are skipped. A malformed, truncated or forged message is dropped and counted by
+  the broker) are skipped. The first batch of a loop turn is merged at once; batches
+  behind it in the same turn (a backlog the bus hands on together) are merged at the start
+  of the next turn, where an older batch of a sender for a region that the newest one of
+  the same sender and region fully covers (same entities or more, no states) is neither
+  decoded nor merged (``coalesced``): under load the path skips superseded work instead
+  of queueing it. A malformed, truncated or forged message is dropped and counted by
   reason in `stats()`; it changes nothing.
 - While ``self.authority.authoritative`` is False (this server is on the minority side of a
   partition) nothing is published for the regions it holds leases on: the majority side will
