@@ -107,11 +107,11 @@ def _read_packets_per_turn(paho_client: paho.Client) -> None:
             if rc != paho.MQTT_ERR_SUCCESS or sock is None:
                 break
             pending = getattr(sock, "pending", None)
-            if (
-                not (pending is not None and pending() > 0)
-                and not select.select([sock], [], [], 0)[0]
-            ):
-                break
+            if not (pending is not None and pending() > 0):
+                poller = select.poll()  # not select.select: fds above 1024 are fine
+                poller.register(sock.fileno(), select.POLLIN)
+                if not poller.poll(0):
+                    break
             rc = one(max_packets)
         return rc
 
