@@ -48,6 +48,7 @@ import worldstate
 from bench.common import format_table, percentiles, write_result
 from regions import RegionKey
 from worldstate import CausalDelivery, Config, EmitEvent
+from worldstate._validation import MAX_STREAM_CAPACITY
 from worldstate.store import Store
 
 PG = os.environ.get("WORLDSTATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -76,7 +77,7 @@ class Receiver:
     async def consume(self) -> None:
         me = self.world.server_id
         buffer = self.world.causal.buffer
-        async for update in self.world.updates(None, capacity=50_000_000):
+        async for update in self.world.updates(None, capacity=MAX_STREAM_CAPACITY):
             if not isinstance(update, CausalDelivery):
                 continue
             now = time.time()
@@ -183,6 +184,8 @@ async def _worker(
         busy_until = max(rec.last, emit_end)
         cpu = time.process_time() - cpu0
         await asyncio.sleep(0.2)  # let any stray duplicate or late delivery show up
+        if consumer.done():  # it ended early: say why rather than report nothing delivered
+            consumer.result()
         consumer.cancel()
         stats = w.causal.stats()
         out = {

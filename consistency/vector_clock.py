@@ -32,6 +32,8 @@ class Ordering(enum.Enum):
 def check_server_id(server: object) -> str:
     """``server`` if it is a well-formed server id (a non-empty printable str of at most
     `MAX_SERVER_ID_LEN` characters), else `ConsistencyInputError`."""
+    if type(server) is str and 0 < len(server) <= MAX_SERVER_ID_LEN and server.isprintable():
+        return server  # the common case, checked in one line
     if not isinstance(server, str):
         raise ConsistencyInputError(f"server id must be a str, got {type(server).__name__}")
     if not 0 < len(server) <= MAX_SERVER_ID_LEN or not server.isprintable():
@@ -42,6 +44,8 @@ def check_server_id(server: object) -> str:
 
 
 def check_counter(value: object, what: str = "counter") -> int:
+    if type(value) is int and 0 <= value <= MAX_COUNTER:
+        return value  # the common case (bool is not int here: type(True) is bool)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ConsistencyInputError(f"{what} must be an int, got {type(value).__name__}")
     counter = int(value)
@@ -76,7 +80,10 @@ class VectorClock:
                     f"a vector clock is built from a mapping, got {type(entries).__name__}"
                 )
             for server, counter in entries.items():
-                value = check_counter(counter, f"counter of {server!r}")
+                if type(counter) is int and 0 <= counter <= MAX_COUNTER:
+                    value = counter
+                else:
+                    value = check_counter(counter, f"counter of {server!r}")
                 if value:
                     clean[check_server_id(server)] = value
         self._entries = clean

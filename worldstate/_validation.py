@@ -238,9 +238,29 @@ def check_data(data: object, name: str, max_bytes: int) -> Mapping[str, Any]:
     return MappingProxyType(orjson.loads(encoded)) if data else MappingProxyType({})
 
 
+def check_data_limits(data: Mapping[str, Any], name: str, max_bytes: int) -> None:
+    """What `check_data` checks of a mapping, without building the normalised copy it
+    returns: `ValidationError` unless ``data`` is JSON-safe and at most ``max_bytes``
+    encoded."""
+    _check_json(data, name, 0)
+    try:
+        size = len(orjson.dumps(dict(data)))
+    except TypeError as e:
+        raise ValidationError(f"{name} is not JSON-serialisable: {e}") from None
+    if size > max_bytes:
+        raise ValidationError(f"{name} is {size} bytes encoded; the limit is {max_bytes}")
+
+
 def _check_json(v: object, name: str, depth: int) -> None:
     if depth > MAX_DATA_DEPTH:
         raise ValidationError(f"{name} nests deeper than {MAX_DATA_DEPTH} levels")
+    t = type(v)
+    if t is str or t is int or t is bool or v is None:
+        return  # the common leaves
+    if t is float:
+        if not math.isfinite(v):  # type: ignore[arg-type]
+            raise ValidationError(f"{name} holds a non-finite number {v}")
+        return
     if isinstance(v, Mapping):
         for k, x in v.items():
             if not isinstance(k, str):
@@ -439,7 +459,7 @@ def check_op_limits(op: Operation, config: OpLimits) -> None:
     for name in datas:
         v = getattr(op, name)
         if isinstance(v, Mapping) and v:
-            check_data(v, name, config.max_object_data_bytes)
+            check_data_limits(v, name, config.max_object_data_bytes)
 
 
 def check_velocities(values: npt.NDArray[np.float64], name: str = "velocities") -> None:

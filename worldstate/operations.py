@@ -49,13 +49,17 @@ def _kind(v: object, name: str) -> str:
 
 
 def _vec3(v: object, name: str) -> Vec3:
-    if (
-        type(v) is tuple
-        and len(v) == 3
-        and all(type(c) is float for c in v)
-        and all(-MAX_MAGNITUDE <= c <= MAX_MAGNITUDE for c in v)
-    ):
-        return v  # already a tuple of 3 finite floats within the magnitude limit
+    if type(v) is tuple and len(v) == 3:
+        x, y, z = v
+        if (
+            type(x) is float
+            and type(y) is float
+            and type(z) is float
+            and -MAX_MAGNITUDE <= x <= MAX_MAGNITUDE
+            and -MAX_MAGNITUDE <= y <= MAX_MAGNITUDE
+            and -MAX_MAGNITUDE <= z <= MAX_MAGNITUDE
+        ):
+            return v  # already a tuple of 3 finite floats within the magnitude limit
     if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) != 3:
         raise ValidationError(f"{name} must be 3 numbers (x, y, z), got {v!r:.60}")
     out = []

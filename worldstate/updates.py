@@ -89,7 +89,7 @@ class Cursor:
         """The cursor once ``origin``'s event ``seq`` is delivered too."""
         if seq < 1:
             raise ValidationError(f"an event seq is >= 1, got {seq!r}")
-        return Cursor(VectorClock._trusted({**self.clock.to_dict(), origin: seq}))
+        return Cursor(self.clock.with_counter(origin, seq))
 
 
 @dataclass(frozen=True, slots=True)

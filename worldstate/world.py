@@ -538,6 +538,7 @@ class World:
                 )
             return await self.strong.submit(op, key, timeout=limit)
         if cls is ConsistencyClass.CAUSAL:
+            self.router.check_travels(op, "every other server (it is a causal event)")
             return await self.causal.submit(op, key)
         return self.eventual.submit(op, key)
 

@@ -8,7 +8,9 @@ from worldstate.demo._simulation import SimulationSettings, run_simulation
 
 async def test_simulation_summary_is_consistent() -> None:
     report = await run_simulation(
-        SimulationSettings(servers=2, regions_per_server=2, objects_per_region=30, queries=20)
+        SimulationSettings(
+            servers=2, regions_per_server=2, objects_per_region=30, queries=20, op_rate=1000.0
+        )
     )
     assert report.regions == 4 and report.objects_stored == 120
     assert report.queries == 20

@@ -39,10 +39,10 @@ until it succeeds.
 
 Receiving and repair
 --------------------
-A message is validated whole before anything changes (`worldstate.protocol._causal`: the
-world's signature, size, structure, ids, seq >= 1, vector clock, region, every op exactly
-as a local submit checks it, HLC drift) — anything wrong drops the message and counts it by
-reason. Each event is
+A message is validated whole before anything changes (`worldstate.protocol._causal`: its
+sender, whom the signing bus authenticated, size, structure, ids, seq >= 1, vector clock,
+region, every op exactly as a local submit checks it, HLC drift) — anything wrong drops the
+message and counts it by reason. Each event is
 offered to the buffer; duplicates (at-least-once delivery, repair overlap, our own echo) are
 dropped there. Every delivered event goes to `World.publish_update` as a `CausalDelivery`.
 A repair task (every `REPAIR_INTERVAL` s) fetches from the log the holes that persisted for
@@ -53,9 +53,12 @@ referring to them.
 A restarted server seeds its buffer from the log (each origin's highest seq), so it goes on
 with its own sequence and joins the others at their heads instead of replaying history.
 
-Trust: messages are signed with the world's key, kept in the store, so a publisher that
-cannot reach the database cannot inject events; servers of the world are trusted not to
-lie (a broker ACL keeps each to its own topics, see `worldstate.protocol._causal`). A signed
+Trust: messages travel on the world's signing bus (`worldstate.bus.SignedBus`): keys from
+the store, so a publisher that cannot reach the database cannot inject events, and only the
+server a ``causal/*/<origin>`` topic names may publish there (the envelope's sender is
+checked against it, here too). Replays are the envelope's to refuse, and a replayed event
+would be a duplicate for the buffer anyway. Servers of the world are trusted not to lie (a
+broker ACL keeps each to its own topics, see `worldstate.protocol._causal`). A signed
 event that no server appended could at worst wait in the buffer (bounded by
 ``max_pending``) and cost a log read per `REPAIR_AFTER`. Own-origin messages are ignored
 outright: this server's events come only from itself.
@@ -167,7 +170,6 @@ class CausalPath:
         self._publishing: set[asyncio.Task[None]] = set()
         self._publish_slots = asyncio.Semaphore(PUBLISH_SLOTS)
         self._subscription: Subscription | None = None
-        self._key = b""
         self._heads: dict[str, int] = {}
         self._tail_since: dict[str, float] = {}
         self._retry_at: dict[str, float] = {}
@@ -207,7 +209,6 @@ class CausalPath:
         self._subscription = ctx.bus.subscribe(wire.SUBSCRIPTION, self._on_message)
         with contextlib.suppress(WorldStateError):
             await self._subscription.wait_active(timeout=SUBSCRIBE_TIMEOUT)
-        self._key = await ctx.store.run(event_log.mesh_key, "read the causal mesh key")
         heads = await ctx.store.run(event_log.heads, "read the causal log's heads", read=True)
         valid: dict[str, int] = {}
         for origin, seq in heads.items():
@@ -467,8 +468,7 @@ class CausalPath:
         topic = f"{wire.EVENTS_TOPIC}/{self.ctx.server_id}"
         for document in wire.encode_groups(self.ctx.server_id, bodies):
             await self._publish_slots.acquire()
-            payload = wire.sign(self._key, topic, document)
-            task = self.ctx.tasks.spawn(self._publish(topic, payload), topic, job=True)
+            task = self.ctx.tasks.spawn(self._publish(topic, document), topic, job=True)
             self._publishing.add(task)
             task.add_done_callback(self._published)
 
@@ -507,8 +507,11 @@ class CausalPath:
         if origin == self.ctx.server_id:
             self.echoes += 1  # our own events come from us, never from the bus
             return
+        if msg.sender is not None and msg.sender != origin:
+            self._drop("origin")  # the signing bus checks this already: never in another's name
+            return
+        document = msg.payload
         try:
-            document = wire.verify(self._key, msg.topic, msg.payload)
             if kind == "heads":
                 self._on_head(origin, wire.decode_head(document, origin))
                 return
@@ -666,8 +669,7 @@ class CausalPath:
         seq = self.buffer.delivered[me]
         if seq:
             topic = f"{wire.HEADS_TOPIC}/{me}"
-            payload = wire.sign(self._key, topic, wire.encode_head(me, seq))
-            await self.ctx.bus.publish(topic, payload, qos=qos)
+            await self.ctx.bus.publish(topic, wire.encode_head(me, seq), qos=qos)
 
     # -- observability ---------------------------------------------------------------------
 

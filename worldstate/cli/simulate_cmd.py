@@ -28,6 +28,13 @@ def add_parser(sub: Any) -> None:
         help="also split the mesh's bus into a majority and a minority and heal it: "
         "demotion, reassignment (epoch + 1) and rebalancing, with a mesh coordinator",
     )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=d.op_rate,
+        help="strong ops and trades per second, spread over time as players act "
+        f"(default {d.op_rate:g})",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -35,6 +42,8 @@ async def run(args: argparse.Namespace) -> int:
     for name in ("servers", "regions", "objects", "queries"):
         if getattr(args, name) < 1:
             raise SystemExit(f"worldstate simulate: --{name} must be >= 1")
+    if not (args.rate > 0 and args.rate < float("inf")):
+        raise SystemExit("worldstate simulate: --rate must be a number of ops per second > 0")
     settings = SimulationSettings(
         servers=args.servers,
         regions_per_server=args.regions,
@@ -44,6 +53,7 @@ async def run(args: argparse.Namespace) -> int:
         store_url=args.store,
         cache_url=args.cache,
         partition=args.partition,
+        op_rate=args.rate,
     )
     report = await run_simulation(settings)
     if args.json:

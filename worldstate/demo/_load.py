@@ -89,7 +89,11 @@ async def run_load(
     builds: int = 200,
     trades: int = 200,
     quests: int = 60,
+    rate: float = 50.0,
 ) -> dict[str, Any]:
+    """``rate``: strong ops and trades arrive at this many per second, spread over time as
+    players' actions are (each op's latency is then what a player waits; a burst of all of
+    them at once would measure the burst instead)."""
     keys = sorted(owned, key=lambda k: k.morton)
     report: dict[str, Any] = {}
 
@@ -148,7 +152,7 @@ async def run_load(
         )
     rng.shuffle(ops)
     t0 = time.perf_counter()
-    await asyncio.gather(*(_timed(st, w.submit(op)) for w, op in ops))
+    await _paced([(lambda w=w, op=op: _timed(st, w.submit(op))) for w, op in ops], rate)
     st.seconds = time.perf_counter() - t0
     st.ops = len(ops)
     report["strong"] = st.summary()
@@ -159,20 +163,17 @@ async def run_load(
     await asyncio.gather(
         *(worlds[0].submit(ChangeInventory(inventory_id=v, item="gold", delta=50)) for v in invs)
     )
-    t0 = time.perf_counter()
-    await asyncio.gather(
-        *(
-            _timed(
-                tr,
-                rng.choice(worlds).submit(
-                    TransferItems(
-                        from_inventory=a, to_inventory=b, item="gold", quantity=rng.randint(1, 30)
-                    )
-                ),
-            )
-            for a, b in (rng.sample(invs, 2) for _ in range(trades))
+    plans = [
+        (
+            rng.choice(worlds),
+            TransferItems(
+                from_inventory=a, to_inventory=b, item="gold", quantity=rng.randint(1, 30)
+            ),
         )
-    )
+        for a, b in (rng.sample(invs, 2) for _ in range(trades))
+    ]
+    t0 = time.perf_counter()
+    await _paced([(lambda w=w, op=op: _timed(tr, w.submit(op))) for w, op in plans], rate)
     tr.seconds = time.perf_counter() - t0
     tr.ops = trades
     total = sum([(await worlds[-1].get_inventory(v)).get("gold", 0) for v in invs])
@@ -198,6 +199,19 @@ async def run_load(
         "delivered_per_server": [int(w.causal.stats().get("delivered", 0)) for w in worlds]
     }
     return report
+
+
+async def _paced(calls: list[Any], rate: float) -> None:
+    """Start ``calls`` (each returns a coroutine) at ``rate`` per second; wait for all."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    running: list[asyncio.Task[Any]] = []
+    for i, call in enumerate(calls):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        running.append(asyncio.create_task(call()))
+    await asyncio.gather(*running)
 
 
 def _inside(k: RegionKey, off: float) -> tuple[float, float, float]:

@@ -45,6 +45,10 @@ class SimulationSettings:
     cache_url: str = "memory://"
     partition: bool = False
     """Also run the split-brain scenario (`run_partition_scenario`)."""
+    op_rate: float = 50.0
+    """Strong ops and trades arrive at this many per second (players act over time; each
+    op's latency is what a player waits). The embedded store is one SQLite file shared by
+    every in-process server, whose single write lock bounds the rate it sustains."""
 
 
 @dataclass
@@ -209,7 +213,7 @@ async def run_simulation(settings: SimulationSettings) -> SimulationReport:
             # players move, build, claim, trade and emit quest events (every class)
             from worldstate.demo._load import run_load
 
-            report.classes = await run_load(worlds, owned, rng)
+            report.classes = await run_load(worlds, owned, rng, rate=settings.op_rate)
             # 3. authority: a hand-off, then the old owner's stale write is fenced
             key, old = next(iter(owned.items()))
             new = worlds[(worlds.index(old) + 1) % len(worlds)]

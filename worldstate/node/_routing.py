@@ -5,6 +5,7 @@ submit, a forwarded op, an op decoded from the bus)."""
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 
 from consistency import ConsistencyClass, HybridClock, Registry
@@ -49,6 +50,11 @@ def check_delivery(delivery: object) -> str:
     return str(delivery)
 
 
+MAX_REMEMBERED_KEYS = 65_536
+_PLAIN_COPY = frozenset(BUILTIN_OPERATIONS)
+"""The built-in operations: plain frozen dataclasses, copied by their ``__dict__``
+(what `copy.copy` does for them, without its protocol lookups)."""
+
 Prepared = tuple[Operation, ConsistencyClass, RegionKey | None]
 """A validated op stamped with this server's id and HLC, its class, and its region."""
 
@@ -65,11 +71,27 @@ class Router:
         self.registry = Registry({t: t.default_consistency for t in BUILTIN_OPERATIONS})
         self._op_types: dict[str, type[Operation]] = {t.__name__: t for t in BUILTIN_OPERATIONS}
         self._deliveries: dict[type, str] = {}
+        self._class_of: dict[type, ConsistencyClass] = {}
+        """Operation type → class, remembered (`check` runs for every op that enters;
+        emptied by `register`)."""
+        self._keys: dict[tuple[int, int, int], RegionKey] = {}
+        """Region indices → the (valid) key, remembered for `region_key_of`'s fast path."""
 
     @property
     def op_types(self) -> Mapping[str, type[Operation]]:
         """Type name → class, for decoding ops from the bus."""
         return self._op_types
+
+    def check_travels(self, op: Operation, why: str) -> None:
+        """`ValidationError` unless ``op``'s type is registered (a built-in, or passed to
+        `register`): an op that must cross the bus (forwarded to its owner, or logged as a
+        causal event) is decoded by its type name on every other server."""
+        cls = type(op)
+        if self._op_types.get(cls.__name__) is not cls:
+            raise ValidationError(
+                f"{cls.__name__} is not a registered operation type, so {why} cannot decode "
+                "it: call world.register_operation() for it on every server first"
+            )
 
     def register(
         self,
@@ -98,6 +120,7 @@ class Router:
                 )
         with inner_errors():
             self.registry.register(cls, parsed)
+        self._class_of.clear()
         self._op_types[cls.__name__] = cls
         if delivery is not None:
             self._deliveries[cls] = delivery
@@ -126,6 +149,35 @@ class Router:
         where = op.where()
         if where is None:
             return None
+        if type(where) is tuple and len(where) == 3:
+            # the common case, without the general checks' conversions and error wrapping:
+            # three floats (what operations hold) inside the bounds (NaN and inf fail the
+            # comparisons and take the general path, which says what is wrong)
+            x, y, z = where
+            bounds = self.config.world_bounds
+            lo, hi = bounds.lo, bounds.hi
+            if (
+                type(x) is float
+                and type(y) is float
+                and type(z) is float
+                and lo[0] <= x < hi[0]
+                and lo[1] <= y < hi[1]
+                and lo[2] <= z < hi[2]
+            ):
+                size = self.config.region_size
+                idx = (math.floor(x / size), math.floor(y / size), math.floor(z / size))
+                found = self._keys.get(idx)
+                if found is not None:
+                    return found
+                found = self._region_key_checked(op, where)
+                if found is not None and (found.ix, found.iy, found.iz) == idx:
+                    if len(self._keys) >= MAX_REMEMBERED_KEYS:
+                        self._keys.clear()
+                    self._keys[idx] = found
+                return found
+        return self._region_key_checked(op, where)
+
+    def _region_key_checked(self, op: Operation, where: object) -> RegionKey:
         p = geometry(self.config.world_bounds.check_point, where, f"{op.op_type} position")
         key: RegionKey = geometry(region_of, *p, self.config.region_size)
         return key
@@ -135,7 +187,10 @@ class Router:
         stamping it: `ValidationError` if it may not enter."""
         if not isinstance(op, Operation):
             raise ValidationError(f"expected an Operation, got {type(op).__name__}")
-        cls = self.consistency_of(op)
+        cls = self._class_of.get(type(op))
+        if cls is None:
+            cls = self.consistency_of(op)
+            self._class_of[type(op)] = cls
         key = self.region_key_of(op)
         check_operation(op, self.config, self.kinds)
         return op, cls, key
@@ -152,7 +207,11 @@ class Router:
         """`check` the op, then stamp a copy with this server's id and a fresh HLC."""
         checked, cls, key = self.check(op)
         # the op was validated when built: stamp a copy without validating it again
-        stamped = copy.copy(checked)
+        if type(checked) in _PLAIN_COPY:
+            stamped = object.__new__(type(checked))
+            stamped.__dict__.update(checked.__dict__)
+        else:
+            stamped = copy.copy(checked)
         object.__setattr__(stamped, "server_id", self.server_id)
         object.__setattr__(stamped, "hlc", self.hlc.now())
         return stamped, cls, key

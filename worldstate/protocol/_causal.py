@@ -10,13 +10,15 @@ Topics, relative to the world's namespace (every server subscribes to ``causal/#
   once more on close: how a receiver learns of events whose message it never got when
   nothing later refers to them (the tail of a stream), so it can fetch them from the log.
 
-Every message is signed: ``HMAC-SHA256(key, topic NUL document)`` (32 bytes) followed by
-the JSON document. The key is the world's, kept in the store (``ws_meta``) and read by each
-server at start, so only servers of this world — which can reach its database — can
-publish events: anything else on the broker is dropped as forged (``auth``). The origin is
-in the topic, which the signature covers, and every event of a message must be the topic's
-origin's; with a broker ACL (Mosquitto: ``pattern write <namespace>/causal/+/%c``,
-``client_id = server_id``) a server cannot speak in another's name either.
+Authentication is the bus's: every message travels in the `worldstate.bus.SignedBus`
+envelope (per-sender key derived from the world's bus key, MAC over topic and body, sequence
+and freshness against replay), and the signing bus lets only the server a
+``causal/*/<origin>`` topic names publish there — so a message that reaches this module is
+from a server of this world speaking in its own name. (Messages used to carry a second,
+per-message HMAC under the world's causal key inside that envelope; it authenticated nothing
+the envelope does not, and is gone.) Every event of a message must be the topic's origin's;
+with a broker ACL (Mosquitto: ``pattern write <namespace>/causal/+/%c``,
+``client_id = server_id``) the broker enforces the naming too.
 
 Event body, JSON, stored as it is in ``ws_events.body`` and embedded as it is in messages::
 
@@ -73,7 +75,7 @@ returns its region; raises `ValidationError`."""
 
 class WireError(ValidationError):
     """A causal message or log body that is malformed or inconsistent; ``reason`` is a short
-    tag for the drop counters (``auth``, ``json``, ``structure``, ``version``, ``origin``,
+    tag for the drop counters (``json``, ``structure``, ``version``, ``origin``,
     ``seq``, ``clock``, ``region``, ``op``, ``size``)."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -98,8 +100,10 @@ class WireEvent:
         return self.deps.with_counter(self.origin, self.seq)
 
     def causal(self) -> CausalEvent:
-        """This event for a `CausalBuffer` (the payload is the event itself)."""
-        return CausalEvent(self.origin, self.seq, self.deps, self)
+        """This event for a `CausalBuffer` (the payload is the event itself). Not checked
+        again: a `WireEvent` comes from `decode_event`, which checked everything the
+        `CausalEvent` constructor does, or from its origin's own append."""
+        return CausalEvent.trusted(self.origin, self.seq, self.deps, self)
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -139,13 +143,15 @@ def encode_body(seq: int, deps: VectorClock, region: RegionKey | None, op: Opera
 
 
 def sign(key: bytes, topic: str, document: bytes) -> bytes:
-    """The message for ``document`` on ``topic``: its signature, then the document."""
+    """``HMAC-SHA256(key, topic NUL document)`` then the document. The causal path no longer
+    uses it (the signing bus authenticates its messages); the eventual path's reliable
+    delivery (`worldstate.eventual._reliable`) still keys its messages this way."""
     mac = hmac.new(key, topic.encode() + b"\0" + document, hashlib.sha256).digest()
     return mac + document
 
 
 def verify(key: bytes, topic: str, payload: bytes) -> bytes:
-    """The document of a signed message, or `WireError` (``auth``)."""
+    """The document of a `sign`-ed message, or `WireError` (``auth``)."""
     if len(payload) < MAC_BYTES:
         raise WireError("auth", "message too short to carry a signature")
     document = payload[MAC_BYTES:]
@@ -160,7 +166,7 @@ def encode_groups(
 ) -> list[bytes]:
     """Group message documents carrying ``bodies`` in order: as few as fit ``max_bytes``
     each (one body always fits: bodies are bounded by the op data limit, far below it).
-    Sign each with `sign` before publishing."""
+    Published as they are: the signing bus authenticates them."""
     head = b'{"v":%d,"o":%s,"e":[' % (WIRE_VERSION, orjson.dumps(origin))
     out: list[bytes] = []
     chunk: list[bytes] = []
@@ -222,8 +228,8 @@ def decode_group(
     *,
     max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> list[WireEvent]:
-    """The events of a group message document (`verify`-ed) published on
-    ``causal/events/<origin>``; all of them or `WireError` (never half a message)."""
+    """The events of a group message document published on ``causal/events/<origin>``
+    (authenticated by the signing bus); all of them or `WireError` (never half a message)."""
     check_origin(origin)
     doc = _envelope(_loads(document, max_bytes), _GROUP_KEYS, origin)
     events = doc["e"]
@@ -289,7 +295,7 @@ def decode_event(
 
 
 def decode_head(document: bytes, origin: str) -> int:
-    """The seq a head message document (`verify`-ed) announces for ``origin``."""
+    """The seq a head message document announces for ``origin``."""
     check_origin(origin)
     doc = _envelope(_loads(document, MAX_HEAD_BYTES), _HEAD_KEYS, origin)
     seq = doc["s"]

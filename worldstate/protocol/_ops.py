@@ -53,6 +53,9 @@ def op_to_dict(op: Operation) -> dict[str, Any]:
     }
 
 
+_INIT_NAMES: dict[type[Operation], frozenset[str]] = {}
+
+
 def op_from_dict(doc: object, types: Mapping[str, type[Operation]]) -> Operation:
     """Rebuild an operation of a registered type; anything malformed is `ValidationError`."""
     if not isinstance(doc, dict) or not isinstance(doc.get("t"), str):
@@ -63,13 +66,20 @@ def op_from_dict(doc: object, types: Mapping[str, type[Operation]]) -> Operation
     fields = doc.get("f")
     if not isinstance(fields, dict):
         raise ValidationError("operation record has no field object 'f'")
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = set(fields) - names
+    names = _INIT_NAMES.get(cls)
+    if names is None:
+        names = _INIT_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls) if f.init)
+    unknown = fields.keys() - names
     if unknown:
         raise ValidationError(f"unknown fields for {cls.__name__}: {sorted(unknown)[:5]}")
     kwargs: dict[str, Any] = {}
     for k, v in fields.items():
-        if isinstance(v, dict) and set(v) == {"__region__"}:
+        t = type(v)
+        if t is str or t is int or t is float or v is None:
+            pass  # the common case: taken as it is (the operation checks its fields)
+        elif t is list:
+            v = tuple(v)
+        elif isinstance(v, dict) and len(v) == 1 and "__region__" in v:
             r = v["__region__"]
             if not (isinstance(r, list) and len(r) == 3 and all(type(x) is int for x in r)):
                 raise ValidationError("bad region key in operation record")

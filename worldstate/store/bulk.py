@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from worldstate.store import schema as s
 
-__all__ = ["insert_rows"]
+__all__ = ["insert_rows", "insert_sql"]
 
 CHUNK = 1000
 
@@ -78,44 +78,15 @@ async def insert_rows(
         return await _sqlite(
             conn, table, rows, cols, on_conflict, set_add, conflict_cols, returning, add_at_most
         )
-    name = table.name
-    # a column whose value is the same in every row is bound once, as a scalar: only the
-    # columns that vary travel as arrays (a group's outcomes share their type, status,
-    # writer and time; placed objects their kind and often their data)
-    n = len(rows)
-    values = {c: [r[c] for r in rows] for c in cols}
-    same = {c for c in cols if n > 1 and values[c].count(values[c][0]) == n}
-    varying = [c for c in cols if c not in same]
-    if not varying:
-        same.discard(cols[0])
-        varying = [cols[0]]
-    arrays = ", ".join(f"CAST(:c{cols.index(c)} AS {_array_type(table.c[c])})" for c in varying)
-    picks = ", ".join(
-        f"CAST(:c{i} AS {_array_type(table.c[c])[:-2]})" if c in same else f"u.{c}"
-        for i, c in enumerate(cols)
+    sql, params = insert_sql(
+        table,
+        rows,
+        on_conflict=on_conflict,
+        set_add=set_add,
+        conflict_cols=conflict_cols,
+        returning=returning,
+        add_at_most=add_at_most,
     )
-    sql = (
-        f"INSERT INTO {name} ({', '.join(cols)}) SELECT {picks}"  # noqa: S608
-        f" FROM unnest({arrays}) AS u({', '.join(varying)})"
-    )
-    if on_conflict == "nothing":
-        sql += " ON CONFLICT DO NOTHING"
-    elif on_conflict == "add":
-        sets = ", ".join(f"{c} = {name}.{c} + excluded.{c}" for c in set_add)
-        sql += f" ON CONFLICT ({', '.join(conflict_cols)}) DO UPDATE SET {sets}"
-        if add_at_most is not None:
-            # compared as numeric: the sum must not overflow while being checked
-            # exact integers, never an overflowing sum (see the SQLite branch)
-            sql += " WHERE " + " AND ".join(
-                f"(excluded.{c} <= 0 OR {name}.{c} <= :at_most - excluded.{c})" for c in set_add
-            )
-    if returning:
-        sql += f" RETURNING {', '.join(returning)}"
-    params: dict[str, Any] = {
-        f"c{i}": values[c][0] if c in same else values[c] for i, c in enumerate(cols)
-    }
-    if on_conflict == "add" and add_at_most is not None:
-        params["at_most"] = add_at_most
     res = await conn.execute(text(sql), params)
     return [tuple(r) for r in res.all()] if returning else []
 
@@ -163,3 +134,62 @@ async def _sqlite(
         else:
             await conn.execute(stmt)
     return out
+
+
+def insert_sql(
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    prefix: str = "c",
+    on_conflict: str = "",
+    set_add: Sequence[str] = (),
+    conflict_cols: Sequence[str] = (),
+    returning: Sequence[str] = (),
+    add_at_most: int | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The PostgreSQL/CockroachDB text of `insert_rows` (``rows`` not empty) and its bound
+    parameters, named ``{prefix}0``, ``{prefix}1``, … — so that several can be combined into
+    one statement (`worldstate.store.strong_rows.write_group`)."""
+    cols = list(rows[0].keys())
+    name = table.name
+    # a column whose value is the same in every row is bound once, as a scalar: only the
+    # columns that vary travel as arrays (a group's outcomes share their type, status,
+    # writer and time; placed objects their kind and often their data)
+    n = len(rows)
+    values = {c: [r[c] for r in rows] for c in cols}
+    same = {c for c in cols if n > 1 and values[c].count(values[c][0]) == n}
+    varying = [c for c in cols if c not in same]
+    if not varying:
+        same.discard(cols[0])
+        varying = [cols[0]]
+    arrays = ", ".join(
+        f"CAST(:{prefix}{cols.index(c)} AS {_array_type(table.c[c])})" for c in varying
+    )
+    picks = ", ".join(
+        f"CAST(:{prefix}{i} AS {_array_type(table.c[c])[:-2]})" if c in same else f"u.{c}"
+        for i, c in enumerate(cols)
+    )
+    sql = (
+        f"INSERT INTO {name} ({', '.join(cols)}) SELECT {picks}"  # noqa: S608
+        f" FROM unnest({arrays}) AS u({', '.join(varying)})"
+    )
+    if on_conflict == "nothing":
+        sql += " ON CONFLICT DO NOTHING"
+    elif on_conflict == "add":
+        sets = ", ".join(f"{c} = {name}.{c} + excluded.{c}" for c in set_add)
+        sql += f" ON CONFLICT ({', '.join(conflict_cols)}) DO UPDATE SET {sets}"
+        if add_at_most is not None:
+            # compared as numeric: the sum must not overflow while being checked
+            # exact integers, never an overflowing sum (see the SQLite branch)
+            sql += " WHERE " + " AND ".join(
+                f"(excluded.{c} <= 0 OR {name}.{c} <= :{prefix}_at_most - excluded.{c})"
+                for c in set_add
+            )
+    if returning:
+        sql += f" RETURNING {', '.join(returning)}"
+    params: dict[str, Any] = {
+        f"{prefix}{i}": values[c][0] if c in same else values[c] for i, c in enumerate(cols)
+    }
+    if on_conflict == "add" and add_at_most is not None:
+        params[f"{prefix}_at_most"] = add_at_most
+    return sql, params

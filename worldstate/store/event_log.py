@@ -95,9 +95,9 @@ MESH_KEY_NAME = "causal_mesh_key"
 
 
 async def mesh_key(conn: AsyncConnection) -> bytes:
-    """The world's causal message key (``ws_meta``), created by the first server that asks:
-    every server reads it from the store, the one channel it already trusts, and signs its
-    bus messages with it (`worldstate.protocol._causal`)."""
+    """The world's mesh key (``ws_meta``), created by the first server that asks: every
+    server reads it from the store, the one channel it already trusts (the eventual path
+    keys its messages with it; the causal path relies on the signing bus alone)."""
     m = s.meta
     ins = s.insert_for(conn.dialect.name, m).values(name=MESH_KEY_NAME, value=secrets.token_hex(32))
     await conn.execute(ins.on_conflict_do_nothing(index_elements=["name"]))
@@ -179,8 +179,15 @@ async def append_group(
         prior = await prior_outcomes(conn, list(unique))
         fresh = [oid for oid in unique if oid not in prior]
     else:
-        stmt = _unnest_insert(s.outcomes, tuple(outcomes[0]), conflict="op_id")
-        inserted = set((await conn.execute(stmt, _columns(outcomes))).scalars())
+        # only the columns that vary go as arrays; the group's status, server and time are
+        # one value each (and the unset ones default to NULL): a third of the values to send
+        varying = {
+            "op_id": list(unique),
+            "op_type": [o["op_type"] for o in outcomes],
+            "region_key": [o["region_key"] for o in outcomes],
+        }
+        params = {**varying, "status": ACCEPTED, "server_id": origin, "at": now}
+        inserted = set((await conn.execute(_accepted_insert(), params)).scalars())
         fresh = [oid for oid in unique if oid in inserted]
     appended: list[Appended] = []
     events: list[dict[str, object]] = []
@@ -206,25 +213,45 @@ async def append_group(
             await conn.execute(insert(s.outcomes), [o for o in outcomes if o["op_id"] in fresh_ids])
             await conn.execute(insert(s.events), events)
         else:
-            await conn.execute(_unnest_insert(s.events, tuple(events[0])), _columns(events))
+            columns = {
+                "seq": [e["seq"] for e in events],
+                "region_key": [e["region_key"] for e in events],
+                "op_id": [e["op_id"] for e in events],
+                "body": [e["body"] for e in events],
+            }
+            await conn.execute(_events_insert(), {**columns, "origin": origin, "at": now})
     return AppendResult(recovered, appended, frozenset(unique.keys() - set(fresh)))
 
 
-def _columns(rows: Sequence[dict[str, object]]) -> dict[str, list[object]]:
-    return {name: [r[name] for r in rows] for name in rows[0]}
+def _unnest_with_constants(
+    table: Table, arrays: tuple[str, ...], constants: tuple[str, ...]
+) -> Any:
+    """``INSERT INTO table (arrays…, constants…) SELECT u.*, :c… FROM unnest(:a…) u``: one
+    array parameter per varying column, one scalar per column that is the same on every
+    row (PostgreSQL, CockroachDB)."""
+    params = [bindparam(c, type_=postgresql.ARRAY(table.c[c].type)) for c in arrays]
+    rows = func.unnest(*params).table_valued(*arrays).render_derived()
+    scalars = [bindparam(c, type_=table.c[c].type) for c in constants]
+    return postgresql.insert(table).from_select(
+        arrays + constants, select(*(rows.c[c] for c in arrays), *scalars)
+    )
 
 
 @functools.cache
-def _unnest_insert(table: Table, columns: tuple[str, ...], conflict: str | None = None) -> Any:
-    """``INSERT INTO table (columns) SELECT * FROM unnest(:col1, :col2, …)`` with one array
-    parameter per column (PostgreSQL, CockroachDB); with ``conflict``, rows whose key exists
-    are skipped and the inserted keys returned."""
-    arrays = [bindparam(c, type_=postgresql.ARRAY(table.c[c].type)) for c in columns]
-    rows = func.unnest(*arrays).table_valued(*columns).render_derived()
-    stmt = postgresql.insert(table).from_select(columns, select(*(rows.c[c] for c in columns)))
-    if conflict is None:
-        return stmt
-    return stmt.on_conflict_do_nothing(index_elements=[conflict]).returning(table.c[conflict])
+def _accepted_insert() -> Any:
+    """The ``accepted`` outcomes of one group (`append_group`), returning the fresh op ids."""
+    stmt = _unnest_with_constants(
+        s.outcomes, ("op_id", "op_type", "region_key"), ("status", "server_id", "at")
+    )
+    return stmt.on_conflict_do_nothing(index_elements=["op_id"]).returning(s.outcomes.c.op_id)
+
+
+@functools.cache
+def _events_insert() -> Any:
+    """The rows of one group (`append_group`): one origin, one time."""
+    return _unnest_with_constants(
+        s.events, ("seq", "region_key", "op_id", "body"), ("origin", "at")
+    )
 
 
 __all__ = [

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from worldstate.store import _lease_rules as lease_rules
 from worldstate.store import schema as s
-from worldstate.store.bulk import insert_rows
+from worldstate.store.bulk import insert_rows, insert_sql
 from worldstate.store.object_rows import Box6, ObjectRow, read_rows
 from worldstate.store.region_state import bump_version
 from worldstate.store.strong_commit import OpOutcome
@@ -30,6 +30,8 @@ from worldstate.store.strong_commit import OpOutcome
 __all__ = [
     "DuplicateOps",
     "LoadedRegion",
+    "NearMoved",
+    "NeedsCheckedWrite",
     "StaleState",
     "TakenIds",
     "bump_region_versions",
@@ -42,8 +44,10 @@ __all__ = [
     "insert_terrain",
     "load_region_state",
     "prior_outcomes",
+    "read_near",
     "read_resources",
     "read_structures_near",
+    "write_group",
 ]
 
 
@@ -294,6 +298,8 @@ async def read_structures_near(
     transaction, so that two owners placing across their common boundary serialize."""
     if not region_keys or not boxes:
         return {}
+    if conn.dialect.name != "sqlite":
+        return await _structures_near_unnest(conn, region_keys, boxes)
     clauses = []
     params: dict[str, object] = {"keys": sorted(set(region_keys))}
     for i, b in enumerate(boxes):
@@ -329,6 +335,102 @@ async def read_structures_near(
             str(row[7]),
         )
     return out
+
+
+async def _structures_near_unnest(
+    conn: AsyncConnection, region_keys: Sequence[int], boxes: Sequence[Box6]
+) -> dict[str, tuple[Box6, str]]:
+    """`read_structures_near` on PostgreSQL/CockroachDB: the boxes travel as six arrays and
+    are joined, so the statement has one text whatever their number (parsed and planned
+    once, not once per group)."""
+    cols = list(zip(*boxes, strict=True))
+    query = text(
+        "SELECT DISTINCT o.object_id, o.lox, o.loy, o.loz, o.hix, o.hiy, o.hiz, o.op_id"
+        " FROM ws_objects AS o JOIN unnest(CAST(:lx AS FLOAT8[]), CAST(:ly AS FLOAT8[]),"
+        " CAST(:lz AS FLOAT8[]), CAST(:hx AS FLOAT8[]), CAST(:hy AS FLOAT8[]),"
+        " CAST(:hz AS FLOAT8[])) AS b(lx, ly, lz, hx, hy, hz)"
+        " ON o.lox < b.hx AND o.hix > b.lx AND o.loy < b.hy AND o.hiy > b.ly"
+        " AND o.loz < b.hz AND o.hiz > b.lz"
+        " WHERE o.region_key = ANY(CAST(:keys AS INT8[]))"
+    )
+    params = {
+        "keys": sorted(set(region_keys)),
+        **{n: list(c) for n, c in zip(("lx", "ly", "lz", "hx", "hy", "hz"), cols, strict=True)},
+    }
+    out: dict[str, tuple[Box6, str]] = {}
+    for row in (await conn.execute(query, params)).all():
+        out[str(row[0])] = (
+            (
+                float(row[1]),
+                float(row[2]),
+                float(row[3]),
+                float(row[4]),
+                float(row[5]),
+                float(row[6]),
+            ),
+            str(row[7]),
+        )
+    return out
+
+
+class NearMoved(Exception):
+    """Foreign neighbour regions whose version is not the one the owner's cached rows of
+    them were read at (their owner committed since): read them again and decide again."""
+
+    def __init__(self, keys: Iterable[int]) -> None:
+        self.keys = sorted(keys)
+        super().__init__(f"neighbour regions moved: {self.keys[:5]}")
+
+
+async def read_near(
+    conn: AsyncConnection, wants: Sequence[tuple[int, Box6]]
+) -> tuple[list[dict[str, tuple[Box6, str]]], dict[int, int]]:
+    """For each (foreign region code, box): that region's committed structures sharing
+    interior volume with the box (id -> (box, op id of its placement)); and the version of
+    each region named (0 when it has no row). Inside the commit's transaction, so that two
+    owners placing across their common boundary serialize."""
+    out: list[dict[str, tuple[Box6, str]]] = [{} for _ in wants]
+    codes = sorted({n for n, _ in wants})
+    if not wants:
+        return out, {}
+    r = s.regions
+    versions = dict.fromkeys(codes, 0)
+    for k, v in await conn.execute(
+        select(r.c.region_key, r.c.version).where(r.c.region_key.in_(codes))
+    ):
+        versions[int(k)] = int(v)
+    if conn.dialect.name == "sqlite":
+        for i, (n, b) in enumerate(wants):
+            out[i] = await read_structures_near(conn, [n], [b])
+        return out, versions
+    cols = list(zip(*(b for _, b in wants), strict=True))
+    query = text(
+        "SELECT w.i, o.object_id, o.lox, o.loy, o.loz, o.hix, o.hiy, o.hiz, o.op_id"
+        " FROM unnest(CAST(:n AS INT8[]), CAST(:i AS INT8[]), CAST(:lx AS FLOAT8[]),"
+        " CAST(:ly AS FLOAT8[]), CAST(:lz AS FLOAT8[]), CAST(:hx AS FLOAT8[]),"
+        " CAST(:hy AS FLOAT8[]), CAST(:hz AS FLOAT8[])) AS w(n, i, lx, ly, lz, hx, hy, hz)"
+        " JOIN ws_objects AS o ON o.region_key = w.n"
+        " AND o.lox < w.hx AND o.hix > w.lx AND o.loy < w.hy AND o.hiy > w.ly"
+        " AND o.loz < w.hz AND o.hiz > w.lz"
+    )
+    params: dict[str, Any] = {
+        "n": [n for n, _ in wants],
+        "i": list(range(len(wants))),
+        **{k: list(c) for k, c in zip(("lx", "ly", "lz", "hx", "hy", "hz"), cols, strict=True)},
+    }
+    for row in (await conn.execute(query, params)).all():
+        out[int(row[0])][str(row[1])] = (
+            (
+                float(row[2]),
+                float(row[3]),
+                float(row[4]),
+                float(row[5]),
+                float(row[6]),
+                float(row[7]),
+            ),
+            str(row[8]),
+        )
+    return out, versions
 
 
 async def insert_decisions(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
@@ -401,3 +503,137 @@ async def bump_inventory_versions(
     )
     out = {str(a): int(b) for a, b in got}
     return out
+
+
+# -- the whole write of a group in one statement (PostgreSQL, CockroachDB) -------------------
+
+
+class NeedsCheckedWrite(Exception):
+    """`write_group` found a row already there (an op decided before, an id taken elsewhere
+    in the world): its transaction must roll back, and the group is written again with the
+    statement-per-table path, which says exactly which ops and ids."""
+
+
+async def write_group(
+    conn: AsyncConnection,
+    *,
+    epochs: Mapping[int, int],
+    keys: Mapping[int, Any],
+    writer: str,
+    now: float,
+    outcomes: Sequence[dict[str, Any]],
+    objects: Sequence[dict[str, Any]],
+    items: Sequence[dict[str, Any]],
+    terrain: Sequence[dict[str, Any]],
+    claims: Mapping[str, float],
+    expected: Mapping[int, int],
+    decisions: Sequence[dict[str, Any]],
+    near_versions: Mapping[int, int] | None = None,
+) -> tuple[dict[int, int], dict[str, float]]:
+    """Everything a decided group writes, and its fence check, as ONE statement of
+    data-modifying CTEs (one round trip instead of one per table): lock and read the lease
+    rows; insert outcomes, objects and items ``ON CONFLICT DO NOTHING`` and count what went
+    in; insert terrain edits and conflict decisions; take each resource claim conditionally;
+    bump each region version. Every check is made on the result, before COMMIT: a stale
+    fence raises `Fenced`/`RegionOwned`, a version or resource that moved `StaleState`, a
+    count short of the rows sent `NeedsCheckedWrite` — each rolls the transaction back.
+    ``expected`` holds versions > 0 only (a region's first row is the checked path's).
+    PostgreSQL and CockroachDB (both run mutations in CTEs exactly once, to completion);
+    not SQLite. Returns the new region versions and what each claimed resource has left."""
+    ctes: list[str] = []
+    params: dict[str, Any] = {
+        "fk": sorted(epochs),
+        "now": now,
+        "writer": writer,
+    }
+    ctes.append(
+        "f AS (SELECT region_key, owner, epoch, expires_at FROM ws_leases"
+        " WHERE region_key = ANY(CAST(:fk AS INT8[])) FOR UPDATE)"
+    )
+    tail = [
+        "SELECT CAST('f' AS TEXT) AS tag, region_key AS k, owner AS s, epoch AS n,"
+        " expires_at AS x FROM f"
+    ]
+    counted = (("o", s.outcomes, outcomes, "op_id"), ("b", s.objects, objects, "object_id"))
+    for name, table, rows_, col in (*counted, ("i", s.items, items, "item_id")):
+        if not rows_:
+            continue
+        sql, p = insert_sql(table, rows_, prefix=name, on_conflict="nothing", returning=[col])
+        ctes.append(f"{name} AS ({sql})")
+        params.update(p)
+        tail.append(  # name: one of o, b, i (a constant of this function)
+            f"SELECT CAST('{name}' AS TEXT), CAST(NULL AS INT8), CAST(NULL AS TEXT),"  # noqa: S608
+            f" count(*), CAST(NULL AS FLOAT8) FROM {name}"
+        )
+    for name, table, rows_ in (("t", s.terrain, terrain), ("d", s.conflicts, decisions)):
+        if rows_:
+            sql, p = insert_sql(table, rows_, prefix=name, returning=[])
+            ctes.append(f"{name} AS ({sql} RETURNING 1)")
+            params.update(p)
+    if claims:
+        ids = sorted(claims)
+        params["rid"] = ids
+        params["ram"] = [float(claims[r]) for r in ids]
+        ctes.append(
+            "r AS (UPDATE ws_resources SET remaining = ws_resources.remaining - c.amount"
+            " FROM unnest(CAST(:rid AS TEXT[]), CAST(:ram AS FLOAT8[])) AS c(resource_id, amount)"
+            " WHERE ws_resources.resource_id = c.resource_id"
+            " AND ws_resources.remaining >= c.amount"
+            " RETURNING ws_resources.resource_id, ws_resources.remaining)"
+        )
+        tail.append(
+            "SELECT CAST('r' AS TEXT), CAST(NULL AS INT8), resource_id, CAST(NULL AS INT8),"
+            " remaining FROM r"
+        )
+    if expected:
+        params["vk"] = sorted(expected)
+        ctes.append(
+            "v AS (UPDATE ws_regions SET version = version + 1, stored_at = :now,"
+            " stored_by = :writer WHERE region_key = ANY(CAST(:vk AS INT8[]))"
+            " RETURNING region_key, version)"
+        )
+        tail.append(
+            "SELECT CAST('v' AS TEXT), region_key, CAST(NULL AS TEXT), version,"
+            " CAST(NULL AS FLOAT8) FROM v"
+        )
+    if near_versions:
+        # the foreign neighbours the decision read (perhaps from the owner's cache): their
+        # versions now, in the same statement — a writer there since then is `NearMoved`
+        params["nk"] = sorted(near_versions)
+        tail.append(
+            "SELECT CAST('n' AS TEXT), region_key, CAST(NULL AS TEXT), version,"
+            " CAST(NULL AS FLOAT8) FROM ws_regions WHERE region_key = ANY(CAST(:nk AS INT8[]))"
+        )
+    sql = "WITH " + ", ".join(ctes) + " " + " UNION ALL ".join(tail)
+    got = (await conn.execute(text(sql), params)).all()
+    fences: dict[int, lease_rules.LeaseRow] = {}
+    counts: dict[str, int] = {}
+    seen_near: dict[int, int] = {}
+    versions: dict[int, int] = {}
+    remaining: dict[str, float] = {}
+    for tag, k, sv, n, x in got:
+        if tag == "f":
+            fences[int(k)] = lease_rules.LeaseRow(str(sv), int(n), float(x))
+        elif tag == "v":
+            versions[int(k)] = int(n)
+        elif tag == "r":
+            remaining[str(sv)] = float(x)
+        elif tag == "n":
+            seen_near[int(k)] = int(n)
+        else:
+            counts[str(tag)] = int(n)
+    for code in sorted(epochs):  # the one fence rule (store/_lease_rules.py), exclusive
+        lease_rules.check_fence(
+            keys[code], fences.get(code), epochs[code], writer, now, exclusive=True
+        )
+    moved = [m for m, v in (near_versions or {}).items() if seen_near.get(m, 0) != v]
+    if moved:
+        raise NearMoved(moved)
+    sent = {"o": len(outcomes), "b": len(objects), "i": len(items)}
+    if any(counts.get(t, 0) != sent[t] for t in sent):
+        raise NeedsCheckedWrite
+    stale: list[Any] = [m for m in sorted(expected) if versions.get(m) != expected[m] + 1]
+    stale += [r for r in sorted(claims) if r not in remaining]
+    if stale:
+        raise StaleState(stale)
+    return versions, remaining

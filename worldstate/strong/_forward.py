@@ -74,6 +74,13 @@ class Forwarder:
         self.rpc.fail_all("the world closed while waiting for an owner")
 
     async def forward(self, owner: str, op: Operation) -> Result:
+        cls = type(op)
+        if self.op_types.get(cls.__name__) is not cls:
+            raise ValidationError(
+                f"{cls.__name__} is not a registered operation type, so {owner!r} (the owner "
+                f"of its region) cannot decode op {op.op_id}: call world.register_operation() "
+                "for it on every server first"
+            )
         request = {"from": self.server_id, "op": orjson.Fragment(encode_op(op))}
         try:
             reply = await self.rpc.call(topics.of(topics.OPS, owner), request, self.timeout)

@@ -257,11 +257,18 @@ class InventoryCommitter(GroupCommitter[ShardKey]):
             try:
                 outs, errors, deltas, versions = await self._transaction(live)
             except rows.DuplicateOps as e:
-                prior = await self.store.run(
-                    lambda c, ids=e.op_ids: rows.prior_outcomes(c, ids),  # type: ignore[misc]
-                    "read prior outcomes",
-                    read=True,
-                )
+                try:
+                    prior = await self.store.run(
+                        lambda c, ids=e.op_ids: rows.prior_outcomes(c, ids),  # type: ignore[misc]
+                        "read prior outcomes",
+                        read=True,
+                    )
+                except WorldStateError as unreachable:  # the store went away meanwhile: these ops
+                    for key, entries in live.items():  # fail alone (resubmit), the loop goes on
+                        self.counts[key] = {}
+                        for x in entries:
+                            x.fail(unreachable)
+                    return
                 for key, entries in live.items():
                     keep = []
                     for x in entries:
@@ -322,9 +329,13 @@ class InventoryCommitter(GroupCommitter[ShardKey]):
         try:
             await self.store.run(lambda c: rows.insert_outcomes(c, [row]), f"reject {oid}")
         except rows.DuplicateOps:
-            prior = await self.store.run(
-                lambda c: rows.prior_outcomes(c, [oid]), "read prior outcome", read=True
-            )
+            try:
+                prior = await self.store.run(
+                    lambda c: rows.prior_outcomes(c, [oid]), "read prior outcome", read=True
+                )
+            except WorldStateError as err:
+                x.fail(err)
+                return
             if oid in prior:
                 self._settle(x, *prior[oid])
                 return

@@ -346,19 +346,23 @@ class StrongPath:
                 await self.acquire_region(route)
             self.auto_acquired += 1
             self._owner_cache.pop(route, None)
-            fut.set_result(None)
+            if not fut.done():  # close() may have cancelled it meanwhile
+                fut.set_result(None)
         except RegionOwned as e:
             self._owner_cache[route] = (e.owner, e.expires_at)
-            fut.set_result(None)
+            if not fut.done():
+                fut.set_result(None)
         except Exception as e:
-            fut.set_exception(e)
-            fut.exception()  # retrieved here: the waiters retry on their own
+            if not fut.done():
+                fut.set_exception(e)
+                fut.exception()  # retrieved here: the waiters retry on their own
             raise
         except BaseException:
             fut.cancel()
             raise
         finally:
-            self._acquiring.pop(route, None)
+            if self._acquiring.get(route) is fut:
+                del self._acquiring[route]
 
     async def _owner(self, route: Route) -> str | None:
         """Who holds ``route``'s lease (cached until it expires; one store read at a time
@@ -376,10 +380,13 @@ class StrongPath:
         self._looking[route] = fut
         try:
             owner = await self._read_owner(route, now)
-            fut.set_result(owner)
+            if not fut.done():
+                fut.set_result(owner)
             return owner
         except BaseException as e:
-            if isinstance(e, Exception):
+            if fut.done():
+                pass
+            elif isinstance(e, Exception):
                 fut.set_exception(e)
                 fut.exception()
             else:

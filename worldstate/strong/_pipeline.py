@@ -12,6 +12,7 @@ resubmit the same op_id later) rather than buffering without bound.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 from collections import deque
@@ -118,7 +119,7 @@ class Pipeline(Generic[K]):
         self.idle.set()
 
 
-class GroupCommitter(Generic[K]):
+class GroupCommitter(abc.ABC, Generic[K]):
     """Drains the pipelines of one kind into group transactions (see module doc).
     Subclasses implement `commit_group`, which resolves or fails every entry it is given;
     an op-specific failure fails that op alone, and anything it raises is a bug: the loop
@@ -195,8 +196,9 @@ class GroupCommitter(Generic[K]):
             if backlog:
                 self._work.set()
 
+    @abc.abstractmethod
     async def commit_group(self, group: dict[K, list[Entry]]) -> None:
-        raise NotImplementedError
+        """Commit one group: resolve or fail every entry of it (see the class doc)."""
 
     async def drop(self, key: K, err: BaseException | None = None) -> None:
         """Stop taking ops for ``key``: queued ones commit first (while the lease is still

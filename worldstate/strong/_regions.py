@@ -24,8 +24,10 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -42,22 +44,43 @@ from worldstate.errors import (
     WorldStateError,
 )
 from worldstate.objects import Lease
-from worldstate.operations import ClaimResource, PickUpItem, PlaceStructure
+from worldstate.operations import ClaimResource, Operation, PickUpItem, PlaceStructure
 from worldstate.store import Store
 from worldstate.store import schema as s
 from worldstate.store import strong_rows as rows
-from worldstate.store.object_rows import ObjectRow, rewrite, row_values
+from worldstate.store.object_rows import Box6, ObjectRow, rewrite, row_values
 from worldstate.store.region_state import record_tampered
 from worldstate.store.strong_commit import CONFLICT_DECISIONS, structure_data
 from worldstate.strong._outcomes import OutcomeMemory, check_digest, outcome_row, to_result
 from worldstate.strong._pipeline import Entry, GroupCommitter
-from worldstate.strong._state import Decision, RegionState, boundary_needs, decide
+from worldstate.strong._state import (
+    Decision,
+    NearRows,
+    RegionState,
+    boundary_needs,
+    decide,
+    slab,
+)
 
 log = logging.getLogger("worldstate.strong")
 
 __all__ = ["RegionCommitter", "is_poison"]
 
 MAX_ATTEMPTS = 8
+
+
+@dataclass(slots=True)
+class _Writes:
+    """The rows a decided group writes, table by table."""
+
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)
+    terrain: list[dict[str, Any]] = field(default_factory=list)
+    claims: dict[str, float] = field(default_factory=dict)
+    expected: dict[int, int] = field(default_factory=dict)
+    """region code -> the version the owner holds (compare-and-set, +1)"""
+    decisions: list[dict[str, Any]] = field(default_factory=list)
 
 
 def is_poison(e: BaseException) -> bool:
@@ -107,6 +130,14 @@ class RegionCommitter(GroupCommitter[RegionKey]):
         self.splits = 0
         self.poisoned = 0
         self.boundary_reads = 0
+        self._near: dict[tuple[int, RegionKey], NearRows] = {}
+        """(foreign region code, held region) -> that neighbour's committed rows near the
+        held region, at the neighbour's version then (validated by each commit)"""
+        self.near_moved = 0
+        self._checked_write = False
+        """Set for one attempt after `write_group` found a row already there: the next
+        attempt writes table by table, which names the ops and ids (then it is cleared)."""
+        self.checked_writes = 0
 
     # -- state -----------------------------------------------------------------------------
 
@@ -240,12 +271,29 @@ class RegionCommitter(GroupCommitter[RegionKey]):
                     if key in self._stale or key not in self.states:
                         await self.load(key, self.lease_of(key).epoch)
                 dec, versions, remaining, read = await self._transaction(live, taken)
+            except rows.NearMoved as e:
+                self.near_moved += 1
+                moved = set(e.keys)
+                for pair in [q for q in self._near if q[0] in moved]:
+                    del self._near[pair]  # read them again inside the next attempt
+                continue
+            except rows.NeedsCheckedWrite:
+                self._checked_write = True
+                self.checked_writes += 1
+                continue
             except rows.DuplicateOps as e:
-                prior = await self.store.run(
-                    lambda c, ids=e.op_ids: rows.prior_outcomes(c, ids),  # type: ignore[misc]
-                    "read prior outcomes",
-                    read=True,
-                )
+                try:
+                    prior = await self.store.run(
+                        lambda c, ids=e.op_ids: rows.prior_outcomes(c, ids),  # type: ignore[misc]
+                        "read prior outcomes",
+                        read=True,
+                    )
+                except WorldStateError as gone:  # the store went away meanwhile: these ops
+                    for key, entries in live.items():  # fail alone (resubmit), the loop goes on
+                        self._stale.add(key)
+                        for x in entries:
+                            x.fail(gone)
+                    return
                 for key, entries in live.items():
                     keep = []
                     for x in entries:
@@ -367,9 +415,15 @@ class RegionCommitter(GroupCommitter[RegionKey]):
         now = self.clock()
         epochs = {k.morton: self.states[k].epoch for k in live}
         keys = {k.morton: k for k in live}
-        fkeys, fboxes = boundary_needs(batches, held, cfg.max_structure_size, cfg.region_size)
-        if fkeys:
-            self.boundary_reads += 1
+        pairs, fboxes = boundary_needs(batches, held, cfg.max_structure_size, cfg.region_size)
+        qboxes = np.asarray(fboxes, dtype=np.float64).reshape(-1, 6)
+        # the foreign neighbours' rows near each held region: from the owner's cache when
+        # every pair is there at one version per neighbour (the commit checks that version
+        # in its statement), else read inside the transaction
+        one_statement = self.store.dialect != "sqlite" and not self._checked_write
+        self._checked_write = False  # for one attempt only
+        cached = [self._near.get(pair) for pair in pairs]
+        warm = one_statement and all(c is not None for c in cached)
         claimed = {
             op.resource_id for _, ops in batches for op in ops if isinstance(op, ClaimResource)
         }
@@ -377,13 +431,22 @@ class RegionCommitter(GroupCommitter[RegionKey]):
         for st, _ in batches:
             known.update({r: v for r, v in st.resources.items() if r in claimed})
         policy = self.policy()
+        unknown = claimed - known.keys()
+        near_versions: dict[int, int] = {}
+        warm_near: dict[str, tuple[Box6, str]] = {}
+        if warm:
+            for (m, _), c in zip(pairs, cached, strict=True):
+                assert c is not None
+                if near_versions.setdefault(m, c.version) != c.version:
+                    warm = False  # read at two versions: read again
+                    break
+                warm_near.update(c.meeting(qboxes))
+        if pairs:
+            self.boundary_reads += 0 if warm else 1
 
-        async def body(
-            conn: AsyncConnection,
-        ) -> tuple[Decision, dict[int, int], dict[str, float], dict[str, float]]:
-            await rows.check_fences(conn, s.leases, epochs, keys, writer, now)
-            near = await rows.read_structures_near(conn, fkeys, fboxes) if fkeys else {}
-            read = await rows.read_resources(conn, claimed - known.keys())
+        def decided(
+            near: dict[str, tuple[Box6, str]], read: dict[str, float]
+        ) -> tuple[Decision, _Writes]:
             dec = decide(
                 batches,
                 held,
@@ -394,84 +457,137 @@ class RegionCommitter(GroupCommitter[RegionKey]):
                 max_structure_size=cfg.max_structure_size,
                 region_size=cfg.region_size,
             )
-            ops = {str(op.op_id): op for _, b in batches for op in b}
-            await rows.insert_outcomes(
-                conn,
-                [
-                    outcome_row(ops[oid], out, dec.region_of[oid].morton, now, digests[oid])
-                    for oid, out in dec.outcomes.items()
-                ],
-            )
-            objects = []
-            items = []
-            terrain = []
-            claims: dict[str, float] = {}
-            expected: dict[int, int] = {}
-            for key, delta in dec.deltas.items():
-                if not delta:
-                    continue
-                m = key.morton
-                expected[m] = self.states[key].version
-                objects += [
-                    row_values(
-                        m, o.structure_id, o.kind, (*o.lo, *o.hi), structure_data(o), str(o.op_id)
-                    )
-                    for o in delta.structures
-                ]
-                items += [
-                    {
-                        "region_key": m,
-                        "item_id": p.item_id,
-                        "picked_by": p.picker,
-                        "op_id": str(p.op_id),
-                        "at": now,
-                    }
-                    for p in delta.pickups
-                ]
-                terrain += [
-                    {
-                        "region_key": m,
-                        "op_id": str(t.op_id),
-                        "cx": t.center[0],
-                        "cy": t.center[1],
-                        "cz": t.center[2],
-                        "radius": t.radius,
-                        "delta": t.delta,
-                        "hlc": t.hlc,
-                    }
-                    for t in delta.terrain
-                ]
-                for rid, a in delta.claims.items():
-                    claims[rid] = claims.get(rid, 0.0) + a
-            await rows.insert_objects(conn, objects)
-            await rows.insert_items(conn, items)
-            await rows.insert_terrain(conn, terrain)
-            remaining = await rows.claim_resources(conn, claims) if claims else {}
-            versions = await rows.bump_region_versions(conn, expected, epochs, writer, now)
-            await rows.insert_decisions(
-                conn,
-                [
-                    {
-                        "decision_id": str(uuid.uuid4()),
-                        "region_key": dec.region_of[d.losers[0]].morton
-                        if d.losers[0] in dec.region_of
-                        else None,
-                        "conflict_type": d.conflict_type.value,
-                        "rule": d.rule.value,
-                        "subject": d.subject,
-                        "winners": orjson.dumps(list(d.winners)).decode(),
-                        "losers": orjson.dumps(list(d.losers)).decode(),
-                        "reason": d.reason,
-                        "server_id": writer,
-                        "at": now,
-                    }
-                    for d in dec.decisions
-                ],
-            )
+            return dec, self._writes(batches, dec, digests, now)
+
+        # nothing to read inside the transaction (no foreign neighbour, no resource this
+        # owner has not seen): decide before it starts, and a retry reuses the decision
+        early = None if ((pairs and not warm) or unknown) else decided(warm_near, {})
+        wants = sorted(pairs, key=lambda p: (p[0], p[1].morton))
+        slabs = [(m, slab(k, cfg.max_structure_size, cfg.region_size)) for m, k in wants]
+
+        async def body(
+            conn: AsyncConnection,
+        ) -> tuple[Decision, dict[int, int], dict[str, float], dict[str, float]]:
+            if not one_statement:
+                await rows.check_fences(conn, s.leases, epochs, keys, writer, now)
+            read: dict[str, float] = {}
+            if early is None:
+                near: dict[str, tuple[Box6, str]] = {}
+                if pairs and not warm:
+                    found, versions_read = await rows.read_near(conn, slabs)
+                    near_versions.clear()
+                    near_versions.update(versions_read)
+                    for pair, f in zip(wants, found, strict=True):
+                        got = NearRows(versions_read[pair[0]], f)
+                        self._near[pair] = got
+                        near.update(got.meeting(qboxes))
+                elif warm:
+                    near = warm_near
+                read = await rows.read_resources(conn, unknown)
+                dec, w = decided(near, read)
+            else:
+                dec, w = early
+            if one_statement and all(v > 0 for v in w.expected.values()):
+                versions, remaining = await rows.write_group(
+                    conn,
+                    epochs=epochs,
+                    keys=keys,
+                    writer=writer,
+                    now=now,
+                    outcomes=w.outcomes,
+                    objects=w.objects,
+                    items=w.items,
+                    terrain=w.terrain,
+                    claims=w.claims,
+                    expected=w.expected,
+                    decisions=w.decisions,
+                    near_versions=near_versions,
+                )
+                return dec, versions, remaining, read
+            if one_statement:
+                await rows.check_fences(conn, s.leases, epochs, keys, writer, now)
+            await rows.insert_outcomes(conn, w.outcomes)
+            await rows.insert_objects(conn, w.objects)
+            await rows.insert_items(conn, w.items)
+            await rows.insert_terrain(conn, w.terrain)
+            remaining = await rows.claim_resources(conn, w.claims) if w.claims else {}
+            versions = await rows.bump_region_versions(conn, w.expected, epochs, writer, now)
+            await rows.insert_decisions(conn, w.decisions)
             return dec, versions, remaining, read
 
         n = sum(len(es) for es in live.values())
         return await self.store.run(body, f"commit {n} strong ops in {len(live)} region(s)")
+
+    def _writes(
+        self,
+        batches: list[tuple[RegionState, list[Operation]]],
+        dec: Decision,
+        digests: dict[str, str],
+        now: float,
+    ) -> _Writes:
+        """The rows a decided group writes."""
+        writer = self.server_id
+        ops = {str(op.op_id): op for _, b in batches for op in b}
+        w = _Writes(
+            outcomes=[
+                outcome_row(ops[oid], out, dec.region_of[oid].morton, now, digests[oid])
+                for oid, out in dec.outcomes.items()
+            ]
+        )
+        for key, delta in dec.deltas.items():
+            if not delta:
+                continue
+            m = key.morton
+            w.expected[m] = self.states[key].version
+            w.objects += [
+                row_values(
+                    m, o.structure_id, o.kind, (*o.lo, *o.hi), structure_data(o), str(o.op_id)
+                )
+                for o in delta.structures
+            ]
+            w.items += [
+                {
+                    "region_key": m,
+                    "item_id": p.item_id,
+                    "picked_by": p.picker,
+                    "op_id": str(p.op_id),
+                    "at": now,
+                }
+                for p in delta.pickups
+            ]
+            w.terrain += [
+                {
+                    "region_key": m,
+                    "op_id": str(t.op_id),
+                    "cx": t.center[0],
+                    "cy": t.center[1],
+                    "cz": t.center[2],
+                    "radius": t.radius,
+                    "delta": t.delta,
+                    "hlc": t.hlc,
+                }
+                for t in delta.terrain
+            ]
+            for rid, a in delta.claims.items():
+                w.claims[rid] = w.claims.get(rid, 0.0) + a
+        w.decisions = [
+            {
+                "decision_id": str(uuid.uuid4()),
+                "region_key": dec.region_of[d.losers[0]].morton
+                if d.losers[0] in dec.region_of
+                else None,
+                "conflict_type": d.conflict_type.value,
+                "rule": d.rule.value,
+                "subject": d.subject,
+                "winners": orjson.dumps(list(d.winners)).decode(),
+                "losers": orjson.dumps(list(d.losers)).decode(),
+                "reason": d.reason,
+                "server_id": writer,
+                "at": now,
+            }
+            for d in dec.decisions
+        ]
+        return w
 
     def _apply(
         self,

@@ -39,7 +39,15 @@ from worldstate.store.object_rows import Box6
 from worldstate.store.strong_commit import OpOutcome, candidate, structure_data
 from worldstate.store.strong_rows import LoadedRegion
 
-__all__ = ["Decision", "RegionDelta", "RegionState", "boundary_needs", "decide"]
+__all__ = [
+    "Decision",
+    "NearRows",
+    "RegionDelta",
+    "RegionState",
+    "boundary_needs",
+    "decide",
+    "slab",
+]
 
 
 RowFields = tuple[str, str, Box6, str, str]
@@ -163,10 +171,11 @@ def boundary_needs(
     held: Mapping[RegionKey, RegionState],
     max_structure_size: float,
     region_size: float,
-) -> tuple[list[int], list[Box6]]:
-    """Regions not held here whose structures the group's placements could meet, and the
-    boxes of those placements: what `read_structures_near` must read."""
-    keys: set[int] = set()
+) -> tuple[set[tuple[int, RegionKey]], list[Box6]]:
+    """The (foreign region code, held region) pairs whose committed structures the group's
+    placements could meet — regions not held here, next to the held region a placement is
+    in — and the boxes of those placements."""
+    pairs: set[tuple[int, RegionKey]] = set()
     boxes: list[Box6] = []
     half = max_structure_size / 2
     for state, ops in batches:
@@ -177,9 +186,50 @@ def boundary_needs(
                 k.morton for k in reachable(state.key, op, half, region_size)[1:] if k not in held
             ]
             if foreign:
-                keys.update(foreign)
+                pairs.update((m, state.key) for m in foreign)
                 boxes.append((*op.lo, *op.hi))
-    return sorted(keys), boxes
+    return pairs, boxes
+
+
+def slab(key: RegionKey, max_structure_size: float, region_size: float) -> Box6:
+    """The box a foreign neighbour's structure must meet to overlap a placement in ``key``
+    (a placement is centred in its region and at most ``max_structure_size`` across)."""
+    half = max_structure_size / 2
+    lo, hi = key.bounds_for(region_size)
+    return (lo[0] - half, lo[1] - half, lo[2] - half, hi[0] + half, hi[1] + half, hi[2] + half)
+
+
+class NearRows:
+    """A foreign neighbour's committed structures within one held region's `slab`, as read
+    at the neighbour's region ``version`` (an owner-side cache: every use is validated by
+    the commit, which reads that version in the same statement and refuses a moved one)."""
+
+    __slots__ = ("boxes", "ids", "ops", "version")
+
+    def __init__(self, version: int, rows: Mapping[str, tuple[Box6, str]]) -> None:
+        self.version = version
+        self.ids = list(rows)
+        self.ops = [rows[i][1] for i in self.ids]
+        self.boxes = np.asarray([rows[i][0] for i in self.ids], dtype=np.float64).reshape(-1, 6)
+
+    def meeting(self, q: np.ndarray) -> dict[str, tuple[Box6, str]]:
+        """The rows whose boxes share interior volume with any of the ``(N, 6)`` boxes ``q``
+        (touching faces do not conflict)."""
+        if not self.ids or len(q) == 0:
+            return {}
+        b = self.boxes[:, None, :]
+        hit = (
+            (b[..., 0] < q[None, :, 3])
+            & (b[..., 3] > q[None, :, 0])
+            & (b[..., 1] < q[None, :, 4])
+            & (b[..., 4] > q[None, :, 1])
+            & (b[..., 2] < q[None, :, 5])
+            & (b[..., 5] > q[None, :, 2])
+        ).any(axis=1)
+        return {
+            self.ids[i]: (tuple(self.boxes[i].tolist()), self.ops[i])
+            for i in np.flatnonzero(hit).tolist()
+        }
 
 
 def decide(

@@ -1,6 +1,4 @@
 -- Statements on ws_outcomes, compiled with the cockroachdb dialect (tests/worldstate/test_cockroach_sql.py).
 -- Regenerate: WORLDSTATE_UPDATE_GOLDEN=1 pytest tests/worldstate/test_cockroach_sql.py
 
-INSERT INTO ws_outcomes (op_id, op_type, status, version, reason, winner_op_id, server_id, region_key, at, digest) SELECT u.op_id, u.op_type, u.status, u.version, u.reason, u.winner_op_id, CAST(%(c6)s AS TEXT), CAST(%(c7)s AS INT8), CAST(%(c8)s AS FLOAT8), u.digest FROM unnest(CAST(%(c0)s AS TEXT[]), CAST(%(c1)s AS TEXT[]), CAST(%(c2)s AS TEXT[]), CAST(%(c3)s AS INT8[]), CAST(%(c4)s AS TEXT[]), CAST(%(c5)s AS TEXT[]), CAST(%(c9)s AS TEXT[])) AS u(op_id, op_type, status, version, reason, winner_op_id, digest) ON CONFLICT DO NOTHING RETURNING op_id;
-
 INSERT INTO ws_outcomes (op_id, op_type, status, version, reason, winner_op_id, server_id, region_key, at, digest) SELECT u.op_id, u.op_type, u.status, u.version, u.reason, u.winner_op_id, u.server_id, u.region_key, u.at, u.digest FROM unnest(CAST(%(c0)s AS TEXT[]), CAST(%(c1)s AS TEXT[]), CAST(%(c2)s AS TEXT[]), CAST(%(c3)s AS INT8[]), CAST(%(c4)s AS TEXT[]), CAST(%(c5)s AS TEXT[]), CAST(%(c6)s AS TEXT[]), CAST(%(c7)s AS INT8[]), CAST(%(c8)s AS FLOAT8[]), CAST(%(c9)s AS TEXT[])) AS u(op_id, op_type, status, version, reason, winner_op_id, server_id, region_key, at, digest) ON CONFLICT DO NOTHING RETURNING op_id;

@@ -10,6 +10,10 @@ FROM ws_regions
 WHERE ws_regions.region_key > %(region_key_1)s::BIGINT AND (ws_regions.region_key >= %(region_key_2)s::BIGINT AND ws_regions.region_key <= %(region_key_3)s::BIGINT OR ws_regions.region_key >= %(region_key_4)s::BIGINT AND ws_regions.region_key <= %(region_key_5)s::BIGINT OR ws_regions.region_key >= %(region_key_6)s::BIGINT AND ws_regions.region_key <= %(region_key_7)s::BIGINT OR ws_regions.region_key >= %(region_key_8)s::BIGINT AND ws_regions.region_key <= %(region_key_9)s::BIGINT OR ws_regions.region_key >= %(region_key_10)s::BIGINT AND ws_regions.region_key <= %(region_key_11)s::BIGINT OR ws_regions.region_key >= %(region_key_12)s::BIGINT AND ws_regions.region_key <= %(region_key_13)s::BIGINT OR ws_regions.region_key >= %(region_key_14)s::BIGINT AND ws_regions.region_key <= %(region_key_15)s::BIGINT OR ws_regions.region_key >= %(region_key_16)s::BIGINT AND ws_regions.region_key <= %(region_key_17)s::BIGINT) ORDER BY ws_regions.region_key
  LIMIT %(param_1)s::INTEGER;
 
+SELECT ws_regions.region_key, ws_regions.version
+FROM ws_regions
+WHERE ws_regions.region_key IN (__[POSTCOMPILE_region_key_1]);
+
 SELECT ws_regions.region_key, ws_regions.version, ws_regions.object_count, ws_regions.stored_at, ws_regions.stored_by, length(ws_regions.payload) AS size, ws_leases.owner, ws_leases.epoch, ws_leases.expires_at
 FROM ws_regions LEFT OUTER JOIN ws_leases ON ws_leases.region_key = ws_regions.region_key
 WHERE ws_regions.region_key > %(region_key_1)s::BIGINT ORDER BY ws_regions.region_key
@@ -28,5 +32,3 @@ FROM ws_regions
 WHERE ws_regions.region_key = %(region_key_1)s::BIGINT FOR UPDATE;
 
 UPDATE ws_regions SET version=%(version)s::BIGINT, payload_version=%(payload_version)s::BIGINT, epoch=%(epoch)s::BIGINT, object_count=%(object_count)s::INTEGER, payload=%(payload)s, checksum=%(checksum)s, write_id=%(write_id)s::VARCHAR, stored_by=%(stored_by)s::VARCHAR, stored_at=%(stored_at)s WHERE ws_regions.region_key = %(region_key_1)s::BIGINT;
-
-UPDATE ws_regions SET version=(ws_regions.version + %(version_1)s::BIGINT), stored_by=%(stored_by)s::VARCHAR, stored_at=%(stored_at)s WHERE ws_regions.region_key IN (__[POSTCOMPILE_region_key_1]) RETURNING ws_regions.region_key, ws_regions.version;

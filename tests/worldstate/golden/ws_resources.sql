@@ -10,5 +10,3 @@ WHERE ws_resources.resource_id = %(resource_id_1)s::VARCHAR;
 SELECT ws_resources.resource_id, ws_resources.remaining
 FROM ws_resources
 WHERE ws_resources.resource_id IN (__[POSTCOMPILE_resource_id_1]);
-
-UPDATE ws_resources SET remaining=(ws_resources.remaining - %(remaining_1)s) WHERE ws_resources.resource_id = %(resource_id_1)s::VARCHAR AND ws_resources.remaining >= %(remaining_2)s RETURNING ws_resources.remaining;

@@ -19,7 +19,7 @@ from regions import RegionKey
 from tests.fix_services import Backend
 from tests.worldstate.fix_world import FakeClock, open_world
 from worldstate import SubmitTimeout, ValidationError
-from worldstate.operations import ChangeInventory, PlaceStructure, TransferItems
+from worldstate.operations import ChangeInventory, EmitEvent, PlaceStructure, TransferItems
 from worldstate.results import Committed, Rejected
 from worldstate.store import retry, strong_rows
 
@@ -173,7 +173,16 @@ async def test_poison_op_fails_alone_in_a_batch_of_100(
             raise DataError("INSERT", {}, Exception("value the database refuses"))
         await original(conn, rows)
 
+    original_group = strong_rows.write_group
+
+    async def refuse_poison_group(conn: Any, **kw: Any) -> Any:
+        if any(r["object_id"] == "poison" for r in kw["objects"]):
+            raise DataError("WITH", {}, Exception("value the database refuses"))
+        return await original_group(conn, **kw)
+
+    # both ways a group is written: one statement (PostgreSQL), table by table (SQLite)
     monkeypatch.setattr(strong_rows, "insert_objects", refuse_poison)
+    monkeypatch.setattr(strong_rows, "write_group", refuse_poison_group)
     async with worlds(backend, 1, group_commit_window=0.05) as (a,):
         await a.acquire_region(K0)
         good = [box(f"g{i}", 10.0 + 15 * (i % 100), 10.0 + 15 * (i // 100)) for i in range(100)]
@@ -244,3 +253,51 @@ async def test_submit_deadline_says_whether_the_op_may_have_applied(
         await asyncio.sleep(0.1)
         objects = {o.id for o in (await a.load_region(K0)).objects}
         assert objects == {"inside"}  # the withdrawn op never applied
+
+
+class _NotRegistered(PlaceStructure):
+    pass
+
+
+class _NotRegisteredEvent(EmitEvent):
+    pass
+
+
+async def test_an_unregistered_op_type_is_refused_where_it_would_cross_the_bus(
+    backend: Backend,
+) -> None:
+    """A subclass nobody registered runs where it is submitted, but it cannot travel: the
+    owner of another server's region (or a causal receiver) could not decode it. It is
+    refused with a clear error, nothing applied; registered, it is forwarded and commits."""
+    async with worlds(backend, 2) as (a, b):
+        await b.acquire_region(K1)
+        op = _NotRegistered(structure_id="u1", lo=(2010.0, 10, 10), hi=(2020.0, 20, 20))
+        with pytest.raises(ValidationError, match="register_operation"):
+            await a.submit(op)
+        assert [o.id for o in (await b.load_region(K1)).objects] == []
+        ev = _NotRegisteredEvent(position=(10.0, 10, 10), stream="chat", payload={"m": 1})
+        with pytest.raises(ValidationError, match="register_operation"):
+            await a.submit(ev)
+        for w in (a, b):
+            w.register_operation(_NotRegistered, "strong")
+        assert isinstance(await a.submit(op), Committed)
+        assert [o.id for o in (await b.load_region(K1)).objects] == ["u1"]
+
+
+async def test_a_neighbours_new_structure_is_seen_across_the_boundary(backend: Backend) -> None:
+    """The owner remembers a foreign neighbour's rows near its region (read once, at the
+    neighbour's version); when the neighbour's owner commits, the next decision reads them
+    again — an overlap across the boundary still loses, naming the winner."""
+    async with worlds(backend, 2) as (a, b):
+        await a.acquire_region(K0)
+        await b.acquire_region(K1)
+        assert isinstance(await a.submit(box("a0", 1985.0, 20.0)), Committed)  # reads K1
+        won = box("b1", 2001.0, 300.0)  # centred in K1, 9 m from the boundary
+        assert isinstance(await b.submit(won), Committed)
+        lost = await a.submit(box("a1", 1992.0, 302.0))  # overlaps b1 across x = 2000
+        assert isinstance(lost, Rejected) and lost.winner_op_id == won.op_id
+        assert isinstance(await a.submit(box("a2", 1985.0, 600.0)), Committed)
+        if backend.store_url.startswith("postgresql"):
+            assert a.strong.regions.near_moved >= 1  # the cached rows were refused once
+        ids = {o.id for k in (K0, K1) for o in (await a.load_region(k)).objects}
+        assert ids == {"a0", "b1", "a2"}
