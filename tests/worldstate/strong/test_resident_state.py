@@ -332,3 +332,43 @@ async def test_concurrent_commits_take_disjoint_regions(backend: Backend, slots:
         gate.set()
         results = await asyncio.gather(first, k0_next, other)
         assert all(isinstance(r, Committed) for r in results)
+
+
+async def test_inventory_shard_leases_renew_together_and_a_stolen_one_is_dropped(
+    backend: Backend,
+) -> None:
+    """All of a server's shard leases are renewed in one transaction; a lease taken over
+    behind its back (another owner, a higher epoch) is dropped by that renewal alone."""
+    from worldstate.strong._inventory import shard_of
+
+    async with worlds(backend, 1) as (a,):
+        n = a.config.inventory_shards
+        invs: dict[int, str] = {}
+        i = 0
+        while len(invs) < 2:
+            inv = f"acct-{i}"
+            invs.setdefault(shard_of(inv, n).shard, inv)
+            i += 1
+        (kept, kept_inv), (stolen, stolen_inv) = sorted(invs.items())
+        for inv in (kept_inv, stolen_inv):
+            await a.submit(ChangeInventory(inventory_id=inv, item="gold", delta=5))
+        shards = a.strong.inventories
+        before = {k.shard: lease.expires_at for k, lease in shards.leases.items()}
+        assert {kept, stolen} <= set(before)
+
+        async def steal(c: Any) -> None:
+            await c.execute(
+                text(
+                    "UPDATE ws_shard_leases SET owner = 'thief', epoch = epoch + 1 WHERE shard = :s"
+                ),
+                {"s": stolen},
+            )
+
+        await a.store.run(steal, "steal a shard lease")
+        transactions = a.store.stats.transactions
+        await asyncio.sleep(0.01)
+        await shards.renew()
+        assert a.store.stats.transactions == transactions + 1  # one, for every shard
+        after = {k.shard: lease.expires_at for k, lease in shards.leases.items()}
+        assert stolen not in after
+        assert after[kept] >= before[kept]
