@@ -27,10 +27,12 @@ import asyncio
 import gc
 import os
 import random
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -228,8 +230,51 @@ async def ceiling(seconds: float, batch: int = 256) -> dict[str, Any]:
 # -- worldstate --------------------------------------------------------------------------------
 
 
+PROFILE_SUBSYSTEMS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("bench clients", ("bench/strong_bench",)),
+    ("sql driver (sqlalchemy, psycopg)", ("sqlalchemy/", "psycopg/")),
+    ("R-tree (rtree)", ("rtree/",)),
+    ("conflicts.resolve", ("conflicts/",)),
+    ("deciding + rows (strong/_state, _regions)", ("worldstate/strong/_state", "strong/_regions")),
+    ("statement building (store/)", ("worldstate/store/",)),
+    ("pipelines, outcomes, forwarding", ("worldstate/strong/",)),
+    (
+        "submit: validation, routing, digest",
+        (
+            "worldstate/world.py",
+            "worldstate/node/",
+            "worldstate/_validation",
+            "worldstate/operations",
+            "worldstate/protocol/",
+            "regions/",
+        ),
+    ),
+    ("numpy", ("numpy/",)),
+    ("asyncio event loop", ("asyncio/",)),
+    ("uuid", ("uuid.py",)),
+)
+"""Where the spread run's CPU goes (``--profile``), innermost known frame first."""
+
+
+async def _profiled(seconds: float, out: Path) -> dict[str, Any]:
+    """py-spy on this very process for ``seconds`` (the timed spread phase)."""
+    from bench.load import _profile
+
+    why = await _profile.record(os.getpid(), seconds, out)
+    if why is not None:
+        return {"skipped": why}
+    got = _profile.summarise(out, seconds, 50.0, PROFILE_SUBSYSTEMS)
+    got["raw"] = str(out)
+    return got
+
+
 async def closed_loop(
-    mode: str, seconds: float, clients: int, n_regions: int, per_op: bool = False
+    mode: str,
+    seconds: float,
+    clients: int,
+    n_regions: int,
+    per_op: bool = False,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     async with database() as url:
         pool = 32 if per_op else 16  # the shared PostgreSQL allows ~100 connections
@@ -296,9 +341,15 @@ async def closed_loop(
             t0 = time.perf_counter()
             cpu0 = time.process_time()
             deadline[0] = t0 + seconds
+            spy = (
+                asyncio.create_task(_profiled(max(1.0, seconds - 1), profile))  # owned: below
+                if profile is not None
+                else None
+            )
             await asyncio.gather(*(client(True, []) for _ in range(clients)))
             elapsed = time.perf_counter() - t0
             cpu = time.process_time() - cpu0
+            sampled = await spy if spy is not None else None
             committed = sum(isinstance(r, Committed) for r in results)
             return {
                 "mode": mode,
@@ -317,6 +368,7 @@ async def closed_loop(
                 "retries": w.store.stats.retries - retries0,
                 "groups": w.strong.regions.group_commits,
                 "state_loads": w.strong.regions.reloads,
+                **({"profile": sampled} if sampled is not None else {}),
             }
 
 
@@ -459,7 +511,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     step("ceiling")
     out["ceiling"] = await ceiling(args.seconds)
     step("spread")
-    out["spread"] = await closed_loop("spread", args.seconds, args.clients, 8)
+    out["spread"] = await closed_loop(
+        "spread",
+        args.seconds,
+        args.clients,
+        8,
+        profile=Path(tempfile.gettempdir()) / "strong-spread-profile.txt" if args.profile else None,
+    )
     step("hot")
     out["hot"] = await closed_loop("hot", args.seconds, args.clients, 1)
     step("per-op")
@@ -490,6 +548,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="time per mode")
     ap.add_argument("--clients", type=int, default=128)
     ap.add_argument("--transfers", type=int, default=8000)
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the spread run with py-spy (pip install py-spy): CPU share by subsystem",
+    )
     args = ap.parse_args()
     res = asyncio.run(main_async(args))
     path = write_result("strong", res)
@@ -517,6 +580,13 @@ def main() -> None:
         ]
     )
     print(format_table(["mode", "committed/s", "p50 ms", "p99 ms"], rows))
+    prof = res["spread"].get("profile") or {}
+    if prof.get("by_subsystem"):
+        print(f"spread CPU ({prof['busy_fraction']:.0%} of the wall clock busy), by subsystem:")
+        for name, share in prof["by_subsystem"].items():
+            print(f"  {share:6.1%}  {name}")
+    elif prof:
+        print(f"no profile: {prof.get('skipped') or prof.get('error')}")
     r = res["ratios"]
     print(
         f"spread = {r['spread_of_ceiling']:.0%} of the ceiling (target 50 %); hot = "

@@ -8,6 +8,7 @@ async with worldstate.connect("sqlite+aiosqlite:///world.db", server_id="gs-1") 
 
 from consistency import ConsistencyClass, Registry
 from regions import Box, RegionKey, Sphere
+from worldstate._validation import MAX_SPEED
 from worldstate.config import Config
 from worldstate.errors import (
     AuthorityLost,
@@ -74,6 +75,7 @@ def consistency_of(op_or_type: object) -> ConsistencyClass:
 
 
 __all__ = [
+    "MAX_SPEED",
     "Accepted",
     "AuthorityLost",
     "Box",

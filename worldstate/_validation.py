@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from conflicts import MAX_ID_LENGTH, MAX_MAGNITUDE, ConflictInputError, id_problem
@@ -81,6 +83,7 @@ __all__ = [
     "MAX_KIND_LENGTH",
     "MAX_MAGNITUDE",
     "MAX_OPS_PER_CALL",
+    "MAX_SPEED",
     "MAX_STREAM_CAPACITY",
     "KindRule",
     "KindSettings",
@@ -98,6 +101,7 @@ __all__ = [
     "check_ops",
     "check_region_objects",
     "check_registration",
+    "check_velocities",
     "geometry",
     "inner",
     "inner_errors",
@@ -115,6 +119,11 @@ MAX_COUNT = INT64_MAX
 
 MAX_OPS_PER_CALL = 100_000
 """Most operations one `submit_many` call takes."""
+
+MAX_SPEED = 10_000.0
+"""Largest velocity magnitude (m/s) an eventual move may carry: five 2 km regions a second.
+Anything faster is a bug or an attack (a client extrapolating with it would fling the
+entity out of the world), not a game; `check_velocities` refuses it."""
 
 MAX_STREAM_CAPACITY = 10_000_000
 """Largest ``capacity`` of one `World.updates` stream."""
@@ -438,7 +447,10 @@ def _checked_fields(cls: type[Operation]) -> tuple[tuple[str, ...], tuple[str, .
 
 
 def check_op_limits(op: Operation, config: OpLimits) -> None:
-    """Ids well-formed and short enough, data JSON-safe and small enough."""
+    """Ids well-formed and short enough, data JSON-safe and small enough, a creature's
+    velocity at most `MAX_SPEED`."""
+    if isinstance(op, MoveCreature):
+        check_velocities(np.array([op.velocity], np.float64), "velocity")
     ids, datas = _checked_fields(type(op))
     for name in ids:
         v = getattr(op, name)
@@ -448,6 +460,23 @@ def check_op_limits(op: Operation, config: OpLimits) -> None:
         v = getattr(op, name)
         if isinstance(v, Mapping) and v:
             check_data_limits(v, name, config.max_object_data_bytes)
+
+
+def check_velocities(values: npt.NDArray[np.float64], name: str = "velocities") -> None:
+    """Every row of an ``(N, 3)`` float array finite with magnitude at most `MAX_SPEED`
+    (vectorised: one pass of squares and a reduction when all is well)."""
+    if not values.size:
+        return
+    speed2 = np.einsum("ij,ij->i", values, values)  # NaN/inf rows give NaN/inf here
+    if bool(speed2.max() <= MAX_SPEED * MAX_SPEED):
+        return
+    bad = int(np.flatnonzero(~(speed2 <= MAX_SPEED * MAX_SPEED))[0])
+    row = values[bad].tolist()
+    if not np.isfinite(values[bad]).all():
+        raise ValidationError(f"{name}[{bad}] = {row} is not finite")
+    raise ValidationError(
+        f"{name}[{bad}] = {row} is faster than {MAX_SPEED:g} m/s (worldstate.MAX_SPEED)"
+    )
 
 
 def check_operation(op: Operation, config: OpRules, kinds: KindRule) -> None:

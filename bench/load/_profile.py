@@ -74,7 +74,12 @@ async def record(pid: int, seconds: float, out: Path) -> str | None:
     return None
 
 
-def summarise(raw: Path, seconds: float, rate: float = 50.0) -> dict[str, Any]:
+def summarise(
+    raw: Path,
+    seconds: float,
+    rate: float = 50.0,
+    subsystems: tuple[tuple[str, tuple[str, ...]], ...] = SUBSYSTEMS,
+) -> dict[str, Any]:
     """``{"samples", "busy_fraction", "by_subsystem": {name: share of busy samples}}``."""
     by: Counter[str] = Counter()
     n = 0
@@ -93,7 +98,7 @@ def summarise(raw: Path, seconds: float, rate: float = 50.0) -> dict[str, Any]:
         for frame in reversed(frames):
             if frame.startswith(ROOT_FRAMES):
                 continue  # the process's entry point, not a subsystem
-            name = next((s for s, pats in SUBSYSTEMS if any(p in frame for p in pats)), "")
+            name = next((s for s, pats in subsystems if any(p in frame for p in pats)), "")
             if name:
                 break
         by[name or "other (C code, the loop's select, GC)"] += k

@@ -4,6 +4,7 @@ concurrent transaction, and connections killed with pg_terminate_backend."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import psycopg
 
@@ -72,3 +73,32 @@ async def test_killed_connections_are_replaced(pg_url: str) -> None:
         v = await w.store_region(s.with_objects([obj("b", K)]), expected_version=1)
         assert v == 2
         assert [o.id for o in (await w.load_region(K)).objects] == ["b"]
+
+
+async def test_an_idle_pooled_connection_that_died_is_replaced_by_its_ping(
+    pg_url: str, namespace: str, monkeypatch: Any
+) -> None:
+    """Connections are pinged only after sitting idle (not on every checkout): one killed
+    while idle in the pool is replaced before use — the next transaction runs at its first
+    attempt (no retry). A connection in steady use is not pinged (a round trip saved)."""
+    from worldstate.store import Store, engine
+
+    store = Store(pg_url)
+    await store.open()
+    try:
+        await store.run(lambda c: c.exec_driver_sql("SELECT 1"), "warm", read=True)
+        db = pg_url.rsplit("/", 1)[1]
+        with psycopg.connect(_dsn(pg_url), autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (db,),
+            ).fetchone()
+        assert killed is not None and killed[0] >= 1
+        monkeypatch.setattr(engine, "PING_AFTER_IDLE", 0.0)  # every pooled one is "idle"
+        retries = store.stats.retries
+        got = await store.run(lambda c: c.exec_driver_sql("SELECT 41 + 1"), "after", read=True)
+        assert got.scalar() == 42
+        assert store.stats.retries == retries
+    finally:
+        await store.close()

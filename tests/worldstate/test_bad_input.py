@@ -239,6 +239,10 @@ ISSUE_OPS: list[tuple[str, Callable[[], Operation]]] = [
         "coordinate beyond the magnitude limit",
         lambda: PickUpItem(item_id="i", picker="p", position=(1e13, 0, 0)),
     ),
+    (
+        "creature velocity 1e11 m/s",
+        lambda: MoveCreature(creature_id=1, position=(5, 5, 5), velocity=(0, 1e11, 0)),
+    ),
 ]
 
 
@@ -627,10 +631,27 @@ MOVES: list[tuple[str, Any, Any, Any]] = [
     ("positions strings", np.array([1]), np.array([["a", "b", "c"]]), None),
     ("positions 2 columns", np.array([1]), np.zeros((1, 2)), None),
     ("velocities NaN", np.array([1]), np.zeros((1, 3)), np.array([[math.nan, 0, 0]])),
+    ("velocities inf", np.array([1]), np.zeros((1, 3)), np.array([[0, -math.inf, 0]])),
+    ("velocity 1e300", np.array([1, 2]), np.zeros((2, 3)), np.array([[0, 0, 0], [1e300, 0, 0]])),
+    (
+        "velocity just over MAX_SPEED",
+        np.array([1]),
+        np.zeros((1, 3)),
+        np.array([[worldstate.MAX_SPEED * 0.6, worldstate.MAX_SPEED * 0.81, 0]]),
+    ),
     ("velocities wrong shape", np.array([1, 2]), np.zeros((2, 3)), np.zeros((1, 3))),
     ("ragged positions", np.array([1, 2]), [[0, 0, 0], [1, 1]], None),
     ("object positions", np.array([1]), [[object(), 0, 0]], None),
 ]
+
+
+def test_velocities_up_to_max_speed_pass() -> None:
+    from worldstate._validation import check_velocities
+
+    at_limit = np.array([[worldstate.MAX_SPEED, 0, 0], [0, 0, 0.0], [3.0, 4.0, -12.0]])
+    check_velocities(at_limit)  # nothing raised
+    with pytest.raises(worldstate.ValidationError, match="faster than"):
+        check_velocities(at_limit * 1.0001)
 
 
 async def test_move_entities_refuses_bad_arrays(backend: Backend) -> None:
@@ -1361,6 +1382,10 @@ EVENTUAL_BATCHES: list[tuple[str, Callable[[worldstate.World], bytes]]] = [
     (
         "infinite velocity",
         lambda w: _batch(w, velocities=np.array([[math.inf, 0, 0], [0, 0, 0.0]])),
+    ),
+    (
+        "velocity faster than MAX_SPEED",
+        lambda w: _batch(w, velocities=np.array([[0, 0, 0.0], [0, 0, -1e9]])),
     ),
     (
         "state of an unknown kind",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -541,3 +542,44 @@ async def test_mqtt_qos0_overflow_drops_instead_of_blocking(
         await inbox.wait_count(3)
         assert await barrier(rx, inbox, "t") == inbox.messages[:3]
         assert inbox.payloads[:3] == [b"0", b"1", b"2"]
+
+
+async def test_mqtt_backlog_is_read_in_few_loop_turns(mqtt_url: str, mqtt_prefix: str) -> None:
+    """A backlog waiting on the socket is read and handed on many messages per event-loop
+    turn: paho reads one packet per call and aiomqtt's iterator takes a few turns per
+    message, so on a busy loop (every turn long) the receive rate was one message per few
+    turns and the backlog only grew. Counted in loop turns, not time: the turns in which
+    the handler got a message (one per message before)."""
+    n = 300
+    loop = asyncio.get_running_loop()
+    turn = [0]
+    done = [False]
+    got: list[tuple[int, bytes]] = []
+    inbox = Inbox()
+
+    def handler(m: Message) -> None:
+        got.append((turn[0], m.payload))
+        inbox(m)
+
+    def count() -> None:
+        turn[0] += 1
+        if not done[0]:
+            loop.call_soon(count)
+
+    async with MqttBus(mqtt_url, client_id="rx", prefix=mqtt_prefix) as rx:
+        await subscribe(rx, "burst", handler)
+
+        async def burst() -> None:
+            async with MqttBus(mqtt_url, client_id="tx", prefix=mqtt_prefix) as tx:
+                for i in range(n):  # QoS 1: each is at the broker when its publish returns
+                    await tx.publish("burst", str(i).encode(), qos=1)
+
+        sender = threading.Thread(target=asyncio.run, args=(burst(),))
+        sender.start()
+        sender.join()  # blocks this loop: the burst waits (at the broker, in rx's socket)
+        loop.call_soon(count)
+        await inbox.wait_count(n)
+        done[0] = True
+    assert [p for _, p in got] == [str(i).encode() for i in range(n)]
+    turns = len({t for t, _ in got})
+    assert turns < n // 5, f"messages were handed on in {turns} loop turns for {n} messages"

@@ -31,7 +31,7 @@ from worldstate import (
     StateChange,
     ValidationError,
 )
-from worldstate.bus import SignedBus, open_bus
+from worldstate.bus import Message, SignedBus, open_bus
 from worldstate.eventual._path import MAX_MOVE_ROWS
 from worldstate.objects import WorldObject
 from worldstate.protocol._eventual import (
@@ -489,6 +489,50 @@ async def test_malformed_messages_are_dropped_and_change_nothing(sqlite_url: str
         assert batch.ids.tolist() == [900]
 
 
+# -- a backlog of batches ----------------------------------------------------------------------
+
+
+async def test_a_backlog_of_one_senders_batches_is_coalesced(sqlite_url: str) -> None:
+    """Batches arriving behind the first of a loop turn wait for the next turn; there an
+    older batch of the same sender and region whose entities the newest one all carries
+    is not merged (``coalesced``), while one with another entity, or with states, is."""
+    async with mesh(sqlite_url, n=1) as (b,):
+        path = b.eventual
+        topic = f"eventual/{K.morton}"
+        h = b.hlc.now()
+        p = in_region(K, 4, 1)
+
+        def batch(i: int, ids: list[int], pos: Any, **extra: Any) -> Message:
+            payload = encode_batch(
+                server_id="gs-9",
+                region=K,
+                hlc=h + i,
+                sent_at=time.time(),
+                ids=ids,
+                positions=pos,
+                **extra,
+            )
+            return Message(topic, payload, sender="gs-9")
+
+        where = (float(p[3][0]), float(p[3][1]), float(p[3][2]))
+        state = StateRecord("power", "SetPowerGrid", 7, h + 3, where, {"on": True})
+        path._on_message(batch(1, [1, 2], p[:2]))  # the first of the turn: merged at once
+        assert knows(b, [1, 2])
+        path._on_message(batch(2, [1, 2, 3], p[1:4]))  # covered by the newest: coalesced
+        path._on_message(batch(3, [1], p[3:4], states=[state]))  # has a state: merged
+        path._on_message(batch(4, [4], p[:1]))  # id 4 is not in the newest: merged
+        path._on_message(batch(5, [1, 2, 3], p[:3]))  # the newest
+        assert not knows(b, [3, 4]) and ("power", 7) not in path.states
+        await asyncio.sleep(0)  # the next turn: the drain ran
+        st = path.stats()
+        assert st["coalesced"] == 1
+        assert st["rows_received"] == 2 + 1 + 1 + 3  # batch 2 was never decoded
+        assert np.array_equal(path.positions.positions_of(np.array([1, 2, 3])), p[:3])
+        assert np.array_equal(path.positions.positions_of(np.array([4])), p[:1])
+        assert ("power", 7) in path.states
+        assert len(path.lag_samples) == 5  # the coalesced batch's lag is counted too
+
+
 # -- minority partition -----------------------------------------------------------------------
 
 
@@ -504,6 +548,32 @@ async def test_minority_side_does_not_publish_held_regions(sqlite_url: str) -> N
         assert knows(a, [1, 2, 3])  # still applied locally
         assert a.eventual.stats()["suppressed_rows"] == 2
         a.authoritative = True
+
+
+async def test_rows_suppressed_while_minority_are_sent_once_authoritative(sqlite_url: str) -> None:
+    """Rows (and states) held back while this server was briefly non-authoritative for a
+    region it holds go out with the first tick after it is authoritative again: the
+    other servers converge on them even if those entities never move again."""
+    async with mesh(sqlite_url, tick_rate=0.5, fanout="world") as (a, b):  # b owns nothing
+        await a.acquire_region(K)
+        a.authoritative = False
+        a.move_entities([1, 2], in_region(K, 2))
+        x, y, z = (float(c) for c in in_region(K, 1, 7)[0])
+        where = (x, y, z)
+        await a.submit(SetPowerGrid(entity_id=4, position=where, state={"on": True}))
+        await a.eventual.tick()
+        assert a.eventual.stats()["suppressed_rows"] == 2
+        a.move_entities([2], in_region(K, 1, 3))  # a later write of 2 while still minority
+        await a.eventual.tick()
+        assert not b.eventual.positions.contains([1, 2]).any()
+        a.authoritative = True
+        await a.eventual.tick()  # nothing new was written: only what was held back
+        await wait_until(lambda: knows(b, [1, 2]) and ("power", 4) in b.eventual.states)
+        assert np.array_equal(
+            b.eventual.positions.positions_of(np.array([1, 2])),
+            a.eventual.positions.positions_of(np.array([1, 2])),
+        )
+        assert a.eventual.stats()["pending_rows"] == 0
 
 
 # -- snapshots ---------------------------------------------------------------------------------
@@ -640,7 +710,9 @@ def batches(draw: st.DrawFn) -> dict[str, Any]:
         )
     if draw(st.booleans()):
         args["velocities"] = np.array(
-            draw(st.lists(st.floats(-1e6, 1e6), min_size=3 * n, max_size=3 * n)), np.float64
+            # each axis within MAX_SPEED / sqrt(3): every row's magnitude is a valid speed
+            draw(st.lists(st.floats(-5000, 5000), min_size=3 * n, max_size=3 * n)),
+            np.float64,
         ).reshape(n, 3)
     states = []
     for _ in range(draw(st.integers(0, 3))):

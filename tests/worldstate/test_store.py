@@ -374,3 +374,45 @@ async def test_a_store_of_an_older_schema_version_is_refused_clearly(sqlite_url:
     with pytest.raises(StoreUnavailable, match="schema version 1"):
         await again.open()
     await again.close()
+
+
+async def test_rewriting_unchanged_strong_rows_updates_none_of_them(backend: Backend) -> None:
+    """A snapshot that carries the region's strong-placed objects as they are (every
+    eventual snapshot does) writes none of their rows; a changed one is written."""
+    from sqlalchemy import event
+
+    async with open_world(backend) as w:
+        await w.acquire_region(K)
+        lo, _ = K.bounds_for(w.config.region_size)
+        for i in range(3):
+            a = (lo[0] + 10.0 * i + 1, lo[1] + 1, lo[2] + 1)
+            b = (a[0] + 4, a[1] + 4, a[2] + 4)
+            got = await w.submit(worldstate.PlaceStructure(structure_id=f"s{i}", lo=a, hi=b))
+            assert isinstance(got, worldstate.Committed), got
+        updates: list[str] = []
+
+        def seen(conn: Any, clause: Any, *_: Any) -> None:
+            text = str(clause)
+            if text.startswith("UPDATE ws_objects"):
+                updates.append(text)
+
+        event.listen(w.store.engine.sync_engine, "before_execute", seen)
+        try:
+            snap = await w.load_region(K)
+            assert {o.id for o in snap.objects} >= {"s0", "s1", "s2"}
+            extra = obj("loose", K, 3.0)
+            await w.store_region(
+                snap.with_objects([*snap.objects, extra]), expected_version=snap.version
+            )
+            assert updates == []
+            snap = await w.load_region(K)
+            changed = [
+                o if o.id != "s1" else WorldObject(o.id, o.kind, o.lo, o.hi, {"hp": 3})
+                for o in snap.objects
+            ]
+            await w.store_region(snap.with_objects(changed), expected_version=snap.version)
+            assert len(updates) == 1
+        finally:
+            event.remove(w.store.engine.sync_engine, "before_execute", seen)
+        by_id = {o.id: o for o in (await w.load_region(K)).objects}
+        assert dict(by_id["s1"].data) == {"hp": 3} and "loose" in by_id

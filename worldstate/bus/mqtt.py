@@ -34,6 +34,15 @@ arrived at ~1,400/s (~140 MB/s) with no loss, while bursts of 300 (30 MB) lost ~
 broker; 100 B QoS 0 messages peaked at ~3,500-5,000/s per subscribing process (the per-message
 cost of aiomqtt's iterator and paho's reads), so batch small updates into larger messages.
 QoS 1 reached ~1,000/s of 100 KB, one publish awaited at a time.
+
+Receiving on a busy loop. paho reads one packet per ``loop_read`` call, aiomqtt calls it once
+per readable event, and aiomqtt's message iterator takes a task and about three loop turns
+per message: the receive rate was one message per few loop turns, whatever the handlers
+cost. With a loop that has hundreds of ready callbacks per turn (a game server under load),
+turns take milliseconds and the eventual traffic of a 10k-entity mesh (hundreds of messages
+a second) queued in aiomqtt's queue and the socket for tens of seconds. So the reader takes
+up to `READ_PACKETS` packets per readable event (`_read_packets_per_turn`) and `_read` hands
+on up to `READ_BATCH` already-queued messages per turn, within `READ_BUDGET` seconds.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ import logging
 import math
 import random
 import secrets
+import select
 import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -51,6 +61,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiomqtt
 import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -70,6 +81,41 @@ from worldstate.security._tls import TLS_PARAMS, TlsOptions, describe_tls_error
 
 logger = logging.getLogger("worldstate.bus.mqtt")
 _client_logger = logging.getLogger("worldstate.bus.mqtt.client")
+
+READ_BATCH = 256
+"""Most queued messages `MqttBus._read` hands on in one loop turn after the one it awaited."""
+READ_BUDGET = 0.005
+"""Seconds of handler time `MqttBus._read` spends on queued messages before it yields."""
+READ_PACKETS = 64
+"""Most packets read from the socket per readable event (paho reads one per call)."""
+
+
+def _read_packets_per_turn(paho_client: paho.Client) -> None:
+    """Make aiomqtt's socket reader take up to `READ_PACKETS` packets per readable event.
+
+    aiomqtt calls ``loop_read()`` once per event, and paho's ``loop_read`` reads one packet
+    (QoS 0 traffic keeps no message in flight, which is what paho sizes the read by): the
+    receive rate is then one packet per event-loop turn, and on a busy loop the socket
+    backs up (measured: hundreds of KB unread, seconds of eventual lag at 10k entities).
+    The wrapper reads on while the socket (or the TLS layer) still has bytes."""
+    one = paho_client.loop_read
+
+    def loop_read(max_packets: int = 1) -> MQTTErrorCode:
+        rc = one(max_packets)
+        for _ in range(READ_PACKETS - 1):
+            sock = paho_client.socket()
+            if rc != paho.MQTT_ERR_SUCCESS or sock is None:
+                break
+            pending = getattr(sock, "pending", None)
+            if not (pending is not None and pending() > 0):
+                poller = select.poll()  # not select.select: fds above 1024 are fine
+                poller.register(sock.fileno(), select.POLLIN)
+                if not poller.poll(0):
+                    break
+            rc = one(max_packets)
+        return rc
+
+    paho_client.loop_read = loop_read  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +315,8 @@ class MqttBus(Bus):
 
         self._task: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
+        self._incoming: asyncio.Queue[aiomqtt.Message] | None = None
+        """The current client's queue of received messages (`_read` drains it)."""
         self._session_lost: asyncio.Future[None] | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._cleanup_tasks: set[asyncio.Task[None]] = set()
@@ -325,9 +373,14 @@ class MqttBus(Bus):
             wire, payload, qos, retain = current
             will = aiomqtt.Will(wire, payload, qos=qos, retain=retain)
         bus = self
+        self._incoming = None  # the new client's queue sets it
 
         class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
             """aiomqtt drops (and logs) a message when its queue is full; we count it too."""
+
+            def __init__(self, maxsize: int = 0) -> None:
+                super().__init__(maxsize)
+                bus._incoming = self
 
             def put_nowait(self, item: aiomqtt.Message) -> None:
                 try:
@@ -355,6 +408,7 @@ class MqttBus(Bus):
         )
         # aiomqtt warns above 10 concurrent publishes; concurrent publishes are normal here.
         client.pending_calls_threshold = 1_000_000
+        _read_packets_per_turn(client._client)
         return client
 
     async def _connection_loop(self) -> None:
@@ -481,8 +535,23 @@ class MqttBus(Bus):
                 await asyncio.wait([reader])
 
     async def _read(self, client: aiomqtt.Client) -> None:
+        loop = asyncio.get_running_loop()
         async for message in client.messages:
             self._on_message(message)
+            # aiomqtt's iterator costs a task and a few loop turns per message: on a busy
+            # loop that, not the handlers, bounds the receive rate, and the queue grows
+            # without end. Take what else is already queued in this turn (up to a count
+            # and a time budget, so that a backlog does not hold the loop for long).
+            queue = self._incoming
+            n = 0
+            until = loop.time() + READ_BUDGET
+            while queue is not None and n < READ_BATCH and loop.time() < until:
+                try:
+                    queued = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                self._on_message(queued)
+                n += 1
         raise aiomqtt.MqttError("the message iterator ended")
 
     def _end_session(self) -> None:

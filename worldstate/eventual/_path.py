@@ -24,12 +24,19 @@ What it does
   HLC is fed to the hybrid clock (which refuses far-future stamps), then merged with
   `EntityTable.apply_batch_mask`; the rows and state changes that won go to
   `World.updates` subscribers as `EntityBatch` / `StateChange`. Our own messages (echoed by
-  the broker) are skipped. A malformed, truncated or forged message is dropped and counted by
+  the broker) are skipped. The first batch of a loop turn is merged at once; batches
+  behind it in the same turn (a backlog the bus hands on together) are merged at the start
+  of the next turn, where an older batch of a sender for a region that the newest one of
+  the same sender and region fully covers (same entities or more, no states) is neither
+  decoded nor merged (``coalesced``): under load the path skips superseded work instead
+  of queueing it. A malformed, truncated or forged message is dropped and counted by
   reason in `stats()`; it changes nothing.
 - While ``self.authority.authoritative`` is False (this server is on the minority side of a
   partition) nothing is published for the regions it holds leases on: the majority side will
-  take them over. Writes are still applied locally (and converge by LWW once published
-  again by whoever writes those entities next).
+  take them over. Writes are still applied locally, and what was held back stays queued
+  (coalesced to each entity's latest write, so bounded by the entities of those regions):
+  it goes out with the first tick after the server is authoritative again, and converges
+  by LWW with whatever the majority side wrote meanwhile.
 
 Durability
 ----------
@@ -74,7 +81,7 @@ import orjson
 from consistency import ClockDriftError, ClockError, ConsistencyInputError, EntityTable, lww_wins
 from consistency.hlc import MAX_TIMESTAMP
 from regions import RegionKey, Vec3, morton
-from worldstate._validation import check_data, geometry
+from worldstate._validation import MAX_SPEED, check_data, check_velocities, geometry
 from worldstate.bus import Message, Subscription
 from worldstate.errors import (
     BusUnavailable,
@@ -94,6 +101,8 @@ from worldstate.operations import (
 )
 from worldstate.protocol import _topics as topics
 from worldstate.protocol._eventual import (
+    HEADER,
+    MAGIC,
     STATE_KINDS,
     Batch,
     MalformedBatch,
@@ -130,6 +139,8 @@ SNAPSHOT_ATTEMPTS = 5
 """Tries of a region snapshot against concurrent writers (`VersionConflict`)."""
 SEEN_OPS = 65_536
 """Recent op_ids remembered, so a resubmitted operation is not applied twice."""
+MAX_INBOX = 4096
+"""Most received batches held for the next turn's coalescing (`EventualPath._drain`)."""
 LAG_SAMPLES = 10_000
 """Recent receive lags kept for `stats()` (``lag_ms``)."""
 SUBSCRIBE_TIMEOUT = 10.0
@@ -179,6 +190,9 @@ class _Outgoing:
     payload: bytes
     rows: int
     states: int
+    moves: _Moves | None
+    """The message's rows, to queue again if it is held back (`EventualPath._hold_back`)."""
+    records: tuple[StateRecord, ...]
 
 
 def _state_kind(op: Operation) -> str | None:
@@ -231,6 +245,9 @@ class EventualPath:
         self._pending_states: dict[int, dict[tuple[str, int], StateRecord]] = {}
         self._seen_ops: dict[uuid.UUID, None] = {}
         self._sub: Subscription | None = None
+        self._inbox: collections.deque[Message] = collections.deque()
+        """Batches received behind the first of a loop turn, for `_drain`."""
+        self._drain_handle: asyncio.Handle | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.lag_samples: collections.deque[float] = collections.deque(maxlen=LAG_SAMPLES)
         """Seconds from send (sender's clock) to merge (ours) of recent received batches."""
@@ -281,6 +298,10 @@ class EventualPath:
         if self._sub is not None:
             self._sub.cancel()
             self._sub = None
+        if self._drain_handle is not None:
+            self._drain_handle.cancel()
+            self._drain_handle = None
+        self._inbox.clear()
 
     # -- local writes ----------------------------------------------------------------------
 
@@ -389,8 +410,9 @@ class EventualPath:
     def move_entities(self, ids: object, positions: object, velocities: object = None) -> int:
         """Move many creatures at once: ``ids`` int ``(N,)`` (>= 0), ``positions`` float
         ``(N, 3)`` (finite, inside ``Config.world_bounds``), optional ``velocities`` float
-        ``(N, 3)`` (finite; default zero). One HLC for the call; within it the last row of
-        an entity wins. Applied now, broadcast with the next tick. Returns the rows applied.
+        ``(N, 3)`` (finite, magnitude at most `worldstate.MAX_SPEED`; default zero). One HLC
+        for the call; within it the last row of an entity wins. Applied now, broadcast with
+        the next tick. Returns the rows applied.
 
         Raises `ValidationError` (and changes nothing) on bad input or more than
         `MAX_MOVE_ROWS` rows."""
@@ -399,9 +421,11 @@ class EventualPath:
         n = id_arr.size
         pos = _check_vectors(positions, n, "positions")
         geometry(check_points, pos, cfg.world_bounds, "positions")
-        vel = (
-            np.zeros((n, 3)) if velocities is None else _check_vectors(velocities, n, "velocities")
-        )
+        if velocities is None:
+            vel = np.zeros((n, 3))
+        else:
+            vel = _check_vectors(velocities, n, "velocities")
+            check_velocities(vel)
         if n == 0:
             return 0
         cells = region_cells(pos, cfg.region_size)
@@ -513,6 +537,7 @@ class EventualPath:
             if out.cell in held:
                 self._counts["suppressed_rows"] += out.rows
                 self._counts["suppressed_states"] += out.states
+                self._hold_back(out)
                 continue
             try:
                 await ctx.bus.publish(f"{TOPIC}/{out.region.morton}", out.payload, qos=0)
@@ -526,6 +551,18 @@ class EventualPath:
             self._counts["states_sent"] += out.states
             self._counts["bytes_sent"] += len(out.payload)
         return sent
+
+    def _hold_back(self, out: _Outgoing) -> None:
+        """Queue a suppressed message's rows and states again, ahead of what was written
+        since (so a later write of the same entity still wins the tick's coalescing): they
+        go out with the first tick after this server is authoritative again. Coalescing
+        keeps this bounded by the entities of the held regions, however long it lasts."""
+        if out.moves is not None:
+            self._pending_moves.insert(0, out.moves)
+        if out.records:
+            pending = self._pending_states.setdefault(out.cell, {})
+            for r in out.records:
+                pending.setdefault((r.kind, r.entity_id), r)  # a newer pending write stays
 
     def _outgoing(
         self,
@@ -560,22 +597,88 @@ class EventualPath:
                     velocities=vel,
                     states=encoded,
                 )
-                out.append(_Outgoing(cell, region, payload, int(ids.size), len(records)))
+                moves_of = None
+                if ids.size:
+                    moves_of = _Moves(
+                        ids,
+                        hlc,
+                        pos,
+                        np.zeros((ids.size, 3)) if vel is None else vel,
+                        np.full(ids.size, cell, np.int64),
+                    )
+                out.append(
+                    _Outgoing(cell, region, payload, int(ids.size), len(records), moves_of, records)
+                )
         return out
 
     # -- receiving -------------------------------------------------------------------------
 
     def _on_message(self, msg: Message) -> None:
+        """Receive one batch. The first of a loop turn is merged at once; the ones that
+        follow it in the same turn (a backlog handed on together by the bus) wait for
+        `_drain`, at the start of the next turn, which coalesces them."""
         ctx = self.ctx
         self._counts["messages_received"] += 1
         if peek_server_id(msg.payload) == ctx.server_id:
             self._counts["echoes"] += 1  # our own batch, back from the broker
             return
+        if self._drain_handle is not None:
+            self._inbox.append(msg)
+            if len(self._inbox) > MAX_INBOX:  # bounded: the oldest is merged now
+                self._receive(self._inbox.popleft())
+            return
+        self._receive(msg)
+        self._drain_handle = asyncio.get_running_loop().call_soon(self._drain)
+
+    def _receive(self, msg: Message) -> None:
+        batch = self._check(msg)
+        if batch is not None:
+            self._merge(batch)
+            self.lag_samples.append(self.ctx.clock() - batch.sent_at)
+
+    def _drain(self) -> None:
+        """Merge the batches that arrived behind the first one of the last turn. Of a
+        sender's batches for one region, an older one without states whose entities all
+        appear in the newest one is not decoded nor merged (``coalesced``): the newest
+        carries later writes of every one of them (a sender's HLCs only grow, so the older
+        rows would lose LWW anyway). Its lag is counted when the newest is merged."""
+        self._drain_handle = None
+        inbox, self._inbox = self._inbox, collections.deque()
+        try:
+            self._coalesce(inbox)
+        except Exception:  # a bug: say so, count it, and keep receiving
+            self._counts["receive_errors"] += 1
+            log.exception("%s: eventual receive failed", self.ctx.server_id)
+
+    def _coalesce(self, inbox: Iterable[Message]) -> None:
+        groups: dict[tuple[str | None, str], list[Message]] = {}
+        for m in inbox:
+            groups.setdefault((m.sender, m.topic), []).append(m)
+        for group in groups.values():
+            newest = self._check(group[-1])
+            covered: list[float] = []
+            for older in group[:-1]:
+                if newest is not None:
+                    sent_at = _covered_by(older.payload, newest)
+                    if sent_at is not None:
+                        self._counts["coalesced"] += 1
+                        covered.append(sent_at)
+                        continue
+                self._receive(older)
+            if newest is not None:
+                self._merge(newest)
+                now = self.ctx.clock()
+                self.lag_samples.extend(now - t for t in (*covered, newest.sent_at))
+
+    def _check(self, msg: Message) -> Batch | None:
+        """The message's batch, decoded and validated, its HLC fed to our clock; None (and
+        the drop counted) if it is refused."""
+        ctx = self.ctx
         try:
             morton = int(msg.topic.rsplit("/", 1)[1])
         except (ValueError, IndexError):
             self._drop("topic", f"topic {msg.topic!r}")
-            return
+            return None
         cfg = ctx.config
         try:
             batch = decode_batch(
@@ -588,23 +691,22 @@ class EventualPath:
             )
         except MalformedBatch as e:
             self._drop(e.reason, str(e))
-            return
+            return None
         if batch.region.morton != morton:
             self._drop("topic", f"batch for region {batch.region} on topic {msg.topic!r}")
-            return
+            return None
         if batch.server_id == ctx.server_id:
             self._counts["echoes"] += 1
-            return
+            return None
         try:
             ctx.hlc.update(batch.hlc)
         except ClockDriftError as e:
             self._drop("clock_drift", str(e))
-            return
+            return None
         except ClockError as e:
             self._drop("hlc", str(e))
-            return
-        self._merge(batch)
-        self.lag_samples.append(ctx.clock() - batch.sent_at)
+            return None
+        return batch
 
     on_message = _on_message
     """The handler of ``eventual/{morton}`` messages (the world subscribes it by interest)."""
@@ -838,7 +940,9 @@ class EventualPath:
     def stats(self) -> dict[str, Any]:
         """Counters since the world opened: ``ticks``, ``batches_sent``, ``rows_sent``,
         ``states_sent``, ``bytes_sent``, ``suppressed_rows``/``suppressed_states`` (minority
-        partition), ``messages_received``, ``echoes``, ``rows_received``, ``rows_applied``
+        partition), ``messages_received``, ``echoes``, ``coalesced`` (received behind a newer
+        batch of the same sender and region that covers them: not merged), ``rows_received``,
+        ``rows_applied``
         (won LWW), ``states_received``, ``states_applied``, ``dropped`` by reason and
         ``dropped_total``, ``snapshots``, ``snapshot_conflicts``, ``snapshot_failures``,
         ``publish_failures``, ``tick_errors``; the sizes ``entities``, ``states``,
@@ -854,6 +958,7 @@ class EventualPath:
             "suppressed_states",
             "messages_received",
             "echoes",
+            "coalesced",
             "rows_received",
             "rows_applied",
             "states_received",
@@ -864,6 +969,7 @@ class EventualPath:
             "publish_failures",
             "tick_errors",
             "tick_overruns",
+            "receive_errors",
         )
         out: dict[str, Any] = {name: c[name] for name in names}
         out["dropped"] = dict(self.dropped)
@@ -931,7 +1037,7 @@ def _vec_or_zero(v: object) -> tuple[float, float, float]:
             x, y, z = (float(c) for c in v)
         except (TypeError, ValueError):
             return (0.0, 0.0, 0.0)
-        if np.isfinite((x, y, z)).all():
+        if np.isfinite((x, y, z)).all() and x * x + y * y + z * z <= MAX_SPEED * MAX_SPEED:
             return (x, y, z)
     return (0.0, 0.0, 0.0)
 
@@ -1029,6 +1135,23 @@ def _group_moves(
             chunks.append((g_ids[a:b], c_hlc, g_pos[a:b], c_vel if c_vel.any() else None))
         out[region] = chunks
     return out
+
+
+def _covered_by(payload: bytes, newer: Batch) -> float | None:
+    """The send time of the batch in ``payload`` when ``newer`` (decoded, validated, from
+    the same sender on the same topic) supersedes it: the same claimed sender, no state
+    section, and every one of its entity ids among ``newer``'s. Else None. Reads the header
+    and the id array only (a malformed payload is simply not covered)."""
+    if len(payload) < HEADER.size or peek_server_id(payload) != newer.server_id:
+        return None
+    magic, _, _, server_len, _, _, sent_at, n, state_len = HEADER.unpack_from(payload, 0)
+    offset = HEADER.size + ((server_len + 7) & ~7)
+    if magic != MAGIC or state_len or n > len(newer) or len(payload) < offset + 8 * n:
+        return None
+    ids = np.frombuffer(payload, "<i8", n, offset)
+    if n and not bool(np.isin(ids, newer.ids, assume_unique=False).all()):
+        return None
+    return float(sent_at)
 
 
 def _chunk_states(records: list[StateRecord]) -> list[tuple[tuple[StateRecord, ...], bytes]]:

@@ -24,7 +24,8 @@ far-future stamps) and so vouches for the whole batch at once.
 `encode_batch` trusts its caller (our own tick) and checks only what it needs to lay the
 bytes out; tests use that to forge bad messages. `decode_batch` trusts nothing: any
 truncation, padding, wrong count, bad magic or version, unknown flag, negative id, non-finite
-or out-of-region position, malformed server id, HLC out of range or above the batch HLC, or
+or out-of-region position, non-finite or too fast (`worldstate.MAX_SPEED`) velocity,
+malformed server id, HLC out of range or above the batch HLC, or
 ill-formed state JSON raises `MalformedBatch` (a `ValidationError`, so a `ValueError`) with a
 short ``reason`` for the drop counters. It never raises anything else.
 """
@@ -44,7 +45,7 @@ import orjson
 from consistency import check_server_id
 from consistency.hlc import MAX_TIMESTAMP
 from regions import REGION_SIZE, GeometryError, RegionKey, Vec3, WorldBounds
-from worldstate._validation import check_id
+from worldstate._validation import check_id, check_velocities
 from worldstate.errors import ValidationError
 
 MAGIC = b"WSEB"
@@ -288,8 +289,10 @@ def decode_batch(
     if flags & FLAG_VELOCITIES:
         velocities = np.frombuffer(view, "<f8", 3 * n, offset).astype(np.float64).reshape(n, 3)
         offset += 24 * n
-        if not np.isfinite(velocities).all():
-            raise MalformedBatch("velocities", "non-finite velocity")
+        try:
+            check_velocities(velocities)
+        except ValidationError as e:
+            raise MalformedBatch("velocities", str(e)) from None
 
     states: tuple[StateRecord, ...] = ()
     if state_len:

@@ -19,6 +19,7 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from regions import RegionKey
+from worldstate.errors import WorldStateError
 from worldstate.objects import Lease
 from worldstate.store import _lease_rules as rules
 from worldstate.store import schema as s
@@ -92,6 +93,48 @@ async def renew_code(
     lease = rules.decide_renew(key, rules.lease_row(row), owner, epoch, now, ttl)
     await conn.execute(update(table).where(pk == code).values(expires_at=lease.expires_at))
     return Grant(owner, epoch, lease.expires_at)
+
+
+async def renew_codes(
+    conn: AsyncConnection,
+    table: Table,
+    held: dict[int, tuple[int, Any]],
+    owner: str,
+    ttl: float,
+    now: float,
+) -> dict[int, Grant | Exception]:
+    """`renew_code` for many leases of one owner in two statements (one locking read, one
+    update), not a transaction each: ``held`` maps code -> (epoch held, key to report).
+    Each lease is decided by the same rule; one that may not be renewed comes back as its
+    `Fenced` error, the others are renewed."""
+    if not held:
+        return {}
+    pk = table.primary_key.columns.values()[0]
+    rows = {
+        int(r[0]): r
+        for r in (
+            await conn.execute(
+                select(pk, table.c.owner, table.c.epoch, table.c.expires_at)
+                .where(pk.in_(sorted(held)))
+                .order_by(pk)
+                .with_for_update()
+            )
+        ).all()
+    }
+    out: dict[int, Grant | Exception] = {}
+    by_expiry: dict[float, list[int]] = {}
+    for code in sorted(held):
+        epoch, key = held[code]
+        try:
+            lease = rules.decide_renew(key, rules.lease_row(rows.get(code)), owner, epoch, now, ttl)
+        except WorldStateError as e:  # the rule's refusal (Fenced): this lease alone
+            out[code] = e
+            continue
+        out[code] = Grant(owner, epoch, lease.expires_at)
+        by_expiry.setdefault(lease.expires_at, []).append(code)
+    for expires_at, codes in by_expiry.items():
+        await conn.execute(update(table).where(pk.in_(codes)).values(expires_at=expires_at))
+    return out
 
 
 async def release_code(

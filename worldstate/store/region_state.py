@@ -336,26 +336,32 @@ async def store(conn: AsyncConnection, req: WriteRequest, now: float) -> int:
         raise VersionConflict(key, req.expected_version, current)
     new = current + 1
     o = s.objects
-    row_ids = {
-        r.object_id
-        for r in (await conn.execute(select(o.c.object_id).where(o.c.region_key == key.morton)))
-    }
-    kept = [x for x in req.objects if x.id in row_ids]
-    blob = [x for x in req.objects if x.id not in row_ids]
-    gone = row_ids - {x.id for x in kept}
+    rows = {
+        r.object_id: r
+        for r in await conn.execute(
+            select(
+                o.c.object_id, o.c.op_id, o.c.kind, o.c.lox, o.c.loy, o.c.loz, o.c.hix,
+                o.c.hiy, o.c.hiz, o.c.data,
+            ).where(o.c.region_key == key.morton)
+        )
+    }  # fmt: skip
+    kept = [x for x in req.objects if x.id in rows]
+    blob = [x for x in req.objects if x.id not in rows]
+    gone = rows.keys() - {x.id for x in kept}
     if gone:
         await conn.execute(
             delete(o).where(o.c.region_key == key.morton, o.c.object_id.in_(sorted(gone)))
         )
-    op_of = {
-        r.object_id: r.op_id
-        for r in (
-            await conn.execute(select(o.c.object_id, o.c.op_id).where(o.c.region_key == key.morton))
-        )
-    }
     for x in kept:
         data = orjson.dumps(dict(x.data)).decode()
         box = (*x.lo, *x.hi)
+        row = rows[x.id]
+        if (
+            row.kind == x.kind
+            and (row.lox, row.loy, row.loz, row.hix, row.hiy, row.hiz) == box
+            and row.data == data
+        ):
+            continue  # unchanged (an eventual snapshot rewrites the strong rows as they are)
         await conn.execute(
             update(o)
             .where(o.c.region_key == key.morton, o.c.object_id == x.id)
@@ -368,7 +374,7 @@ async def store(conn: AsyncConnection, req: WriteRequest, now: float) -> int:
                 hiy=x.hi[1],
                 hiz=x.hi[2],
                 data=data,
-                checksum=row_checksum(key.morton, x.id, x.kind, box, data, op_of[x.id]),
+                checksum=row_checksum(key.morton, x.id, x.kind, box, data, row.op_id),
             )
         )
     payload = encode_objects(blob)

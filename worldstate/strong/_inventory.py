@@ -109,7 +109,12 @@ class InventoryCommitter(GroupCommitter[ShardKey]):
         outcomes: OutcomeMemory,
         spawn: Callable[..., asyncio.Task[Any]],
     ) -> None:
-        super().__init__(config.group_commit_window, config.region_queue_size, spawn)
+        super().__init__(
+            config.group_commit_window,
+            config.region_queue_size,
+            spawn,
+            config.max_concurrent_commits,
+        )
         self.owner = server_id
         self.store = store
         self.config = config
@@ -160,23 +165,25 @@ class InventoryCommitter(GroupCommitter[ShardKey]):
         if not self.authoritative() or self.closing:
             return
         ttl = self.config.lease_ttl
-        for key, lease in list(self.leases.items()):
-            now = self.clock()
-            try:
-                g = await self.store.run(
-                    lambda c, k=key, e=lease.epoch, n=now: lease_ops.renew_code(  # type: ignore[misc]
-                        c, s.shard_leases, k.shard, self.server_id, e, ttl, n, k
-                    ),
-                    f"renew {key}",
-                )
-            except StoreUnavailable as e:
-                log.warning("renewing %s failed: %s", key, e)
-                continue
-            except WorldStateError as e:
-                log.warning("%s lost: %s", key, e)
+        leases = dict(self.leases)
+        if not leases:
+            return
+        held = {k.shard: (lease.epoch, k) for k, lease in leases.items()}
+        now = self.clock()
+        try:  # every shard lease in one transaction (64 shards: not 64 transactions)
+            got = await self.store.run(
+                lambda c: lease_ops.renew_codes(c, s.shard_leases, held, self.server_id, ttl, now),
+                f"renew {len(held)} inventory-shard leases",
+            )
+        except StoreUnavailable as e:
+            log.warning("renewing the inventory-shard leases failed: %s", e)
+            return
+        for key, lease in leases.items():
+            g = got.get(key.shard)
+            if isinstance(g, WorldStateError):
+                log.warning("%s lost: %s", key, g)
                 self.lost(key)
-                continue
-            if self.leases.get(key) is lease:
+            elif isinstance(g, lease_ops.Grant) and self.leases.get(key) is lease:
                 self.leases[key] = ShardLease(key, g.owner, g.epoch, g.expires_at)
 
     def lost(self, key: ShardKey) -> None:

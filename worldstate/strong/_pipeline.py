@@ -129,14 +129,22 @@ class GroupCommitter(abc.ABC, Generic[K]):
     name = "strong"
 
     def __init__(
-        self, window: float, queue_limit: int, spawn: Callable[..., asyncio.Task[Any]]
+        self,
+        window: float,
+        queue_limit: int,
+        spawn: Callable[..., asyncio.Task[Any]],
+        concurrency: int = 1,
     ) -> None:
         self.window = window
         self.spawn = spawn
         self.queue_limit = queue_limit
+        self.concurrency = max(1, concurrency)
+        """Groups in flight at once (`Config.max_concurrent_commits`); each key is in at
+        most one of them, so a key's groups commit in order."""
         self.pipelines: dict[K, Pipeline[K]] = {}
         self._work = asyncio.Event()
         self._task: asyncio.Task[Any] | None = None
+        self._busy: set[K] = set()
         self.owner = ""
         self.group_commits = 0
 
@@ -150,51 +158,109 @@ class GroupCommitter(abc.ABC, Generic[K]):
         self._task = self.spawn(self._run(), f"ws-{self.name}-{self.owner}")
 
     async def _run(self) -> None:
-        backlog = False
-        while True:
-            await self._work.wait()
-            if self.window > 0 and not backlog:
-                await asyncio.sleep(self.window)  # the one gathering window
-            self._work.clear()
-            group: dict[K, list[Entry]] = {}
-            n = 0
-            for key, p in list(self.pipelines.items()):
-                if n >= MAX_GROUP_OPS:
-                    break
-                got = p.take(min(MAX_BATCH, MAX_GROUP_OPS - n))
-                if got:
-                    group[key] = got
-                    n += len(got)
-            if group:
-                try:
-                    await self.commit_group(group)
-                except BaseException as e:
-                    # cancelled by close, or a bug: the supervisor fails the world loudly
-                    # with it; no op of the group is left waiting
-                    cause = None if isinstance(e, asyncio.CancelledError) else e
-                    err = WorldClosed(
-                        "the world closed during the commit; the ops may or may not have "
-                        "applied — resubmit them (same op_ids)",
-                        cause=cause,
-                    )
-                    for es in group.values():
-                        for x in es:
-                            x.fail(err)
-                    raise
-                self.group_commits += 1
-                for key, es in group.items():
-                    pl = self.pipelines.get(key)
-                    if pl is not None:
-                        pl.batches += 1
-                        pl.ops += len(es)
+        inflight: set[asyncio.Task[None]] = set()
+        try:
             backlog = False
-            for p in self.pipelines.values():
-                if p.queue:
-                    backlog = True
-                else:
-                    p.idle.set()
-            if backlog:
-                self._work.set()
+            while True:
+                while len(inflight) >= self.concurrency or not self._ready():
+                    await self._wait(inflight)
+                if self.window > 0 and not backlog:
+                    await asyncio.sleep(self.window)  # the one gathering window
+                self._work.clear()
+                group = self._take()
+                if group:
+                    self._busy.update(group)
+                    # owned: kept in ``inflight``, awaited (and its crash re-raised) here
+                    task = asyncio.get_running_loop().create_task(self._commit(group))  # owned
+                    inflight.add(task)
+                backlog = False
+                for key, p in self.pipelines.items():
+                    if key in self._busy:
+                        continue
+                    if p.queue:
+                        backlog = True
+                    else:
+                        p.idle.set()
+                if backlog:
+                    self._work.set()
+        finally:
+            for t in inflight:
+                t.cancel()
+            if inflight:
+                await asyncio.wait(inflight)
+
+    def _ready(self) -> bool:
+        """Some pipeline not in a group in flight has queued ops."""
+        return self._work.is_set() and any(
+            p.queue for k, p in self.pipelines.items() if k not in self._busy
+        )
+
+    async def _wait(self, inflight: set[asyncio.Task[None]]) -> None:
+        """Until a group in flight ends (its crash is re-raised) or — when a slot is free —
+        new work arrives."""
+        if len(inflight) >= self.concurrency:  # no slot: only an ending group can help
+            done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                inflight.discard(t)
+                t.result()
+            return
+        waiter: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self._work.wait())
+        watched: set[asyncio.Task[Any]] = {waiter, *inflight}  # the waiter is owned: below
+        try:
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        for t in done:
+            if t is waiter:
+                continue
+            inflight.discard(t)
+            t.result()  # a bug in commit_group: the loop ends with it (the supervisor's)
+        if not self._ready():
+            self._work.clear()
+
+    def _take(self) -> dict[K, list[Entry]]:
+        group: dict[K, list[Entry]] = {}
+        n = 0
+        for key, p in list(self.pipelines.items()):
+            if n >= MAX_GROUP_OPS:
+                break
+            if key in self._busy:
+                continue
+            got = p.take(min(MAX_BATCH, MAX_GROUP_OPS - n))
+            if got:
+                group[key] = got
+                n += len(got)
+        return group
+
+    async def _commit(self, group: dict[K, list[Entry]]) -> None:
+        try:
+            await self.commit_group(group)
+        except BaseException as e:
+            # cancelled by close, or a bug: the supervisor fails the world loudly with it;
+            # no op of the group is left waiting
+            cause = None if isinstance(e, asyncio.CancelledError) else e
+            err = WorldClosed(
+                "the world closed during the commit; the ops may or may not have "
+                "applied — resubmit them (same op_ids)",
+                cause=cause,
+            )
+            for es in group.values():
+                for x in es:
+                    x.fail(err)
+            raise
+        finally:
+            self._busy.difference_update(group)
+            for key in group:
+                pl = self.pipelines.get(key)
+                if pl is not None and not pl.queue:
+                    pl.idle.set()
+            self._work.set()  # their next ops (queued meanwhile) may go now
+        self.group_commits += 1
+        for key, es in group.items():
+            pl = self.pipelines.get(key)
+            if pl is not None:
+                pl.batches += 1
+                pl.ops += len(es)
 
     @abc.abstractmethod
     async def commit_group(self, group: dict[K, list[Entry]]) -> None:

@@ -45,6 +45,7 @@ from worldstate.errors import (
 )
 from worldstate.objects import Lease
 from worldstate.operations import ClaimResource, Operation, PickUpItem, PlaceStructure
+from worldstate.results import Committed
 from worldstate.store import Store
 from worldstate.store import schema as s
 from worldstate.store import strong_rows as rows
@@ -113,7 +114,12 @@ class RegionCommitter(GroupCommitter[RegionKey]):
         outcomes: OutcomeMemory,
         spawn: Callable[..., asyncio.Task[Any]],
     ) -> None:
-        super().__init__(config.group_commit_window, config.region_queue_size, spawn)
+        super().__init__(
+            config.group_commit_window,
+            config.region_queue_size,
+            spawn,
+            config.max_concurrent_commits,
+        )
         self.owner = server_id
         self.store = store
         self.config = config
@@ -618,7 +624,10 @@ class RegionCommitter(GroupCommitter[RegionKey]):
                     continue
                 out = dec.outcomes[oid]
                 self.outcomes.put(out, x.digest)
-                changed = changed or out.committed
-                x.resolve(to_result(out))
+                if out.committed:  # the op's own UUID: no parse of the text form
+                    changed = True
+                    x.resolve(Committed(x.op.op_id, out.version or 0))
+                else:
+                    x.resolve(to_result(out))
             if changed and key.morton in versions:
                 self.notify(key, versions[key.morton])

@@ -5,11 +5,7 @@ INSERT INTO ws_objects (region_key, object_id, kind, lox, loy, loz, hix, hiy, hi
 
 SELECT w.i, o.object_id, o.lox, o.loy, o.loz, o.hix, o.hiy, o.hiz, o.op_id FROM unnest(CAST(%(n)s AS INT8[]), CAST(%(i)s AS INT8[]), CAST(%(lx)s AS FLOAT8[]), CAST(%(ly)s AS FLOAT8[]), CAST(%(lz)s AS FLOAT8[]), CAST(%(hx)s AS FLOAT8[]), CAST(%(hy)s AS FLOAT8[]), CAST(%(hz)s AS FLOAT8[])) AS w(n, i, lx, ly, lz, hx, hy, hz) JOIN ws_objects AS o ON o.region_key = w.n AND o.lox < w.hx AND o.hix > w.lx AND o.loy < w.hy AND o.hiy > w.ly AND o.loz < w.hz AND o.hiz > w.lz;
 
-SELECT ws_objects.object_id
-FROM ws_objects
-WHERE ws_objects.region_key = %(region_key_1)s::BIGINT;
-
-SELECT ws_objects.object_id, ws_objects.op_id
+SELECT ws_objects.object_id, ws_objects.op_id, ws_objects.kind, ws_objects.lox, ws_objects.loy, ws_objects.loz, ws_objects.hix, ws_objects.hiy, ws_objects.hiz, ws_objects.data
 FROM ws_objects
 WHERE ws_objects.region_key = %(region_key_1)s::BIGINT;
 

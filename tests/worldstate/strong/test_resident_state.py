@@ -301,3 +301,74 @@ async def test_a_neighbours_new_structure_is_seen_across_the_boundary(backend: B
             assert a.strong.regions.near_moved >= 1  # the cached rows were refused once
         ids = {o.id for k in (K0, K1) for o in (await a.load_region(k)).objects}
         assert ids == {"a0", "b1", "a2"}
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+async def test_concurrent_commits_take_disjoint_regions(backend: Backend, slots: int) -> None:
+    """``Config.max_concurrent_commits`` groups are in flight at once, over disjoint
+    regions: with 2, a region's op commits while another region's group is stalled; with 1
+    it waits. A region's own next group waits for its group in flight either way."""
+    async with worlds(backend, 1, max_concurrent_commits=slots) as (a,):
+        await a.acquire_region(K0)
+        await a.acquire_region(K1)
+        gate = asyncio.Event()
+        entered = asyncio.Event()
+        real = a.strong.regions._transaction
+
+        async def stall_k0(live: Any, taken: Any) -> Any:
+            if K0 in live:
+                entered.set()
+                await gate.wait()
+            return await real(live, taken)
+
+        a.strong.regions._transaction = stall_k0  # type: ignore[method-assign]
+        first = asyncio.create_task(a.submit(box("k0-first", 10.0)))
+        await asyncio.wait_for(entered.wait(), 5)
+        k0_next = asyncio.create_task(a.submit(box("k0-next", 40.0)))
+        other = asyncio.create_task(a.submit(box("k1", 2010.0)))
+        done, _ = await asyncio.wait({other, k0_next}, timeout=1.0)
+        assert k0_next not in done  # its region's group is still in flight
+        assert (other in done) == (slots == 2)
+        gate.set()
+        results = await asyncio.gather(first, k0_next, other)
+        assert all(isinstance(r, Committed) for r in results)
+
+
+async def test_inventory_shard_leases_renew_together_and_a_stolen_one_is_dropped(
+    backend: Backend,
+) -> None:
+    """All of a server's shard leases are renewed in one transaction; a lease taken over
+    behind its back (another owner, a higher epoch) is dropped by that renewal alone."""
+    from worldstate.strong._inventory import shard_of
+
+    async with worlds(backend, 1) as (a,):
+        n = a.config.inventory_shards
+        invs: dict[int, str] = {}
+        i = 0
+        while len(invs) < 2:
+            inv = f"acct-{i}"
+            invs.setdefault(shard_of(inv, n).shard, inv)
+            i += 1
+        (kept, kept_inv), (stolen, stolen_inv) = sorted(invs.items())
+        for inv in (kept_inv, stolen_inv):
+            await a.submit(ChangeInventory(inventory_id=inv, item="gold", delta=5))
+        shards = a.strong.inventories
+        before = {k.shard: lease.expires_at for k, lease in shards.leases.items()}
+        assert {kept, stolen} <= set(before)
+
+        async def steal(c: Any) -> None:
+            await c.execute(
+                text(
+                    "UPDATE ws_shard_leases SET owner = 'thief', epoch = epoch + 1 WHERE shard = :s"
+                ),
+                {"s": stolen},
+            )
+
+        await a.store.run(steal, "steal a shard lease")
+        transactions = a.store.stats.transactions
+        await asyncio.sleep(0.01)
+        await shards.renew()
+        assert a.store.stats.transactions == transactions + 1  # one, for every shard
+        after = {k.shard: lease.expires_at for k, lease in shards.leases.items()}
+        assert stolen not in after
+        assert after[kept] >= before[kept]
