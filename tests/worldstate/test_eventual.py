@@ -635,7 +635,7 @@ async def test_a_taken_over_region_with_nothing_new_is_not_read_again(backend: B
             loads.append(key)
             return await real_load(key)
 
-        a.eventual.views.load = counted_load  # type: ignore[method-assign]
+        a.eventual.views.load = counted_load  # type: ignore[method-assign, assignment]
         await a.eventual.flush_region(K)
         assert loads == []
         a.move_entities([1], in_region(K, 1, 3))
