@@ -384,7 +384,7 @@ class World:
             log.warning("%s: subscriptions for %s not acknowledged yet", self.server_id, k)
         await self.strong.on_acquired(k, lease)  # the owner loads its committed strong state
         try:  # pick up the eventual state the previous owner snapshotted
-            self.eventual.seed_region(await self.views.load(k))
+            self.eventual.take_over(await self.views.load(k))
         except WorldStateError as e:
             log.warning("seeding eventual state of %s failed: %s", k, e)
         return lease

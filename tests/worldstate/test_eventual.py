@@ -627,6 +627,28 @@ async def test_flush_and_release_write_owned_region_state(backend: Backend) -> N
         assert a.eventual.stats()["snapshots"] == 3
 
 
+async def test_a_taken_over_region_with_nothing_new_is_not_read_again(backend: Backend) -> None:
+    """The snapshot read when a region is acquired is remembered: the first snapshot round
+    after it reads (and writes) nothing until this server's eventual state there changes."""
+    async with mesh(backend, n=1, snapshot_interval=3600.0) as (a,):
+        await a.acquire_region(K)
+        loads: list[RegionKey] = []
+        real_load = a.eventual.views.load
+
+        async def counted_load(key: RegionKey) -> Any:
+            loads.append(key)
+            return await real_load(key)
+
+        a.eventual.views.load = counted_load  # type: ignore[method-assign, assignment]
+        await a.eventual.flush_region(K)
+        assert loads == []
+        a.move_entities([1], in_region(K, 1, 3))
+        await a.eventual.flush_region(K)
+        assert loads == [K]
+        a.eventual.views.load = real_load  # type: ignore[method-assign]
+        assert any(o.kind == "creature" for o in (await a.load_region(K)).objects)
+
+
 async def test_periodic_snapshot_and_seeding_a_new_owner(backend: Backend) -> None:
     async with mesh(backend, n=1, snapshot_interval=0.1) as (a,):
         await a.acquire_region(K)

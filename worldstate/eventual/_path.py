@@ -891,6 +891,15 @@ class EventualPath:
                 out.append(WorldObject(f"{kind}:{eid}", kind, p, p, dict(e.state)))
         return out
 
+    def take_over(self, snapshot: RegionSnapshot) -> int:
+        """`seed_region` when this server has just taken the region: if the snapshot then
+        holds exactly this server's eventual state of it, that is remembered, so the next
+        snapshot round writes (and reads) nothing until something changes."""
+        taken = self.seed_region(snapshot)
+        if self._region_objects(snapshot) is None:
+            self._remember_mark(snapshot.key, self.authority.held().get(snapshot.key))
+        return taken
+
     def seed_region(self, snapshot: RegionSnapshot) -> int:
         """Merge a region snapshot's eventual objects into this server's state (by LWW:
         what we already have newer stays). Creatures keep the HLC and writer they were

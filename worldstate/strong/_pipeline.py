@@ -221,8 +221,11 @@ class GroupCommitter(abc.ABC, Generic[K]):
     def _take(self) -> dict[K, list[Entry]]:
         group: dict[K, list[Entry]] = {}
         n = 0
+        # with several slots, a group takes its share of the keys, so that the next group
+        # (other keys) can commit alongside it instead of waiting for every key to be free
+        share = -(-len(self.pipelines) // self.concurrency)
         for key, p in list(self.pipelines.items()):
-            if n >= MAX_GROUP_OPS:
+            if n >= MAX_GROUP_OPS or len(group) >= share:
                 break
             if key in self._busy:
                 continue
