@@ -76,7 +76,7 @@ class Config:
     """Strong group commits one server runs at once, each over its share of the owned
     regions (or inventory shards); a key's groups always commit in order. 1 suits
     PostgreSQL, whose serializable mode tracks reads by index page, so that concurrent
-    commits abort each other (measured with the strong bench: 2 slots cost 130–200
+    commits abort each other (measured with the strong bench: 2 slots cost 130-200
     serialization retries in 6 s and 0.6x the throughput); CockroachDB tracks exact key
     spans and can take more (e.g. 8)."""
     max_structure_size: float = REGION_SIZE

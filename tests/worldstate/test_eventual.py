@@ -635,11 +635,12 @@ async def test_a_taken_over_region_with_nothing_new_is_not_read_again(backend: B
         loads: list[RegionKey] = []
         real_load = a.eventual.views.load
 
-        async def counted_load(key: RegionKey) -> Any:
-            loads.append(key)
-            return await real_load(key)
+        async def counted_load(key: RegionKey, **kw: Any) -> Any:
+            if key == K:  # the anti-entropy of heard neighbours may read the others
+                loads.append(key)
+            return await real_load(key, **kw)
 
-        a.eventual.views.load = counted_load  # type: ignore[method-assign, assignment]
+        a.eventual.views.load = counted_load  # type: ignore[method-assign]
         await a.eventual.flush_region(K)
         assert loads == []
         a.move_entities([1], in_region(K, 1, 3))
