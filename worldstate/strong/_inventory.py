@@ -440,7 +440,23 @@ class InventoryCommitter(GroupCommitter[ShardKey]):
             return outs, errors, after, versions
 
         n = sum(len(es) for es in live.values())
-        return await self.store.run(body, f"commit {n} inventory ops in {len(live)} shard(s)")
+
+        def require_leases() -> None:
+            lost = [k for k in live if not self.holds(k)]
+            if lost:
+                raise NotAuthoritative(
+                    f"{self.server_id} is demoted or lost {lost[0]} before the commit; the ops "
+                    "were not applied — resubmit them (same op_ids)"
+                )
+
+        async def fenced_body(conn: AsyncConnection) -> Any:
+            require_leases()  # every attempt, also the store's own retries (see regions)
+            return await body(conn)
+
+        require_leases()
+        return await self.store.run(
+            fenced_body, f"commit {n} inventory ops in {len(live)} shard(s)"
+        )
 
 
 def _deltas(op: Operation) -> list[tuple[tuple[str, str], int]]:

@@ -522,7 +522,20 @@ class RegionCommitter(GroupCommitter[RegionKey]):
             return dec, versions, remaining, read
 
         n = sum(len(es) for es in live.values())
-        return await self.store.run(body, f"commit {n} strong ops in {len(live)} region(s)")
+
+        async def fenced_body(
+            conn: AsyncConnection,
+        ) -> tuple[Decision, dict[int, int], dict[str, float], dict[str, float]]:
+            # every attempt (the store retries 40001 inside) goes out only while this server
+            # is authoritative and holds each lease: a demotion during an await before it
+            # (a state reload, the connection checkout) stops it here, nothing written
+            for k in live:
+                self.lease_of(k)
+            return await body(conn)
+
+        for k in live:
+            self.lease_of(k)
+        return await self.store.run(fenced_body, f"commit {n} strong ops in {len(live)} region(s)")
 
     def _writes(
         self,
