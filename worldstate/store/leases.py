@@ -12,6 +12,7 @@ owner is refused by the store whatever its clock says.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +96,25 @@ async def renew_code(
     return Grant(owner, epoch, lease.expires_at)
 
 
+async def locked_lease_rows(
+    conn: AsyncConnection, table: Any, codes: Iterable[int]
+) -> dict[int, Any]:
+    """The lease rows of ``codes`` (region or shard leases), locked, in key order: code ->
+    row (primary key, owner, epoch, expires_at). One statement."""
+    pk = table.primary_key.columns.values()[0]
+    return {
+        int(r[0]): r
+        for r in (
+            await conn.execute(
+                select(pk, table.c.owner, table.c.epoch, table.c.expires_at)
+                .where(pk.in_(sorted(codes)))
+                .order_by(pk)
+                .with_for_update()
+            )
+        ).all()
+    }
+
+
 async def renew_codes(
     conn: AsyncConnection,
     table: Table,
@@ -110,17 +130,7 @@ async def renew_codes(
     if not held:
         return {}
     pk = table.primary_key.columns.values()[0]
-    rows = {
-        int(r[0]): r
-        for r in (
-            await conn.execute(
-                select(pk, table.c.owner, table.c.epoch, table.c.expires_at)
-                .where(pk.in_(sorted(held)))
-                .order_by(pk)
-                .with_for_update()
-            )
-        ).all()
-    }
+    rows = await locked_lease_rows(conn, table, held)
     out: dict[int, Grant | Exception] = {}
     by_expiry: dict[float, list[int]] = {}
     for code in sorted(held):

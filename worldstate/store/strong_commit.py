@@ -289,22 +289,31 @@ async def commit_batches(
         await conn.execute(
             insert(s.conflicts),
             [
-                {
-                    "decision_id": str(uuid.uuid4()),
-                    "region_key": by_op[d.losers[0]].morton if d.losers[0] in by_op else None,
-                    "conflict_type": d.conflict_type.value,
-                    "rule": d.rule.value,
-                    "subject": d.subject,
-                    "winners": orjson.dumps(list(d.winners)).decode(),
-                    "losers": orjson.dumps(list(d.losers)).decode(),
-                    "reason": d.reason,
-                    "server_id": writer,
-                    "at": now,
-                }
+                decision_row(
+                    d, by_op[d.losers[0]].morton if d.losers[0] in by_op else None, writer, now
+                )
                 for d in decisions
             ],
         )
     return out
+
+
+def decision_row(
+    d: cf.ConflictDecision, region_key: int | None, writer: str, now: float
+) -> dict[str, object]:
+    """The ``ws_conflicts`` row of one conflict decision (who won, who lost, by which rule)."""
+    return {
+        "decision_id": str(uuid.uuid4()),
+        "region_key": region_key,
+        "conflict_type": d.conflict_type.value,
+        "rule": d.rule.value,
+        "subject": d.subject,
+        "winners": orjson.dumps(list(d.winners)).decode(),
+        "losers": orjson.dumps(list(d.losers)).decode(),
+        "reason": d.reason,
+        "server_id": writer,
+        "at": now,
+    }
 
 
 async def _check_fences(

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from worldstate.store import _lease_rules as lease_rules
 from worldstate.store import schema as s
 from worldstate.store.bulk import insert_rows, insert_sql
+from worldstate.store.leases import locked_lease_rows
 from worldstate.store.object_rows import Box6, ObjectRow, read_rows
 from worldstate.store.region_state import bump_version
 from worldstate.store.strong_commit import OpOutcome
@@ -145,18 +146,7 @@ async def check_fences(
     `RegionOwned` (``keys`` gives the key each code is reported as)."""
     if not epochs:
         return
-    pk = table.primary_key.columns.values()[0]
-    rows = {
-        int(r[0]): r
-        for r in (
-            await conn.execute(
-                select(pk, table.c.owner, table.c.epoch, table.c.expires_at)
-                .where(pk.in_(sorted(epochs)))
-                .order_by(pk)
-                .with_for_update()
-            )
-        ).all()
-    }
+    rows = await locked_lease_rows(conn, table, epochs)
     for code in sorted(epochs):  # the one fence rule (store/_lease_rules.py), exclusive
         lease_rules.check_fence(
             keys[code],
@@ -290,6 +280,19 @@ async def bump_region_versions(
     return out
 
 
+def _box_and_op(row: Sequence[Any], at: int) -> tuple[Box6, str]:
+    """A result row's six box columns from ``at`` on, and the op id after them."""
+    box = (
+        float(row[at]),
+        float(row[at + 1]),
+        float(row[at + 2]),
+        float(row[at + 3]),
+        float(row[at + 4]),
+        float(row[at + 5]),
+    )
+    return box, str(row[at + 6])
+
+
 async def read_structures_near(
     conn: AsyncConnection, region_keys: Sequence[int], boxes: Sequence[Box6]
 ) -> dict[str, tuple[Box6, str]]:
@@ -323,17 +326,7 @@ async def read_structures_near(
     ).bindparams(bindparam("keys", expanding=True))
     out: dict[str, tuple[Box6, str]] = {}
     for row in (await conn.execute(query, params)).all():
-        out[str(row[0])] = (
-            (
-                float(row[1]),
-                float(row[2]),
-                float(row[3]),
-                float(row[4]),
-                float(row[5]),
-                float(row[6]),
-            ),
-            str(row[7]),
-        )
+        out[str(row[0])] = _box_and_op(row, 1)
     return out
 
 
@@ -359,17 +352,7 @@ async def _structures_near_unnest(
     }
     out: dict[str, tuple[Box6, str]] = {}
     for row in (await conn.execute(query, params)).all():
-        out[str(row[0])] = (
-            (
-                float(row[1]),
-                float(row[2]),
-                float(row[3]),
-                float(row[4]),
-                float(row[5]),
-                float(row[6]),
-            ),
-            str(row[7]),
-        )
+        out[str(row[0])] = _box_and_op(row, 1)
     return out
 
 
@@ -419,17 +402,7 @@ async def read_near(
         **{k: list(c) for k, c in zip(("lx", "ly", "lz", "hx", "hy", "hz"), cols, strict=True)},
     }
     for row in (await conn.execute(query, params)).all():
-        out[int(row[0])][str(row[1])] = (
-            (
-                float(row[2]),
-                float(row[3]),
-                float(row[4]),
-                float(row[5]),
-                float(row[6]),
-                float(row[7]),
-            ),
-            str(row[8]),
-        )
+        out[int(row[0])][str(row[1])] = _box_and_op(row, 2)
     return out, versions
 
 

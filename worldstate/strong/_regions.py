@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -51,7 +49,7 @@ from worldstate.store import schema as s
 from worldstate.store import strong_rows as rows
 from worldstate.store.object_rows import Box6, ObjectRow, rewrite, row_values
 from worldstate.store.region_state import record_tampered
-from worldstate.store.strong_commit import CONFLICT_DECISIONS, structure_data
+from worldstate.store.strong_commit import CONFLICT_DECISIONS, decision_row, structure_data
 from worldstate.strong._outcomes import OutcomeMemory, check_digest, outcome_row, to_result
 from worldstate.strong._pipeline import Entry, GroupCommitter
 from worldstate.strong._state import (
@@ -590,20 +588,12 @@ class RegionCommitter(GroupCommitter[RegionKey]):
             for rid, a in delta.claims.items():
                 w.claims[rid] = w.claims.get(rid, 0.0) + a
         w.decisions = [
-            {
-                "decision_id": str(uuid.uuid4()),
-                "region_key": dec.region_of[d.losers[0]].morton
-                if d.losers[0] in dec.region_of
-                else None,
-                "conflict_type": d.conflict_type.value,
-                "rule": d.rule.value,
-                "subject": d.subject,
-                "winners": orjson.dumps(list(d.winners)).decode(),
-                "losers": orjson.dumps(list(d.losers)).decode(),
-                "reason": d.reason,
-                "server_id": writer,
-                "at": now,
-            }
+            decision_row(
+                d,
+                dec.region_of[d.losers[0]].morton if d.losers[0] in dec.region_of else None,
+                writer,
+                now,
+            )
             for d in dec.decisions
         ]
         return w
