@@ -579,6 +579,21 @@ async def test_rows_suppressed_while_minority_are_sent_once_authoritative(sqlite
 # -- snapshots ---------------------------------------------------------------------------------
 
 
+def count_loads(w: worldstate.World, key: RegionKey) -> tuple[list[RegionKey], Any]:
+    """Make the eventual path's region reads of ``key`` countable (the anti-entropy of heard
+    neighbours may read the others): the list they go to, and the real loader to restore."""
+    loads: list[RegionKey] = []
+    real_load = w.eventual.views.load
+
+    async def counted_load(k: RegionKey, **kw: Any) -> Any:
+        if k == key:
+            loads.append(k)
+        return await real_load(k, **kw)
+
+    w.eventual.views.load = counted_load  # type: ignore[method-assign, assignment]
+    return loads, real_load
+
+
 async def test_flush_and_release_write_owned_region_state(backend: Backend) -> None:
     async with mesh(backend, snapshot_interval=3600.0) as (a, b):
         await a.acquire_region(K)
@@ -602,15 +617,7 @@ async def test_flush_and_release_write_owned_region_state(backend: Backend) -> N
         assert dict(by_id["power:3"].data) == {"on": True} and by_id["power:3"].kind == "power"
         # unchanged state: nothing new is written, and the region is not even read back
         version = stored.version
-        loads: list[RegionKey] = []
-        real_load = a.eventual.views.load
-
-        async def counted_load(key: RegionKey, **kw: Any) -> Any:
-            if key == K:  # the anti-entropy of heard neighbours may read the others
-                loads.append(key)
-            return await real_load(key, **kw)
-
-        a.eventual.views.load = counted_load  # type: ignore[method-assign]
+        loads, real_load = count_loads(a, K)
         await a.eventual.flush_region(K)
         assert loads == []
         assert (await b.load_region(K)).version == version
@@ -632,15 +639,7 @@ async def test_a_taken_over_region_with_nothing_new_is_not_read_again(backend: B
     after it reads (and writes) nothing until this server's eventual state there changes."""
     async with mesh(backend, n=1, snapshot_interval=3600.0) as (a,):
         await a.acquire_region(K)
-        loads: list[RegionKey] = []
-        real_load = a.eventual.views.load
-
-        async def counted_load(key: RegionKey, **kw: Any) -> Any:
-            if key == K:  # the anti-entropy of heard neighbours may read the others
-                loads.append(key)
-            return await real_load(key, **kw)
-
-        a.eventual.views.load = counted_load  # type: ignore[method-assign]
+        loads, real_load = count_loads(a, K)
         await a.eventual.flush_region(K)
         assert loads == []
         a.move_entities([1], in_region(K, 1, 3))

@@ -205,13 +205,12 @@ async def _paced(calls: list[Any], rate: float) -> None:
     """Start ``calls`` (each returns a coroutine) at ``rate`` per second; wait for all."""
     loop = asyncio.get_running_loop()
     start = loop.time()
-    running: list[asyncio.Task[Any]] = []
-    for i, call in enumerate(calls):
-        delay = start + i / rate - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        running.append(asyncio.create_task(call()))
-    await asyncio.gather(*running)
+    async with asyncio.TaskGroup() as group:  # owns them: cancels and awaits on failure
+        for i, call in enumerate(calls):
+            delay = start + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            group.create_task(call())
 
 
 def _inside(k: RegionKey, off: float) -> tuple[float, float, float]:

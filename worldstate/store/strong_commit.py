@@ -77,18 +77,10 @@ def candidate(op: Operation) -> cf.Candidate:
     and HLC it was stamped with are checked (they come from this server, or from a forwarded
     op's checked sender)."""
     oid, sid, hlc, pri = str(op.op_id), op.server_id, op.hlc, op.priority
-    if type(op) is PlaceStructure and type(hlc) is int and 0 <= hlc < 1 << 63:
-        return cf.StructurePlacement.prepared(
-            op_id=oid,
-            server_id=sid,
-            hlc=hlc,
-            priority=pri,
-            structure_id=op.structure_id,
-            lo=op.lo,
-            hi=op.hi,
-        )
     if isinstance(op, PlaceStructure):
-        return cf.StructurePlacement(
+        trusted = type(op) is PlaceStructure and type(hlc) is int and 0 <= hlc < 1 << 63
+        make = cf.StructurePlacement.prepared if trusted else cf.StructurePlacement
+        return make(
             op_id=oid,
             server_id=sid,
             hlc=hlc,

@@ -197,22 +197,13 @@ class GroupCommitter(abc.ABC, Generic[K]):
 
     async def _wait(self, inflight: set[asyncio.Task[None]]) -> None:
         """Until a group in flight ends (its crash is re-raised) or — when a slot is free —
-        new work arrives."""
+        new work arrives. ``_work`` is set by every submit and by every group that ends
+        (`_commit`), so one event covers both."""
         if len(inflight) >= self.concurrency:  # no slot: only an ending group can help
-            done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                inflight.discard(t)
-                t.result()
-            return
-        waiter: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self._work.wait())
-        watched: set[asyncio.Task[Any]] = {waiter, *inflight}  # the waiter is owned: below
-        try:
-            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-        for t in done:
-            if t is waiter:
-                continue
+            await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+        else:
+            await self._work.wait()
+        for t in [t for t in inflight if t.done()]:
             inflight.discard(t)
             t.result()  # a bug in commit_group: the loop ends with it (the supervisor's)
         if not self._ready():

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,9 +73,6 @@ class RegionState:
             )
         self.items: dict[str, str] = dict(loaded.items)
         self.resources: dict[str, float] = {}
-
-    def hits(self, box: Box6) -> Iterable[str]:
-        return self.index.intersection(box) if self.structures else ()
 
     def hits_many(self, boxes: Sequence[Box6]) -> set[str]:
         """Ids of the structures overlapping any of ``boxes`` (one vectorised R-tree query
