@@ -801,6 +801,12 @@ class MeshCoordinator:
         """Move regions from the busiest servers to the idlest (see the module docs for the
         load measure and the hysteresis). Returns the moves made."""
         self._require_acting()
+        # placements under way finish first: a plan made without the regions they are placing
+        # would balance the rest and leave the mesh uneven once they land (each placement has
+        # its own deadlines; the wait is bounded by a lease TTL all the same)
+        placing = [t for t in self._busy.values() if t is not None]
+        if placing:
+            await asyncio.wait(placing, timeout=self.config.lease_ttl)
         await self._refresh()
         now = self.clock()
         servers = self.eligible(now)

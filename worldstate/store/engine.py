@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError
@@ -102,6 +103,7 @@ def make_engine(
     }
     engine = create_async_engine(u, **kwargs)
     _ping_when_idle(engine)
+    _binary_arrays(engine)
     if read_only:
 
         @event.listens_for(engine.sync_engine, "begin")
@@ -109,6 +111,21 @@ def make_engine(
             conn.exec_driver_sql("SET TRANSACTION READ ONLY")
 
     return engine
+
+
+def _binary_arrays(engine: AsyncEngine) -> None:
+    """Send list parameters (the ``unnest`` arrays every group write binds) in PostgreSQL's
+    binary array format. psycopg's text format escapes element by element in Python — a
+    ``bytea`` element costs ~7.6 µs to dump as text, ~0.24 µs as binary, and an int ~1.1
+    against ~0.2 — which made array adaptation the largest part of a group commit's CPU.
+    Registering the binary dumper for ``list`` on each connection makes it the one the
+    ``%s`` placeholders SQLAlchemy renders use (psycopg: the dumper registered last is the
+    automatic one); scalars keep their usual adaptation. CockroachDB decodes binary arrays
+    too (pgwire)."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.driver_connection.adapters.register_dumper(list, ListBinaryDumper)
 
 
 PING_AFTER_IDLE = 1.0
