@@ -539,12 +539,10 @@ class World:
         self, stamped: Operation, cls: ConsistencyClass, key: RegionKey | None, limit: float
     ) -> Result:
         try:
-            if cls is ConsistencyClass.STRONG:
-                # the strong path keeps the deadline itself (it knows whether the op may
-                # have applied when it fires)
-                return await self._route(stamped, cls, key, limit)
-            async with asyncio.timeout(limit):
-                return await self._route(stamped, cls, key, limit)
+            # the strong path keeps the deadline itself (it knows whether the op may have
+            # applied when it fires), the causal path keeps its submits' deadlines on one
+            # timer, and an eventual submit does not wait
+            return await self._route(stamped, cls, key, limit)
         except TimeoutError:
             raise SubmitTimeout(
                 f"{stamped.op_type} {stamped.op_id} got no outcome within {limit}s; it may "
@@ -571,7 +569,7 @@ class World:
             return await self.strong.submit(op, key, timeout=limit)
         if cls is ConsistencyClass.CAUSAL:
             self.router.check_travels(op, "every other server (it is a causal event)")
-            return await self.causal.submit(op, key)
+            return await self.causal.submit(op, key, timeout=limit)
         return self.eventual.submit(op, key)
 
     async def submit_many(

@@ -100,6 +100,7 @@ from worldstate.errors import (
     WorldClosed,
     WorldStateError,
 )
+from worldstate.node._deadlines import Deadlines
 from worldstate.operations import Operation, TransferCreature
 from worldstate.protocol import _causal as wire
 from worldstate.results import Accepted
@@ -135,9 +136,13 @@ RECONCILE_MIN, RECONCILE_MAX = 0.05, 2.0
 
 @dataclass(slots=True)
 class _Waiting:
+    """One op waiting to be appended, with every submit of its op_id waiting for it (each
+    caller has its own future: one that gives up cancels only its own)."""
+
     op: Operation
     key: RegionKey | None
-    future: asyncio.Future[Accepted]
+    oid: str
+    futures: list[asyncio.Future[Accepted]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +167,8 @@ class CausalPath:
         self.fanout = fanout
         self.buffer = CausalBuffer(ctx.server_id, max_pending=MAX_PENDING)
         self._queue: deque[_Waiting] = deque()
-        self._inflight: dict[str, asyncio.Future[Accepted]] = {}
+        self._inflight: dict[str, _Waiting] = {}
+        self._deadlines = Deadlines()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -242,9 +248,7 @@ class CausalPath:
             self._subscription.cancel()
         closed = WorldClosed("the world was closed before the causal op was appended")
         while self._queue:
-            w = self._queue.popleft()
-            if not w.future.done():
-                w.future.set_exception(closed)
+            self._settle(self._queue.popleft(), closed)
         if self._started:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CLOSE_GRACE):
@@ -262,39 +266,55 @@ class CausalPath:
             with contextlib.suppress(WorldStateError, TimeoutError):
                 async with asyncio.timeout(CLOSE_GRACE):
                     await self._announce(qos=1)
-        for fut in list(self._inflight.values()):
-            if not fut.done():
-                fut.set_exception(closed)
+        for w in list(self._inflight.values()):
+            self._settle(w, closed)
+        self._deadlines.close()
 
     # -- submitting and appending -------------------------------------------------------------
 
-    async def submit(self, op: Operation, key: RegionKey | None) -> Accepted:
+    async def submit(
+        self, op: Operation, key: RegionKey | None, *, timeout: float | None = None
+    ) -> Accepted:
         """Append ``op`` (already validated and stamped by `World.submit`) to the log as this
         server's next event; `Accepted` once durable. The same op_id twice: one event, and
-        `Accepted` both times (a concurrent second submit waits for the first)."""
+        `Accepted` both times (a concurrent second submit waits for the first).
+
+        ``timeout``: `TimeoutError` after that many seconds (up to `Deadlines`' grain late)
+        if the op is not durable by then — it may still be appended. The deadlines of all
+        submits share one timer instead of an `asyncio.timeout` each."""
         if self._closed or not self._started:
             raise WorldClosed("the world is closed; open a new one with worldstate.connect()")
         oid = str(op.op_id)
-        fut = self._inflight.get(oid)
-        if fut is None:
+        fut: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        w = self._inflight.get(oid)
+        if w is None:
             if len(self._queue) >= MAX_QUEUED:
                 raise Overloaded(
                     f"{len(self._queue)} causal ops are waiting to be appended; retry later "
                     "with the same op_id"
                 )
-            fut = asyncio.get_running_loop().create_future()
-            self._inflight[oid] = fut
-            fut.add_done_callback(functools.partial(self._settled, oid))
-            self._queue.append(_Waiting(op, key, fut))
+            w = self._inflight[oid] = _Waiting(op, key, oid, [fut])
+            self._queue.append(w)
             self._idle.clear()
             self._wakeup.set()
-        return await asyncio.shield(fut)
+        else:
+            w.futures.append(fut)
+        if timeout is not None:
+            self._deadlines.add(fut, timeout)
+        return await fut
 
-    def _settled(self, oid: str, fut: asyncio.Future[Accepted]) -> None:
-        if self._inflight.get(oid) is fut:
-            del self._inflight[oid]
-        if not fut.cancelled():
-            fut.exception()  # retrieved: a caller that gave up waiting must not cause a warning
+    def _settle(self, w: _Waiting, outcome: Accepted | BaseException) -> None:
+        """Answer every submit waiting for ``w`` (those that gave up are skipped)."""
+        if self._inflight.get(w.oid) is w:
+            del self._inflight[w.oid]
+        if isinstance(outcome, BaseException):
+            for fut in w.futures:
+                if not fut.done():
+                    fut.set_exception(outcome)
+        else:
+            for fut in w.futures:
+                if not fut.done():
+                    fut.set_result(outcome)
 
     async def _append_loop(self) -> None:
         delay = RECONCILE_MIN
@@ -331,17 +351,12 @@ class CausalPath:
             nonlocal attempts, base
             attempts += 1
             base = self.buffer.delivered  # only grows; own events change only here
-            snapshot = base
-
-            def encode(seq: int, op: Operation, key: RegionKey | None) -> bytes:
-                return wire.encode_body(seq, snapshot.with_counter(me, seq - 1), key, op)
-
             return await event_log.append_group(
                 conn,
                 origin=me,
                 entries=entries,
-                first_seq=snapshot[me] + 1,
-                encode=encode,
+                first_seq=base[me] + 1,
+                encode=wire.body_encoder(me, base),
                 recover=recover or attempts > 1,
                 now=ctx.clock(),
                 morton=wire.morton_of,
@@ -378,15 +393,12 @@ class CausalPath:
                 bodies.append(a.body)
         finally:
             for w in batch:  # durable: acknowledged whatever happens next
-                if not w.future.done():
-                    w.future.set_result(Accepted(w.op.op_id))
+                self._settle(w, Accepted(w.op.op_id))
         await self._broadcast(bodies)
 
-    @staticmethod
-    def _fail(batch: Sequence[_Waiting], err: Exception) -> None:
+    def _fail(self, batch: Sequence[_Waiting], err: Exception) -> None:
         for w in batch:
-            if not w.future.done():
-                w.future.set_exception(err)
+            self._settle(w, err)
 
     def _deliver_own(self, event: CausalEvent, now: float) -> None:
         out = self.buffer.offer(event, now=now)

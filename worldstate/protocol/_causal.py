@@ -49,7 +49,7 @@ from consistency.vector_clock import MAX_COUNTER
 from regions import RegionKey
 from worldstate._validation import check_id
 from worldstate.errors import ValidationError
-from worldstate.operations import Operation
+from worldstate.operations import BUILTIN_OPERATIONS, Operation
 from worldstate.protocol import _topics as topics
 from worldstate.protocol._ops import op_from_dict
 
@@ -130,16 +130,47 @@ def _plain(v: object) -> object:
 def encode_body(seq: int, deps: VectorClock, region: RegionKey | None, op: Operation) -> bytes:
     """The JSON body of one event (stored in the log, embedded in messages). The op record
     is `worldstate.protocol._ops`'s format, written straight by orjson (UUIDs, tuples natively)."""
+    return _body(seq, deps.to_dict(), region, op)
+
+
+_PLAIN_OPS = frozenset(BUILTIN_OPERATIONS)
+"""Built-in operation types: frozen dataclasses whose ``__dict__`` holds exactly their
+fields, in declaration order (set by the generated ``__init__``; nothing caches into it)."""
+
+
+def _body(seq: int, deps: dict[str, int], region: RegionKey | None, op: Operation) -> bytes:
+    cls = type(op)
+    fields = op.__dict__ if cls in _PLAIN_OPS else {n: getattr(op, n) for n in _field_names(op)}
     return orjson.dumps(
         {
             "s": seq,
-            "d": deps.to_dict(),
+            "d": deps,
             "r": morton_of(region) if region is not None else None,
-            "op": {"t": type(op).__name__, "f": {n: getattr(op, n) for n in _field_names(op)}},
+            "op": {"t": cls.__name__, "f": fields},
         },
         default=_plain,
         option=orjson.OPT_PASSTHROUGH_DATACLASS,
     )
+
+
+def body_encoder(
+    origin: str, base: VectorClock
+) -> Callable[[int, Operation, RegionKey | None], bytes]:
+    """``encode(seq, op, region)`` for a run of ``origin``'s events that all depend on
+    ``base`` (and on their predecessors): each body's ``d`` is ``base`` with ``origin`` at
+    ``seq - 1`` — what `encode_body` writes for ``base.with_counter(origin, seq - 1)``,
+    without building a clock per event."""
+    template = base.to_dict()
+
+    def encode(seq: int, op: Operation, region: RegionKey | None) -> bytes:
+        deps = dict(template)
+        if seq > 1:
+            deps[origin] = seq - 1
+        else:
+            deps.pop(origin, None)
+        return _body(seq, deps, region, op)
+
+    return encode
 
 
 def sign(key: bytes, topic: str, document: bytes) -> bytes:
@@ -336,6 +367,7 @@ __all__ = [
     "RegionCheck",
     "WireError",
     "WireEvent",
+    "body_encoder",
     "decode_body",
     "decode_event",
     "decode_group",

@@ -13,7 +13,7 @@ import orjson
 
 from regions import RegionKey
 from worldstate.errors import ValidationError
-from worldstate.operations import Operation
+from worldstate.operations import BUILTIN_OPERATIONS, Operation
 
 _AS_IS = frozenset({str, int, float, bool, type(None)})
 
@@ -54,6 +54,9 @@ def op_to_dict(op: Operation) -> dict[str, Any]:
 
 
 _INIT_NAMES: dict[type[Operation], frozenset[str]] = {}
+_PLAIN_OPS = frozenset(BUILTIN_OPERATIONS)
+"""Built-in types: plain frozen dataclasses (no slots, every field an init field, a
+generated ``__init__``), which `op_from_dict` may fill without calling the constructor."""
 
 
 def op_from_dict(doc: object, types: Mapping[str, type[Operation]]) -> Operation:
@@ -90,6 +93,15 @@ def op_from_dict(doc: object, types: Mapping[str, type[Operation]]) -> Operation
         elif isinstance(v, list):
             v = tuple(v)
         kwargs[k] = v
+    if cls in _PLAIN_OPS and len(kwargs) == len(names):
+        # every field present, in a built-in type: what its generated __init__ does (set
+        # each field, then __post_init__, which checks and normalises them), without the
+        # keyword-argument call and the frozen per-field setattr; in declaration order,
+        # as __init__ would leave __dict__
+        op = object.__new__(cls)
+        op.__dict__.update({n: kwargs[n] for n in _field_names(cls)})
+        op.__post_init__()
+        return op
     try:
         return cls(**kwargs)
     except TypeError as e:

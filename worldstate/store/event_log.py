@@ -22,9 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, Table, and_, bindparam, func, insert, or_, select
+from sqlalchemy import LargeBinary, Row, Table, and_, bindparam, func, insert, or_, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import TypeEngine, UserDefinedType
 
 from regions import RegionKey
 from worldstate.operations import Operation
@@ -168,12 +169,6 @@ async def append_group(
         if oid not in unique:
             code = None if key is None else morton(key) if morton is not None else key.morton
             unique[oid] = (op, key, code)
-    outcomes: list[dict[str, object]] = []
-    for oid, (op, _, code) in unique.items():
-        row = _outcome_row(op, OpOutcome(oid, False), None, now)
-        row["status"] = ACCEPTED
-        row["region_key"] = code
-        outcomes.append(row)
     sqlite = conn.dialect.name == "sqlite"
     if sqlite:
         prior = await prior_outcomes(conn, list(unique))
@@ -181,46 +176,71 @@ async def append_group(
     else:
         # only the columns that vary go as arrays; the group's status, server and time are
         # one value each (and the unset ones default to NULL): a third of the values to send
-        varying = {
+        params = {
             "op_id": list(unique),
-            "op_type": [o["op_type"] for o in outcomes],
-            "region_key": [o["region_key"] for o in outcomes],
+            "op_type": [type(op).__name__ for op, _, _ in unique.values()],
+            "region_key": [code for _, _, code in unique.values()],
+            "status": ACCEPTED,
+            "server_id": origin,
+            "at": now,
         }
-        params = {**varying, "status": ACCEPTED, "server_id": origin, "at": now}
         inserted = set((await conn.execute(_accepted_insert(), params)).scalars())
         fresh = [oid for oid in unique if oid in inserted]
     appended: list[Appended] = []
-    events: list[dict[str, object]] = []
     seq = first_seq
     for oid in fresh:
-        op, key, code = unique[oid]
-        body = encode(seq, op, key)
-        events.append(
-            {
-                "origin": origin,
-                "seq": seq,
-                "region_key": GLOBAL_REGION if code is None else code,
-                "op_id": oid,
-                "body": body,
-                "at": now,
-            }
-        )
-        appended.append(Appended(seq, op, key, body))
+        op, key, _ = unique[oid]
+        appended.append(Appended(seq, op, key, encode(seq, op, key)))
         seq += 1
-    if events:
+    if appended:
+        codes = [unique[oid][2] for oid in fresh]
+        regions = [GLOBAL_REGION if c is None else c for c in codes]
         if sqlite:
             fresh_ids = set(fresh)
-            await conn.execute(insert(s.outcomes), [o for o in outcomes if o["op_id"] in fresh_ids])
+            outcomes: list[dict[str, object]] = []
+            for oid, (op, _, code) in unique.items():
+                if oid in fresh_ids:
+                    row = _outcome_row(op, OpOutcome(oid, False), None, now)
+                    row["status"] = ACCEPTED
+                    row["region_key"] = code
+                    outcomes.append(row)
+            await conn.execute(insert(s.outcomes), outcomes)
+            events = [
+                {
+                    "origin": origin,
+                    "seq": a.seq,
+                    "region_key": r,
+                    "op_id": oid,
+                    "body": a.body,
+                    "at": now,
+                }
+                for a, r, oid in zip(appended, regions, fresh, strict=True)
+            ]
             await conn.execute(insert(s.events), events)
         else:
             columns = {
-                "seq": [e["seq"] for e in events],
-                "region_key": [e["region_key"] for e in events],
-                "op_id": [e["op_id"] for e in events],
-                "body": [e["body"] for e in events],
+                "seq": list(range(first_seq, seq)),
+                "region_key": regions,
+                "op_id": fresh,
+                "body": [a.body for a in appended],
             }
             await conn.execute(_events_insert(), {**columns, "origin": origin, "at": now})
     return AppendResult(recovered, appended, frozenset(unique.keys() - set(fresh)))
+
+
+class _Bytea(UserDefinedType[bytes]):
+    """``BYTEA`` without `LargeBinary`'s bind processor, for array elements: the driver
+    takes `bytes` as they are, and wrapping each of a group's bodies in ``psycopg.Binary``
+    first only costs a Python call per element."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_kw: Any) -> str:
+        return "BYTEA"
+
+
+def _array_item(t: TypeEngine[Any]) -> TypeEngine[Any]:
+    return _Bytea() if isinstance(t, LargeBinary) else t
 
 
 def _unnest_with_constants(
@@ -229,7 +249,7 @@ def _unnest_with_constants(
     """``INSERT INTO table (arrays…, constants…) SELECT u.*, :c… FROM unnest(:a…) u``: one
     array parameter per varying column, one scalar per column that is the same on every
     row (PostgreSQL, CockroachDB)."""
-    params = [bindparam(c, type_=postgresql.ARRAY(table.c[c].type)) for c in arrays]
+    params = [bindparam(c, type_=postgresql.ARRAY(_array_item(table.c[c].type))) for c in arrays]
     rows = func.unnest(*params).table_valued(*arrays).render_derived()
     scalars = [bindparam(c, type_=table.c[c].type) for c in constants]
     return postgresql.insert(table).from_select(
