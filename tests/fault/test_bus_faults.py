@@ -4,6 +4,7 @@ and the in-process hub's partitions, cuts, crashes and seeded drop/duplicate/reo
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator
 
@@ -177,6 +178,38 @@ async def test_mqtt_stalled_connection_is_detected_by_keepalive(
         await mqtt_proxy.restore()
         await bus.wait_connected(WAIT)
         assert bus.stats.reconnects >= 1
+
+
+async def test_mqtt_connection_dropped_before_connack_is_retried_at_once(
+    mqtt_proxy: MqttProxy, mqtt_prefix: str
+) -> None:
+    """A proxy (or load balancer) that accepts the TCP connection and then drops it, as one
+    does while the broker behind it restarts: the connect attempt fails as soon as the
+    connection closes and is retried with the backoff — not after ``connect_timeout`` (here
+    far longer than this test's deadlines: the attempt used to hang that long)."""
+    async with MqttBus(
+        mqtt_proxy.url,
+        client_id="behind-lb",
+        prefix=mqtt_prefix,
+        connect_timeout=120.0,
+        reconnect_min=0.05,
+        reconnect_max=0.2,
+    ) as bus:
+        watch = LossWatch(bus)
+        broker_port = mqtt_proxy.target_port
+        with socket.socket() as s:  # a port nothing listens on: the "broker" is down
+            s.bind(("127.0.0.1", 0))
+            mqtt_proxy.target_port = s.getsockname()[1]
+        await mqtt_proxy.cut()
+        await watch.wait_lost()
+        await mqtt_proxy.restore()  # accepts again, but drops every connection at once
+        before = mqtt_proxy.accepted
+        async with asyncio.timeout(WAIT):
+            while mqtt_proxy.accepted < before + 3:  # noqa: ASYNC110 - the proxy's counter
+                await asyncio.sleep(0.01)
+        mqtt_proxy.target_port = broker_port  # the broker is back
+        await bus.wait_connected(WAIT)
+        assert bus.stats.reconnects == 1
 
 
 # -- the in-process hub --------------------------------------------------------------------

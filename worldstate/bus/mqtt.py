@@ -118,6 +118,47 @@ def _read_packets_per_turn(paho_client: paho.Client) -> None:
     paho_client.loop_read = loop_read  # type: ignore[method-assign]
 
 
+def _fail_connect_on_early_disconnect(client: aiomqtt.Client) -> None:
+    """Make a connection that closes before the broker's CONNACK fail ``__aenter__`` at once.
+
+    aiomqtt ignores a disconnection before CONNACK (its ``_on_disconnect`` returns early
+    while ``_connected`` is pending), so ``__aenter__`` waits out its whole timeout
+    (``connect_timeout``) for a CONNACK that cannot come. That is what happens when a TCP
+    proxy or load balancer in front of the broker accepts the connection and then drops it
+    because the broker behind it is down: every reconnection attempt made during a broker
+    restart hung for ``connect_timeout`` (10 s) instead of being retried with the backoff
+    (measured: servers back 8-9 s after the broker instead of < 2 s)."""
+    paho_client = client._client
+    aiomqtt_on_disconnect = client._on_disconnect  # what aiomqtt registered with paho
+    loop = asyncio.get_running_loop()
+
+    def fail(reason: object) -> None:
+        connecting = client._connected
+        if not connecting.done():
+            connecting.set_exception(
+                aiomqtt.MqttError(f"the connection closed before the broker's CONNACK ({reason})")
+            )
+
+    def on_disconnect(
+        c: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
+    ) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            fail(reason_code)
+        elif not loop.is_closed():  # paho may call back from aiomqtt's connect thread
+            loop.call_soon_threadsafe(fail, reason_code)
+        aiomqtt_on_disconnect(c, userdata, flags, reason_code, properties)
+
+    paho_client.on_disconnect = on_disconnect
+
+
 @dataclass(frozen=True, slots=True)
 class MqttUrl:
     """A parsed bus URL. ``safe`` is the URL with its password masked, for every message."""
@@ -409,6 +450,7 @@ class MqttBus(Bus):
         # aiomqtt warns above 10 concurrent publishes; concurrent publishes are normal here.
         client.pending_calls_threshold = 1_000_000
         _read_packets_per_turn(client._client)
+        _fail_connect_on_early_disconnect(client)
         return client
 
     async def _connection_loop(self) -> None:
