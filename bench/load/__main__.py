@@ -319,6 +319,9 @@ class MeshControl:
         now = time.time()
         return {k.morton: le.owner for k, le in self.coord.owners().items() if le.live(now)}
 
+    def eligible(self) -> list[str]:
+        return self.coord.eligible()
+
     def all_regions(self) -> int:
         return self.regions
 
@@ -326,10 +329,7 @@ class MeshControl:
         return self.run.status()
 
     async def rebalance(self) -> int:
-        try:
-            return len(await self.coord.rebalance())
-        except Exception:
-            return 0
+        return len(await self.coord.rebalance())
 
 
 async def seed(store: str, namespace: str, model: PlayerModel, capacity: dict[str, float]) -> None:

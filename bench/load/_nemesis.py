@@ -6,7 +6,8 @@
 - ``partition``: cut one server's TCP proxy to the broker (a 3|1 split of the bus for 4
   servers; with ``mixed``, not the server that ``kill`` killed) for a while; recovered
   when, after the heal, every server is authoritative again (the time until the cut side
-  demoted and until its regions were reassigned is recorded).
+  demoted and until its regions were reassigned is recorded); once the coordinator hears
+  the healed side again, it rebalances regions back onto it.
 - ``broker``: stop the run's private Mosquitto and start it again on the same port;
   recovered when every server is connected and authoritative again.
 - ``db``: ``pg_terminate_backend`` every connection to the run's PostgreSQL database;
@@ -91,6 +92,7 @@ class Mesh(Protocol):
     async def restart_broker(self) -> bool: ...
     async def kill_db_connections(self) -> int | None: ...
     def owners(self) -> dict[int, str]: ...
+    def eligible(self) -> list[str]: ...
     def all_regions(self) -> int: ...
     def status(self) -> dict[str, dict[str, Any]]: ...
     async def rebalance(self) -> int: ...
@@ -128,6 +130,7 @@ async def inject(mesh: Mesh, fault: Fault) -> None:
         await mesh.restart(gone)
         fault.details["rejoined_s"] = rel() - fault.ended
         fault.details["moved_back"] = await mesh.rebalance()
+        fault.details["held_after"] = sum(1 for o in mesh.owners().values() if o == gone)
     elif fault.kind == "partition" and fault.target is not None:
         side = fault.target
         await mesh.cut(side)
@@ -147,7 +150,11 @@ async def inject(mesh: Mesh, fault: Fault) -> None:
         await mesh.heal(side)
         fault.ended = rel()
         fault.recovered_s = await until(lambda: _all_authoritative(mesh))
+        # the coordinator places regions only on servers it hears report authority: until
+        # it has heard the healed side, a rebalance would leave it with nothing
+        fault.details["eligible_s"] = await until(lambda: side in mesh.eligible(), 30)
         fault.details["moved_back"] = await mesh.rebalance()
+        fault.details["held_after"] = sum(1 for o in mesh.owners().values() if o == side)
     elif fault.kind == "broker":
         if not await mesh.restart_broker():
             fault.note = "no private broker (needs the mosquitto binary): skipped"
