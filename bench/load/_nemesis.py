@@ -9,9 +9,11 @@
   demoted and until its regions were reassigned is recorded); once the coordinator hears
   the healed side again, it rebalances regions back onto it.
 - ``broker``: stop the run's private Mosquitto and start it again on the same port;
-  recovered when every server is connected and authoritative again.
+  recovered when every server is connected and authoritative again (then, once the
+  coordinator hears every server, it rebalances: the servers back first took the regions).
 - ``db``: ``pg_terminate_backend`` every connection to the run's PostgreSQL database;
-  recovered when every server has committed a strong op again (SQLite: skipped).
+  recovered when every server holding regions has committed a strong op again (SQLite:
+  skipped).
 
 `plan` lays the faults of ``--faults kill|partition|broker|db|mixed`` over the run.
 """
@@ -161,6 +163,15 @@ async def inject(mesh: Mesh, fault: Fault) -> None:
             return
         fault.ended = rel()
         fault.recovered_s = await until(lambda: _all_authoritative(mesh))
+        # every lease ran out while nobody could renew: the coordinator placed the regions
+        # on the servers that were back first, and a server that reconnected later (the
+        # backoff is jittered) holds nothing until a rebalance
+        fault.details["eligible_s"] = await until(
+            lambda: set(mesh.status()) <= set(mesh.eligible()), 30
+        )
+        fault.details["moved_back"] = await mesh.rebalance()
+        held = set(mesh.owners().values())
+        fault.details["servers_without_regions"] = sorted(set(mesh.status()) - held)
     elif fault.kind == "db":
         killed = await mesh.kill_db_connections()
         if killed is None:
@@ -168,10 +179,14 @@ async def inject(mesh: Mesh, fault: Fault) -> None:
             return
         fault.details["connections_terminated"] = killed
         fault.ended = rel()
+        # the servers with players to act for (a server holding no region has none, so it
+        # submits nothing: waiting for it would time the end of the run, not the recovery)
         before = {
             s: sum(d.get("ok", {}).get(k, 0) for k in ("build", "mine", "trade"))
             for s, d in mesh.status().items()
+            if d.get("cells")
         }
+        fault.details["servers"] = sorted(before)
 
         def committed_again() -> bool:
             st = mesh.status()

@@ -1,6 +1,7 @@
 """The load harness's fault injection (`bench.load._nemesis`) against a scripted mesh (no
-processes, no services): a healed partition is rebalanced only once the coordinator hears
-the healed side, and a rebalance that fails is reported."""
+processes, no services): a healed partition or a restarted broker is rebalanced only once
+the coordinator hears every server, a rebalance that fails is reported, and the db fault
+waits only for the servers that have players to act for."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class ScriptedMesh:
         self.rebalance_fails = rebalance_fails
         self.placement = {m: SERVERS[m % 4] for m in range(8)}
         self.rebalanced_while_unheard = 0
+        self.db_killed = False
+        self.commits = dict.fromkeys(SERVERS, 0)
 
     @property
     def t0(self) -> float:
@@ -50,10 +53,16 @@ class ScriptedMesh:
         self.unheard[server] = self.eligible_after
 
     async def restart_broker(self) -> bool:
-        return False
+        # every lease ran out; gs-2 reconnects last, after its regions went to the others
+        for m, o in self.placement.items():
+            if o == "gs-2":
+                self.placement[m] = "gs-1"
+        self.unheard["gs-2"] = self.eligible_after
+        return True
 
     async def kill_db_connections(self) -> int | None:
-        return None
+        self.db_killed = True
+        return 5
 
     def owners(self) -> dict[int, str]:
         return dict(self.placement)
@@ -73,10 +82,19 @@ class ScriptedMesh:
         return len(self.placement)
 
     def status(self) -> dict[str, dict[str, Any]]:
-        return {
-            s: {"authoritative": s not in self.cut_off, "bus_connected": True, "age": 0.1}
-            for s in SERVERS
-        }
+        out = {}
+        for s in SERVERS:
+            cells = [m for m, o in self.placement.items() if o == s]
+            if self.db_killed and cells:
+                self.commits[s] += 1  # servers with players commit again
+            out[s] = {
+                "authoritative": s not in self.cut_off,
+                "bus_connected": True,
+                "age": 0.1,
+                "cells": cells,
+                "ok": {"build": self.commits[s]},
+            }
+        return out
 
     async def rebalance(self) -> int:
         if self.rebalance_fails:
@@ -110,3 +128,25 @@ async def test_a_failed_rebalance_is_reported() -> None:
         await nemesis.run(mesh, [fault], lambda _: None)
     assert fault.recovered_s is not None
     assert fault.note is not None and "not acting" in fault.note
+
+
+async def test_a_restarted_broker_is_rebalanced_once_every_server_is_heard() -> None:
+    mesh = ScriptedMesh()
+    fault = Fault("broker", at=0.0)
+    async with asyncio.timeout(30):
+        await nemesis.run(mesh, [fault], lambda _: None)
+    assert fault.note is None and fault.recovered_s is not None
+    assert mesh.rebalanced_while_unheard == 0
+    assert fault.details["moved_back"] == 1
+    assert fault.details["servers_without_regions"] == []
+
+
+async def test_the_db_fault_waits_for_the_servers_with_players_only() -> None:
+    mesh = ScriptedMesh()
+    mesh.placement = {m: ("gs-1", "gs-3", "gs-4")[m % 3] for m in range(8)}  # gs-2: none
+    fault = Fault("db", at=0.0)
+    async with asyncio.timeout(30):
+        await nemesis.run(mesh, [fault], lambda _: None)
+    assert fault.note is None
+    assert fault.details["servers"] == ["gs-1", "gs-3", "gs-4"]
+    assert fault.recovered_s is not None
