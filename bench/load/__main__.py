@@ -55,6 +55,8 @@ FAULT_TIMING: dict[str, Any] = {
 }
 """Short mesh timeouts for fault runs, so that a fault is noticed in seconds."""
 READY_TIMEOUT = 120.0
+CHECKPOINT_INTERVAL = 2.0
+"""Seconds between a fault run's server checkpoints (``_server --checkpoint``)."""
 PACKAGES = ("numpy", "sqlalchemy", "psycopg", "aiomqtt", "redis", "matplotlib", "psutil")
 
 
@@ -143,6 +145,8 @@ class Run:
                 "mix": self.opts.mix,
                 "duration": self.duration,
                 "engine": self.engine,
+                # a server a fault kills leaves its work so far (`Recorder.checkpoint`)
+                "checkpoint": CHECKPOINT_INTERVAL if self.opts.faults != "none" else 0.0,
             }
         )
         with (out / "server.log").open("ab") as log:

@@ -68,7 +68,10 @@ def summarise_run(root: Path, duration: float) -> dict[str, Any]:
         final = read_json(d / "final.json")
         if not isinstance(final, dict):
             killed.append(d.name)
-            continue
+            # killed by a fault: what it did until its last checkpoint (`Recorder.checkpoint`)
+            final = read_json(d / "partial.json")
+            if not isinstance(final, dict):
+                continue
         for kind, arr in _load_npz(d / "latency.npz").items():
             lat[kind].append(arr.reshape(-1, 2))
         try:
