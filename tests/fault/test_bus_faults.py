@@ -212,6 +212,42 @@ async def test_mqtt_connection_dropped_before_connack_is_retried_at_once(
         assert bus.stats.reconnects == 1
 
 
+async def test_mqtt_write_registration_for_a_socket_closed_meanwhile_is_dropped(
+    mqtt_prefix: str,
+) -> None:
+    """A publish queued just as the connection breaks: paho asks for the socket to be
+    watched for writing, then closes it before the loop gets to that. Registering the
+    closed descriptor used to fail in the loop (``OSError: Bad file descriptor``, logged
+    as an unhandled callback error at every broker restart); now it is skipped. No broker:
+    the client never connects."""
+    bus = MqttBus("mqtt://127.0.0.1:9", client_id="racy", prefix=mqtt_prefix)
+    paho_client = bus._new_client()._client
+    register = paho_client.on_socket_register_write
+    assert register is not None
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    gone, alive = socket.socketpair()
+    try:
+        paho_client._sock = gone
+        register(paho_client, None, gone)  # the loop will get to it in a moment...
+        paho_client._sock = None
+        gone.close()  # ...but the connection broke first
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert errors == []
+        paho_client._sock = alive  # an open socket is still registered
+        register(paho_client, None, alive)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert loop.remove_writer(alive.fileno())
+        assert errors == []
+    finally:
+        loop.set_exception_handler(None)
+        paho_client._sock = None
+        alive.close()
+
+
 # -- the in-process hub --------------------------------------------------------------------
 
 

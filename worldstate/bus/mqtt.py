@@ -159,6 +159,38 @@ def _fail_connect_on_early_disconnect(client: aiomqtt.Client) -> None:
     paho_client.on_disconnect = on_disconnect
 
 
+def _register_write_if_open(client: aiomqtt.Client) -> None:
+    """Register paho's socket for writing only if it is still open when the loop gets to it.
+
+    aiomqtt schedules ``loop.add_writer(sock.fileno(), ...)`` with ``call_soon_threadsafe``,
+    taking the descriptor when it schedules. When the connection breaks before that
+    callback runs (a publish queued just as the broker went away: paho has closed the
+    socket by then), the loop registers a closed descriptor and logs ``OSError: [Errno 9]
+    Bad file descriptor`` as an unhandled callback error — one traceback per server at
+    every broker restart. Here the socket is checked when the callback runs; the writer
+    itself is aiomqtt's (write what paho queued, a failure ends the connection)."""
+    paho_client = client._client
+    loop = asyncio.get_running_loop()
+
+    def writer() -> None:
+        try:
+            paho_client.loop_write()
+        except Exception as exc:  # a broken connection: the session sees it and reconnects
+            if not client._disconnected.done():
+                client._disconnected.set_exception(exc)
+
+    def add(sock: Any) -> None:
+        current = paho_client.socket()
+        if current is None or current is not sock or current.fileno() < 0:
+            return  # closed (or replaced) meanwhile: nothing to write to
+        loop.add_writer(current.fileno(), writer)
+
+    def register_write(c: paho.Client, userdata: Any, sock: Any) -> None:
+        loop.call_soon_threadsafe(add, sock)  # paho may call from aiomqtt's connect thread
+
+    paho_client.on_socket_register_write = register_write
+
+
 @dataclass(frozen=True, slots=True)
 class MqttUrl:
     """A parsed bus URL. ``safe`` is the URL with its password masked, for every message."""
@@ -451,6 +483,7 @@ class MqttBus(Bus):
         client.pending_calls_threshold = 1_000_000
         _read_packets_per_turn(client._client)
         _fail_connect_on_early_disconnect(client)
+        _register_write_if_open(client)
         return client
 
     async def _connection_loop(self) -> None:
