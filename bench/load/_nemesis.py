@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 
 FAULT_KINDS = ("kill", "partition", "broker", "db")
 RECOVERY_TIMEOUT = 60.0
+REBALANCE_TIMEOUT = 60.0
+"""Seconds one rebalance (a few hand-offs) may take before the fault reports it failed."""
 
 
 @dataclass
@@ -117,6 +119,12 @@ def _all_authoritative(mesh: Mesh, fresh: float = 2.0) -> bool:
     )
 
 
+async def _rebalance(mesh: Mesh) -> int:
+    """One coordinator rebalance (hand-offs over the bus and the store), with a deadline."""
+    async with asyncio.timeout(REBALANCE_TIMEOUT):
+        return await mesh.rebalance()
+
+
 async def inject(mesh: Mesh, fault: Fault) -> None:
     def rel() -> float:
         return time.time() - mesh.t0
@@ -131,7 +139,7 @@ async def inject(mesh: Mesh, fault: Fault) -> None:
         fault.ended = rel()
         await mesh.restart(gone)
         fault.details["rejoined_s"] = rel() - fault.ended
-        fault.details["moved_back"] = await mesh.rebalance()
+        fault.details["moved_back"] = await _rebalance(mesh)
         fault.details["held_after"] = sum(1 for o in mesh.owners().values() if o == gone)
     elif fault.kind == "partition" and fault.target is not None:
         side = fault.target
@@ -155,7 +163,7 @@ async def inject(mesh: Mesh, fault: Fault) -> None:
         # the coordinator places regions only on servers it hears report authority: until
         # it has heard the healed side, a rebalance would leave it with nothing
         fault.details["eligible_s"] = await until(lambda: side in mesh.eligible(), 30)
-        fault.details["moved_back"] = await mesh.rebalance()
+        fault.details["moved_back"] = await _rebalance(mesh)
         fault.details["held_after"] = sum(1 for o in mesh.owners().values() if o == side)
     elif fault.kind == "broker":
         if not await mesh.restart_broker():
@@ -169,7 +177,7 @@ async def inject(mesh: Mesh, fault: Fault) -> None:
         fault.details["eligible_s"] = await until(
             lambda: set(mesh.status()) <= set(mesh.eligible()), 30
         )
-        fault.details["moved_back"] = await mesh.rebalance()
+        fault.details["moved_back"] = await _rebalance(mesh)
         held = set(mesh.owners().values())
         fault.details["servers_without_regions"] = sorted(set(mesh.status()) - held)
     elif fault.kind == "db":

@@ -606,7 +606,7 @@ async def serve(args: argparse.Namespace) -> int:
         if args.checkpoint > 0:  # fault runs: a killed server's work still counts
             tasks.append(
                 asyncio.create_task(_every(args.checkpoint, rec.checkpoint), name="bench-ckpt")
-            )
+            )  # owned: cancelled and awaited with the others below
         ready[0] = True
         status()
         go = args.run / "go.json"
