@@ -115,7 +115,9 @@ class Overloaded(RetryableError):
 
 
 class BusUnavailable(RetryableError):
-    """The message bus could not be reached in time (a QoS-1 publish or a forwarded op)."""
+    """The message bus could not be reached in time (a QoS-1 publish or a forwarded op), or
+    lost its connection (an open `World.updates` stream ends with it; a new one may be
+    opened at once)."""
 
 
 class BusRefused(BusUnavailable):
@@ -135,7 +137,7 @@ class SubmitTimeout(RetryableError):
 
 
 class WorldClosed(WorldStateError):
-    """The world was closed (or lost its bus); open a new one with `worldstate.connect`.
+    """The world was closed (or its bus was closed); open a new one with `worldstate.connect`.
     When a supervised background loop crashed, ``cause`` holds its exception."""
 
     def __init__(self, message: str, *, cause: BaseException | None = None) -> None:

@@ -29,6 +29,7 @@ from worldstate.cache import MemoryCache, RegionCache, open_cache
 from worldstate.causal import CausalPath
 from worldstate.config import Config
 from worldstate.errors import (
+    BusUnavailable,
     NotAuthoritative,
     SubmitTimeout,
     ValidationError,
@@ -636,8 +637,10 @@ class World:
         changes, causal events in causal order and strong-commit notices.
 
         ``async for update in world.updates(box): ...`` — the iterator ends with
-        `WorldClosed` when the world closes, fails or loses its bus, and with `Overloaded`
-        when the consumer falls ``capacity`` updates behind.
+        `WorldClosed` when the world closes or fails, with `BusUnavailable` when the bus
+        loses its connection (updates may have been missed: open a new stream, with
+        ``since`` to resume without a gap; it hears everything again once the bus is
+        back), and with `Overloaded` when the consumer falls ``capacity`` updates behind.
 
         ``since``: None is live from now. A cursor (``CausalDelivery.cursor``, or the
         token ``str(cursor)`` a game stored) first delivers, in causal order, every causal
@@ -736,7 +739,21 @@ class World:
         self.fanout.publish(region, update)
 
     def _on_bus_lost(self, err: Exception) -> None:
-        self.fanout.fail_all(WorldClosed(f"the world's bus was lost: {err}"))
+        """The bus lost its connection (`BusUnavailable`: it reconnects by itself) or was
+        closed (`WorldClosed`). Either way the open streams may have missed updates and
+        end; only a closed bus keeps later streams from opening (a transient loss must not:
+        a stream opened after the reconnection hears everything again, and its interest
+        is what keeps this server subscribed to the regions it watches)."""
+        if isinstance(err, WorldClosed):
+            self.fanout.fail_all(WorldClosed(f"the world's bus was closed: {err}"))
+        else:
+            self.fanout.fail_all(
+                BusUnavailable(
+                    f"the world's bus lost its connection: {err}; open a new stream (with "
+                    "since=cursor to resume without a gap)"
+                ),
+                final=False,
+            )
 
     # -- spatial queries -------------------------------------------------------------------
 

@@ -55,6 +55,8 @@ FAULT_TIMING: dict[str, Any] = {
 }
 """Short mesh timeouts for fault runs, so that a fault is noticed in seconds."""
 READY_TIMEOUT = 120.0
+CHECKPOINT_INTERVAL = 2.0
+"""Seconds between a fault run's server checkpoints (``_server --checkpoint``)."""
 PACKAGES = ("numpy", "sqlalchemy", "psycopg", "aiomqtt", "redis", "matplotlib", "psutil")
 
 
@@ -143,6 +145,8 @@ class Run:
                 "mix": self.opts.mix,
                 "duration": self.duration,
                 "engine": self.engine,
+                # a server a fault kills leaves its work so far (`Recorder.checkpoint`)
+                "checkpoint": CHECKPOINT_INTERVAL if self.opts.faults != "none" else 0.0,
             }
         )
         with (out / "server.log").open("ab") as log:
@@ -319,6 +323,9 @@ class MeshControl:
         now = time.time()
         return {k.morton: le.owner for k, le in self.coord.owners().items() if le.live(now)}
 
+    def eligible(self) -> list[str]:
+        return self.coord.eligible()
+
     def all_regions(self) -> int:
         return self.regions
 
@@ -326,10 +333,7 @@ class MeshControl:
         return self.run.status()
 
     async def rebalance(self) -> int:
-        try:
-            return len(await self.coord.rebalance())
-        except Exception:
-            return 0
+        return len(await self.coord.rebalance())
 
 
 async def seed(store: str, namespace: str, model: PlayerModel, capacity: dict[str, float]) -> None:

@@ -6,11 +6,14 @@
 - ``partition``: cut one server's TCP proxy to the broker (a 3|1 split of the bus for 4
   servers; with ``mixed``, not the server that ``kill`` killed) for a while; recovered
   when, after the heal, every server is authoritative again (the time until the cut side
-  demoted and until its regions were reassigned is recorded).
+  demoted and until its regions were reassigned is recorded); once the coordinator hears
+  the healed side again, it rebalances regions back onto it.
 - ``broker``: stop the run's private Mosquitto and start it again on the same port;
-  recovered when every server is connected and authoritative again.
+  recovered when every server is connected and authoritative again (then, once the
+  coordinator hears every server, it rebalances: the servers back first took the regions).
 - ``db``: ``pg_terminate_backend`` every connection to the run's PostgreSQL database;
-  recovered when every server has committed a strong op again (SQLite: skipped).
+  recovered when every server holding regions has committed a strong op again (SQLite:
+  skipped).
 
 `plan` lays the faults of ``--faults kill|partition|broker|db|mixed`` over the run.
 """
@@ -34,6 +37,8 @@ from urllib.parse import urlsplit
 
 FAULT_KINDS = ("kill", "partition", "broker", "db")
 RECOVERY_TIMEOUT = 60.0
+REBALANCE_TIMEOUT = 60.0
+"""Seconds one rebalance (a few hand-offs) may take before the fault reports it failed."""
 
 
 @dataclass
@@ -91,6 +96,7 @@ class Mesh(Protocol):
     async def restart_broker(self) -> bool: ...
     async def kill_db_connections(self) -> int | None: ...
     def owners(self) -> dict[int, str]: ...
+    def eligible(self) -> list[str]: ...
     def all_regions(self) -> int: ...
     def status(self) -> dict[str, dict[str, Any]]: ...
     async def rebalance(self) -> int: ...
@@ -113,6 +119,12 @@ def _all_authoritative(mesh: Mesh, fresh: float = 2.0) -> bool:
     )
 
 
+async def _rebalance(mesh: Mesh) -> int:
+    """One coordinator rebalance (hand-offs over the bus and the store), with a deadline."""
+    async with asyncio.timeout(REBALANCE_TIMEOUT):
+        return await mesh.rebalance()
+
+
 async def inject(mesh: Mesh, fault: Fault) -> None:
     def rel() -> float:
         return time.time() - mesh.t0
@@ -127,7 +139,8 @@ async def inject(mesh: Mesh, fault: Fault) -> None:
         fault.ended = rel()
         await mesh.restart(gone)
         fault.details["rejoined_s"] = rel() - fault.ended
-        fault.details["moved_back"] = await mesh.rebalance()
+        fault.details["moved_back"] = await _rebalance(mesh)
+        fault.details["held_after"] = sum(1 for o in mesh.owners().values() if o == gone)
     elif fault.kind == "partition" and fault.target is not None:
         side = fault.target
         await mesh.cut(side)
@@ -147,13 +160,26 @@ async def inject(mesh: Mesh, fault: Fault) -> None:
         await mesh.heal(side)
         fault.ended = rel()
         fault.recovered_s = await until(lambda: _all_authoritative(mesh))
-        fault.details["moved_back"] = await mesh.rebalance()
+        # the coordinator places regions only on servers it hears report authority: until
+        # it has heard the healed side, a rebalance would leave it with nothing
+        fault.details["eligible_s"] = await until(lambda: side in mesh.eligible(), 30)
+        fault.details["moved_back"] = await _rebalance(mesh)
+        fault.details["held_after"] = sum(1 for o in mesh.owners().values() if o == side)
     elif fault.kind == "broker":
         if not await mesh.restart_broker():
             fault.note = "no private broker (needs the mosquitto binary): skipped"
             return
         fault.ended = rel()
         fault.recovered_s = await until(lambda: _all_authoritative(mesh))
+        # every lease ran out while nobody could renew: the coordinator placed the regions
+        # on the servers that were back first, and a server that reconnected later (the
+        # backoff is jittered) holds nothing until a rebalance
+        fault.details["eligible_s"] = await until(
+            lambda: set(mesh.status()) <= set(mesh.eligible()), 30
+        )
+        fault.details["moved_back"] = await _rebalance(mesh)
+        held = set(mesh.owners().values())
+        fault.details["servers_without_regions"] = sorted(set(mesh.status()) - held)
     elif fault.kind == "db":
         killed = await mesh.kill_db_connections()
         if killed is None:
@@ -161,10 +187,14 @@ async def inject(mesh: Mesh, fault: Fault) -> None:
             return
         fault.details["connections_terminated"] = killed
         fault.ended = rel()
+        # the servers with players to act for (a server holding no region has none, so it
+        # submits nothing: waiting for it would time the end of the run, not the recovery)
         before = {
             s: sum(d.get("ok", {}).get(k, 0) for k in ("build", "mine", "trade"))
             for s, d in mesh.status().items()
+            if d.get("cells")
         }
+        fault.details["servers"] = sorted(before)
 
         def committed_again() -> bool:
             st = mesh.status()

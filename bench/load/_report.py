@@ -68,7 +68,10 @@ def summarise_run(root: Path, duration: float) -> dict[str, Any]:
         final = read_json(d / "final.json")
         if not isinstance(final, dict):
             killed.append(d.name)
-            continue
+            # killed by a fault: what it did until its last checkpoint (`Recorder.checkpoint`)
+            final = read_json(d / "partial.json")
+            if not isinstance(final, dict):
+                continue
         for kind, arr in _load_npz(d / "latency.npz").items():
             lat[kind].append(arr.reshape(-1, 2))
         try:
@@ -206,7 +209,13 @@ def _shade(ax: Any, faults: Iterable[Mapping[str, Any]]) -> None:
         if f.get("started") is None:
             continue
         end = f.get("ended") or (f["started"] + (f.get("recovered_s") or 1.0))
-        ax.axvspan(f["started"], max(end, f["started"] + 0.5), color="red", alpha=0.15)
+        end = max(end, f["started"] + 0.5)
+        ax.axvspan(f["started"], end, color="red", alpha=0.15)  # the fault
+        if f.get("ended") is not None and f.get("recovered_s"):  # then until recovered
+            # a kill's recovery counts from the kill, the others' from the fault's end
+            since = f["started"] if f["kind"] == "kill" else f["ended"]
+            if since + f["recovered_s"] > end:
+                ax.axvspan(end, since + f["recovered_s"], color="orange", alpha=0.12)
         ax.text(
             f["started"],
             1.0,
@@ -368,7 +377,7 @@ def write_html(report: Mapping[str, Any], out: Path) -> None:
         parts += [
             "<h2>Faults</h2>",
             _table(
-                ["kind", "target", "started s", "ended s", "recovered s", "note"],
+                ["kind", "target", "started s", "ended s", "recovered s", "details", "note"],
                 [
                     [
                         f["kind"],
@@ -376,6 +385,7 @@ def write_html(report: Mapping[str, Any], out: Path) -> None:
                         f.get("started"),
                         f.get("ended"),
                         f.get("recovered_s"),
+                        json.dumps(f.get("details") or {}, default=_plain),
                         f.get("note"),
                     ]
                     for f in report["faults"]

@@ -106,6 +106,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mix", default="default", choices=sorted(MIXES))
     p.add_argument("--duration", type=float, required=True)
     p.add_argument("--engine", default="worldstate", choices=("worldstate", "baseline"))
+    p.add_argument(
+        "--checkpoint",
+        type=float,
+        default=0.0,
+        help="seconds between checkpoints of the counters and arrays (0: only at the end)",
+    )
     return p.parse_args(argv)
 
 
@@ -159,12 +165,29 @@ class Recorder:
                 f.close()
 
     def save_arrays(self) -> None:
+        """``latency.npz`` and ``ticks.npy``, each replaced atomically (a server killed
+        while writing leaves the previous checkpoint, never a truncated file)."""
         savez: Any = np.savez  # numpy's stubs take no **arrays
-        savez(
-            self.out / "latency.npz",
-            **{k: np.asarray(v, dtype=np.float64).reshape(-1, 2) for k, v in self.latency.items()},
-        )
-        np.save(self.out / "ticks.npy", np.asarray(self.ticks, dtype=np.float64).reshape(-1, 4))
+        lat = self.out / "latency.npz.tmp"
+        with lat.open("wb") as f:
+            savez(
+                f,
+                **{
+                    k: np.asarray(v, dtype=np.float64).reshape(-1, 2)
+                    for k, v in self.latency.items()
+                },
+            )
+        lat.replace(self.out / "latency.npz")
+        ticks = self.out / "ticks.npy.tmp"
+        with ticks.open("wb") as f:
+            np.save(f, np.asarray(self.ticks, dtype=np.float64).reshape(-1, 4))
+        ticks.replace(self.out / "ticks.npy")
+
+    def checkpoint(self) -> None:
+        """What a server killed by a fault leaves for the report: its counters
+        (``partial.json``) and arrays so far, every ``--checkpoint`` seconds."""
+        self.save_arrays()
+        _write_json(self.out / "partial.json", self.summary())
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -580,6 +603,10 @@ async def serve(args: argparse.Namespace) -> int:
             asyncio.create_task(_every(LEASE_SAMPLE, lease_sample), name="bench-leases"),
             asyncio.create_task(_every(1.0, lags), name="bench-lags"),
         ]
+        if args.checkpoint > 0:  # fault runs: a killed server's work still counts
+            tasks.append(
+                asyncio.create_task(_every(args.checkpoint, rec.checkpoint), name="bench-ckpt")
+            )  # owned: cancelled and awaited with the others below
         ready[0] = True
         status()
         go = args.run / "go.json"

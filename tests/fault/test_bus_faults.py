@@ -4,6 +4,7 @@ and the in-process hub's partitions, cuts, crashes and seeded drop/duplicate/reo
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator
 
@@ -177,6 +178,74 @@ async def test_mqtt_stalled_connection_is_detected_by_keepalive(
         await mqtt_proxy.restore()
         await bus.wait_connected(WAIT)
         assert bus.stats.reconnects >= 1
+
+
+async def test_mqtt_connection_dropped_before_connack_is_retried_at_once(
+    mqtt_proxy: MqttProxy, mqtt_prefix: str
+) -> None:
+    """A proxy (or load balancer) that accepts the TCP connection and then drops it, as one
+    does while the broker behind it restarts: the connect attempt fails as soon as the
+    connection closes and is retried with the backoff — not after ``connect_timeout`` (here
+    far longer than this test's deadlines: the attempt used to hang that long)."""
+    async with MqttBus(
+        mqtt_proxy.url,
+        client_id="behind-lb",
+        prefix=mqtt_prefix,
+        connect_timeout=120.0,
+        reconnect_min=0.05,
+        reconnect_max=0.2,
+    ) as bus:
+        watch = LossWatch(bus)
+        broker_port = mqtt_proxy.target_port
+        with socket.socket() as s:  # a port nothing listens on: the "broker" is down
+            s.bind(("127.0.0.1", 0))
+            mqtt_proxy.target_port = s.getsockname()[1]
+        await mqtt_proxy.cut()
+        await watch.wait_lost()
+        await mqtt_proxy.restore()  # accepts again, but drops every connection at once
+        before = mqtt_proxy.accepted
+        async with asyncio.timeout(WAIT):
+            while mqtt_proxy.accepted < before + 3:  # noqa: ASYNC110 - the proxy's counter
+                await asyncio.sleep(0.01)
+        mqtt_proxy.target_port = broker_port  # the broker is back
+        await bus.wait_connected(WAIT)
+        assert bus.stats.reconnects == 1
+
+
+async def test_mqtt_write_registration_for_a_socket_closed_meanwhile_is_dropped(
+    mqtt_prefix: str,
+) -> None:
+    """A publish queued just as the connection breaks: paho asks for the socket to be
+    watched for writing, then closes it before the loop gets to that. Registering the
+    closed descriptor used to fail in the loop (``OSError: Bad file descriptor``, logged
+    as an unhandled callback error at every broker restart); now it is skipped. No broker:
+    the client never connects."""
+    bus = MqttBus("mqtt://127.0.0.1:9", client_id="racy", prefix=mqtt_prefix)
+    paho_client = bus._new_client()._client
+    register = paho_client.on_socket_register_write
+    assert register is not None
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    gone, alive = socket.socketpair()
+    try:
+        paho_client._sock = gone
+        register(paho_client, None, gone)  # the loop will get to it in a moment...
+        paho_client._sock = None
+        gone.close()  # ...but the connection broke first
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert errors == []
+        paho_client._sock = alive  # an open socket is still registered
+        register(paho_client, None, alive)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert loop.remove_writer(alive.fileno())
+        assert errors == []
+    finally:
+        loop.set_exception_handler(None)
+        paho_client._sock = None
+        alive.close()
 
 
 # -- the in-process hub --------------------------------------------------------------------

@@ -290,6 +290,36 @@ async def test_world_wide_stream_and_back_without_a_hole(sqlite_url: str) -> Non
         assert a.stats()["interest"]["world_wide"] is False
 
 
+async def test_a_stream_opened_after_a_bus_loss_hears_everything_again(sqlite_url: str) -> None:
+    """A transient loss of the bus ends the open streams (they may have missed updates)
+    but not the later ones: a world-wide stream reopened while the bus is down keeps the
+    server subscribed world-wide and hears a far region once the bus is back. (It used to
+    fail at once, forever: the server then heard only its own regions and neighbours, and
+    a load run's eventual state did not converge after a partition or a broker restart.)"""
+    async with trio(sqlite_url) as (a, _, c):
+        wide = a.updates()
+        assert await a.wait_subscribed()
+        inner = a.bus.inner if isinstance(a.bus, SignedBus) else a.bus
+        hub = inner.hub  # type: ignore[attr-defined]
+        hub.cut(inner.client_id)
+        with pytest.raises(BusUnavailable):
+            async with asyncio.timeout(TIMEOUT):
+                async for _ in wide:
+                    pass
+        again = a.updates()  # reopened at once, as a consumer does: the bus is still down
+        assert not again.failed
+        assert a.stats()["interest"]["world_wide"] is True
+        hub.restore(inner.client_id)
+        await wait_until(lambda: a.bus.connected)
+        assert await a.wait_subscribed()
+        assert eventual_filters(a) == {"eventual/+"}
+        c.move_entities([7], at(FAR))
+        await c.eventual.tick()
+        got = await anext_batch(again)
+        assert got.region == FAR and got.ids.tolist() == [7] and knows(a, [7])
+        again.close()
+
+
 async def test_world_mode_hears_everything(sqlite_url: str) -> None:
     async with trio(sqlite_url, fanout="world") as (a, _, c):
         assert eventual_filters(a) == {"eventual/+"}

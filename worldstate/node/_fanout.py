@@ -64,9 +64,12 @@ class Fanout:
         if ended:
             self._changed()
 
-    def fail_all(self, error: WorldStateError) -> None:
-        """End every open stream (and every later one) with ``error``."""
-        if self._failed is None:
+    def fail_all(self, error: WorldStateError, *, final: bool = True) -> None:
+        """End every open stream with ``error``; with ``final`` (the world closed or
+        crashed) every later one too. Not ``final`` (a transient loss of the bus): the
+        streams open now end, since they may have missed updates, but later ones open
+        normally and hear everything again once the bus is back."""
+        if final and self._failed is None:
             self._failed = error
         for s in list(self._streams):
             s.fail(error)
