@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import psycopg
 
 import worldstate
-from bench.common import format_table, percentiles, write_result
+from bench.common import format_table, percentiles, settle_gc, write_result
 from regions import RegionKey
 from worldstate import CausalDelivery, Config, EmitEvent
 from worldstate._validation import MAX_STREAM_CAPACITY
@@ -147,6 +147,7 @@ async def _worker(
         txn_time = _time_appends(w)
         rec = Receiver(w)
         consumer = asyncio.create_task(rec.consume())
+        settle_gc()  # what `worldstate serve` does once it is in the mesh
         await asyncio.to_thread(barrier.wait, 60)
         loop = asyncio.get_running_loop()
         start = time.time()

@@ -183,3 +183,12 @@ def _numeric(cell: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def settle_gc() -> None:
+    """Freeze what exists before a timed phase (pre-built ops, the open world):
+    the harness's own data then adds nothing to the collector's full passes — what a game
+    server does after start-up (`gc.freeze()`, see README "Operations"), so the figures
+    measure worldstate's own garbage, not the harness's."""
+    gc.collect()
+    gc.freeze()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import random
 import tempfile
@@ -39,7 +38,7 @@ from urllib.parse import urlsplit
 import psycopg
 
 import worldstate
-from bench.common import format_table, percentiles, write_result
+from bench.common import format_table, percentiles, settle_gc, write_result
 from regions import RegionKey
 from worldstate import Config, PlaceStructure
 from worldstate.operations import ChangeInventory, TransferItems
@@ -117,15 +116,6 @@ def config(url: str, **changes: Any) -> Config:
     }
     base.update(changes)
     return Config(**base)
-
-
-def settle_gc() -> None:
-    """Freeze what exists before a timed phase (the 60,000 pre-built ops, the open world):
-    the harness's own data then adds nothing to the collector's full passes — what a game
-    server does after start-up (`gc.freeze()`, see README "Operations"), so the figures
-    measure worldstate's own garbage, not the harness's."""
-    gc.collect()
-    gc.freeze()
 
 
 # -- the store's own ceiling -----------------------------------------------------------------

@@ -163,3 +163,15 @@ def test_total_and_repr() -> None:
     a = VectorClock({"a": 2, "b": 3})
     assert a.total() == 5
     assert repr(a) == "VectorClock({'a': 2, 'b': 3})"
+
+
+@given(clocks, st.sampled_from(SERVERS), st.integers(1, 9))
+def test_trusted_with_is_with_counter_for_checked_values(
+    vc: VectorClock, server: str, counter: int
+) -> None:
+    before = vc.to_dict()
+    got = vc.trusted_with(server, counter)
+    want = vc.with_counter(server, counter)
+    assert got == want and got.to_dict() == want.to_dict() and hash(got) == hash(want)
+    assert got[server] == counter
+    assert vc.to_dict() == before  # a copy: the original is unchanged

@@ -573,7 +573,10 @@ class CausalPath:
         return fresh
 
     def _deliver(self, event: CausalEvent) -> None:
-        self._cursor = cursor = self._cursor.after(event.origin, event.seq)
+        # origin and seq passed the buffer's checks: the cursor and the event's clock are
+        # built without checking them again
+        origin, seq = event.origin, event.seq
+        self._cursor = cursor = Cursor(self._cursor.clock.trusted_with(origin, seq))
         ev = event.payload
         if not isinstance(ev, wire.WireEvent):
             return
@@ -589,7 +592,7 @@ class CausalPath:
                 op.op_type,
                 str(op.op_id),
                 MappingProxyType(wire.op_fields(op)),
-                MappingProxyType(ev.clock.to_dict()),
+                MappingProxyType(ev.deps.trusted_with(origin, seq).to_dict()),
                 cursor,
             ),
         )
