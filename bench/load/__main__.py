@@ -46,6 +46,7 @@ from worldstate import Config, MeshCoordinator, connect
 from worldstate.store import schema
 
 ROOT = Path(__file__).resolve().parents[2]
+PRIVATE_BUS = "private"
 DEFAULT_BUS = os.environ.get("WORLDSTATE_TEST_MQTT", "mqtt://127.0.0.1:1883")
 FAULT_TIMING: dict[str, Any] = {
     "heartbeat_interval": 0.2,
@@ -67,7 +68,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=60.0)
     p.add_argument("--store", help="store URL (default: a fresh SQLite file in --out)")
     p.add_argument("--cache", default="memory://")
-    p.add_argument("--bus", default=None, help=f"MQTT URL (default {DEFAULT_BUS})")
+    p.add_argument(
+        "--bus",
+        default=None,
+        help=f"MQTT URL (default {DEFAULT_BUS}), or 'private': a Mosquitto of the run's own "
+        "with deploy/mosquitto/mosquitto.conf's latency settings (set_tcp_nodelay true)",
+    )
     p.add_argument("--mix", default="default", choices=sorted(MIXES))
     p.add_argument("--faults", default="none", choices=("none", *nemesis.FAULT_KINDS, "mixed"))
     p.add_argument("--baseline", action="store_true", help="also run the naive store")
@@ -376,11 +382,13 @@ async def phase_worldstate(
     broker: nemesis.PrivateBroker | None = None
     bus = opts.bus or DEFAULT_BUS
     faults = nemesis.plan(opts.faults, opts.duration, [f"gs-{i + 1}" for i in range(opts.servers)])
-    if any(f.kind == "broker" for f in faults):
+    if opts.bus == PRIVATE_BUS or any(f.kind == "broker" for f in faults):
         broker = nemesis.PrivateBroker()
         if broker.available:
             await broker.start()
             bus = broker.url
+        elif opts.bus == PRIVATE_BUS:
+            raise SystemExit("--bus private needs the mosquitto binary on PATH")
         else:
             broker = None
     await seed(store, namespace, model, capacities(model, opts))

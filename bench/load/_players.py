@@ -65,6 +65,9 @@ MIXES: dict[str, Mix] = {
     "traders": Mix(build=0.002, mine=0.005, trade=0.03, chat=0.01),
     "chatty": Mix(build=0.002, mine=0.002, trade=0.002, chat=0.1, quests_per_server=16),
     "movement": Mix(build=0.0, mine=0.0, trade=0.0, chat=0.0, quests_per_server=0),
+    # saturating: 0.5 strong ops/player/s (500/s at 1,000 players), over 10x what the
+    # baseline commits (~40/s), so that the strong ratio measures capacity, not the offer
+    "strong": Mix(build=0.2, mine=0.2, trade=0.1, chat=0.01),
 }
 
 

@@ -523,6 +523,11 @@ async def serve(args: argparse.Namespace) -> int:
         from bench.load._baseline import serve_baseline
 
         return await serve_baseline(args, layout, model, mix, rec, status_path, stop)
+    diag = os.environ.get("WORLDSTATE_BENCH_DIAG") == "1"
+    if diag:
+        from bench.load import _diag
+
+        _diag.install(rec.lat)
     config = Config.from_env(
         store_url=args.store,
         cache_url=args.cache,
@@ -604,6 +609,8 @@ async def serve(args: argparse.Namespace) -> int:
             asyncio.create_task(_every(LEASE_SAMPLE, lease_sample), name="bench-leases"),
             asyncio.create_task(_every(1.0, lags), name="bench-lags"),
         ]
+        if diag:
+            tasks.append(asyncio.create_task(_diag.loop_lag(rec.lat), name="bench-lag"))
         if args.checkpoint > 0:  # fault runs: a killed server's work still counts
             tasks.append(
                 asyncio.create_task(_every(args.checkpoint, rec.checkpoint), name="bench-ckpt")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -583,3 +584,28 @@ async def test_mqtt_backlog_is_read_in_few_loop_turns(mqtt_url: str, mqtt_prefix
     assert [p for _, p in got] == [str(i).encode() for i in range(n)]
     turns = len({t for t, _ in got})
     assert turns < n // 5, f"messages were handed on in {turns} loop turns for {n} messages"
+
+
+def _nodelay(bus: MqttBus) -> int:
+    client = bus._client
+    assert client is not None
+    sock = client._client.socket()
+    assert sock is not None
+    return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+async def test_mqtt_socket_sends_without_nagle(mqtt_proxy: MqttProxy, mqtt_prefix: str) -> None:
+    """Every connection (the first and each reconnection) turns Nagle off: with it, a small
+    packet written while an earlier one is unacknowledged waited for the peer's delayed ACK
+    (~40 ms per request/reply hop: a forwarded strong op's round trip took 40-80 ms)."""
+    async with MqttBus(mqtt_proxy.url, client_id="nd", prefix=mqtt_prefix) as bus:
+        await bus.wait_connected(5.0)
+        assert _nodelay(bus) == 1
+        await mqtt_proxy.cut()
+        for _ in range(200):
+            if not bus.connected:
+                break
+            await asyncio.sleep(0.01)
+        await mqtt_proxy.restore()
+        await bus.wait_connected(10.0)
+        assert _nodelay(bus) == 1

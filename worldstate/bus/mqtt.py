@@ -48,11 +48,13 @@ on up to `READ_BATCH` already-queued messages per turn, within `READ_BUDGET` sec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
 import secrets
 import select
+import socket
 import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -116,6 +118,27 @@ def _read_packets_per_turn(paho_client: paho.Client) -> None:
         return rc
 
     paho_client.loop_read = loop_read  # type: ignore[method-assign]
+
+
+def _no_delay(client: aiomqtt.Client) -> None:
+    """Send each MQTT packet at once: ``TCP_NODELAY`` on paho's socket (paho leaves Nagle on).
+
+    With Nagle, a small packet written while an earlier one is unacknowledged waits for
+    that ACK, and the peer delays its ACK (Linux: up to ~40 ms) when it has nothing to send
+    back. Request/reply traffic is exactly that pattern: a forwarded strong op's reply
+    (PUBACK of the request, then the reply PUBLISH) and a QoS 1 publish after a PUBACK each
+    waited ~40 ms (measured on localhost: 77 ms per round trip with Nagle at both ends,
+    42 ms with it off here, 1.6 ms with it off at the broker too — Mosquitto's
+    ``set_tcp_nodelay true``, as in deploy/mosquitto/mosquitto.conf)."""
+    aiomqtt_on_socket_open = client._client.on_socket_open
+
+    def on_socket_open(c: paho.Client, userdata: Any, sock: Any) -> None:
+        with contextlib.suppress(OSError, AttributeError):  # not TCP (a test double)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if aiomqtt_on_socket_open is not None:
+            aiomqtt_on_socket_open(c, userdata, sock)
+
+    client._client.on_socket_open = on_socket_open
 
 
 def _fail_connect_on_early_disconnect(client: aiomqtt.Client) -> None:
@@ -482,6 +505,7 @@ class MqttBus(Bus):
         # aiomqtt warns above 10 concurrent publishes; concurrent publishes are normal here.
         client.pending_calls_threshold = 1_000_000
         _read_packets_per_turn(client._client)
+        _no_delay(client)
         _fail_connect_on_early_disconnect(client)
         _register_write_if_open(client)
         return client

@@ -1,0 +1,151 @@
+"""Where a strong op's time goes, for one bench server (``WORLDSTATE_BENCH_DIAG=1``).
+
+Wraps the strong path's internals (no product change) and records, into the server's
+``latency.npz`` under ``diag.*`` kinds (the report ignores them; read them with numpy):
+
+- ``diag.queue``: submit into an owned pipeline → taken into a group (the gathering window
+  plus any wait behind a group in flight);
+- ``diag.commit``: one group's `commit_group` (the transaction and its retries);
+- ``diag.group_ops``: ops per group (a count, not ms);
+- ``diag.forward``: a forwarded op's round trip at the sender (`Forwarder.forward`);
+- ``diag.serve``: the owner's share of it (request decoded → its outcome);
+- ``diag.loop_lag``: how late a 10 ms timer fires (the event loop's queue);
+- ``diag.tx.connect`` / ``diag.tx.body`` / ``diag.tx.commit``: every store transaction's
+  pool checkout + BEGIN, its body (statements), its COMMIT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+KINDS = ("queue", "commit", "group_ops", "forward", "serve", "loop_lag")
+
+
+def install(lat: Callable[[str, float], None]) -> None:
+    """Patch the strong path's classes of this process to report into ``lat``."""
+    import orjson
+
+    from worldstate.protocol import _rpc
+    from worldstate.store import retry
+    from worldstate.store.engine import READ_OPTION
+    from worldstate.strong import _forward, _path, _pipeline
+
+    queued: dict[Any, float] = {}
+    submit0 = _pipeline.Pipeline.submit
+    take0 = _pipeline.Pipeline.take
+    commit0 = _pipeline.GroupCommitter._commit
+    forward0 = _forward.Forwarder.forward
+    serve0 = _path.StrongPath._serve
+
+    def submit(self: Any, op: Any, digest: str) -> Any:
+        e = submit0(self, op, digest)
+        queued[e] = time.perf_counter()
+        return e
+
+    def take(self: Any, n: int) -> Any:
+        out = take0(self, n)
+        now = time.perf_counter()
+        for e in out:
+            t = queued.pop(e, None)
+            if t is not None:
+                lat("diag.queue", (now - t) * 1000.0)
+        return out
+
+    async def commit(self: Any, group: Any) -> None:
+        t = time.perf_counter()
+        try:
+            await commit0(self, group)
+        finally:
+            lat("diag.commit", (time.perf_counter() - t) * 1000.0)
+            lat("diag.group_ops", float(sum(len(v) for v in group.values())))
+
+    async def forward(self: Any, owner: str, op: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return await forward0(self, owner, op)
+        finally:
+            lat("diag.forward", (time.perf_counter() - t) * 1000.0)
+
+    async def serve(self: Any, op: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return await serve0(self, op)
+        finally:
+            lat("diag.serve", (time.perf_counter() - t) * 1000.0)
+
+    async def transaction(engine: Any, body: Any, read: bool) -> Any:
+        t0 = time.perf_counter()
+        async with engine.connect() as conn:
+            if read:
+                conn = await conn.execution_options(**{READ_OPTION: True})
+            tx = conn.begin()
+            await tx.start()
+            t1 = time.perf_counter()
+            lat("diag.tx.connect", (t1 - t0) * 1000.0)
+            try:
+                out = await body(conn)
+            except BaseException:
+                await tx.rollback()
+                raise
+            t2 = time.perf_counter()
+            lat("diag.tx.body", (t2 - t1) * 1000.0)
+            await tx.commit()
+            lat("diag.tx.commit", (time.perf_counter() - t2) * 1000.0)
+            return out
+
+    call0 = _rpc.Rpc.call
+    on_request0 = _forward.Forwarder._on_request
+
+    async def call(self: Any, topic: str, request: Any, timeout: float, **kw: Any) -> Any:
+        return await call0(self, topic, {**request, "ts": time.time()}, timeout, **kw)
+
+    def on_request(self: Any, msg: Any) -> None:
+        try:
+            ts = orjson.loads(msg.payload).get("ts")
+        except Exception:
+            ts = None
+        if isinstance(ts, float):
+            lat("diag.fwd.request_transit", (time.time() - ts) * 1000.0)
+        on_request0(self, msg)
+
+    from worldstate.eventual import _path as ev_path
+    from worldstate.strong import _regions
+
+    snap0 = ev_path.EventualPath.snapshot_region
+    load0 = _regions.RegionCommitter.load
+
+    async def snapshot_region(self: Any, key: Any) -> bool:
+        t = time.perf_counter()
+        try:
+            return await snap0(self, key)
+        finally:
+            lat("diag.snapshot", (time.perf_counter() - t) * 1000.0)
+
+    async def load(self: Any, key: Any, epoch: int) -> Any:
+        t = time.perf_counter()
+        try:
+            return await load0(self, key, epoch)
+        finally:
+            lat("diag.reload", (time.perf_counter() - t) * 1000.0)
+
+    ev_path.EventualPath.snapshot_region = snapshot_region  # type: ignore[method-assign]
+    _regions.RegionCommitter.load = load  # type: ignore[method-assign]
+    _rpc.Rpc.call = call  # type: ignore[method-assign]
+    _forward.Forwarder._on_request = on_request  # type: ignore[method-assign]
+    retry._transaction = transaction
+    _pipeline.Pipeline.submit = submit  # type: ignore[method-assign]
+    _pipeline.Pipeline.take = take  # type: ignore[method-assign]
+    _pipeline.GroupCommitter._commit = commit  # type: ignore[method-assign]
+    _forward.Forwarder.forward = forward  # type: ignore[method-assign]
+    _path.StrongPath._serve = serve  # type: ignore[method-assign]
+
+
+async def loop_lag(lat: Callable[[str, float], None], period: float = 0.01) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        t = loop.time()
+        await asyncio.sleep(period)
+        lat("diag.loop_lag", (loop.time() - t - period) * 1000.0)
