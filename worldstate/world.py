@@ -176,6 +176,7 @@ class World:
         )
         self.membership = MembershipAgent(ctx, self.authority, self._load_counters)
         self.strong.acquire_region = self.acquire_region  # first use of an unowned region
+        self.eventual.strong_rows_kept = self.strong.strong_rows_kept  # no reload after one
         self._closed = False
         self._opened = False
         self._closing: asyncio.Task[None] | None = None

@@ -590,7 +590,7 @@ def _nodelay(bus: MqttBus) -> int:
     client = bus._client
     assert client is not None
     sock = client._client.socket()
-    assert sock is not None
+    assert isinstance(sock, socket.socket)  # paho's SocketLike protocol has no getsockopt
     return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
 

@@ -235,6 +235,9 @@ class EventualPath:
         self.fanout = fanout
         self.views = views
         self._stored_marks: dict[RegionKey, bytes] = {}
+        self.strong_rows_kept: Callable[[RegionKey, int, int], None] = lambda k, r, w: None
+        """Told (region, version read, version written) after a snapshot write that kept
+        every strong row as read; the composition root points it at the strong path."""
         """region -> `_mark` of what this server last stored (or found) in its snapshot"""
         self.positions = EntityTable()
         """Latest position (and its HLC and writer) of every creature this server knows."""
@@ -804,10 +807,15 @@ class EventualPath:
                 self._remember_mark(key, lease)
                 return False
             try:
-                await self.views.store(snap.with_objects(objects), expected_version=snap.version)
+                written = await self.views.store(
+                    snap.with_objects(objects), expected_version=snap.version
+                )
             except VersionConflict:
                 self._counts["snapshot_conflicts"] += 1
                 continue
+            # every non-eventual object went back as read at snap.version, and the write
+            # was conditional on it: the strong state moves to the new version unreloaded
+            self.strong_rows_kept(key, snap.version, written)
             self._counts["snapshots"] += 1
             self._remember_mark(key, lease)
             return True

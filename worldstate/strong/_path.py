@@ -164,6 +164,7 @@ class StrongPath:
             "region_groups": self.regions.group_commits,
             "inventory_groups": self.inventories.group_commits,
             "state_loads": self.regions.reloads,
+            "snapshot_versions_kept": self.regions.kept_versions,
             "boundary_reads": self.regions.boundary_reads,
             "splits": self.regions.splits,
             "poisoned": self.regions.poisoned,
@@ -221,6 +222,11 @@ class StrongPath:
     def snapshot_stored(self, key: RegionKey) -> None:
         """A snapshot write changed the region's version: reload before the next group."""
         self.regions.mark_stale(key)
+
+    def strong_rows_kept(self, key: RegionKey, read: int, written: int) -> None:
+        """This server's eventual snapshot moved ``key`` from version ``read`` to
+        ``written`` without touching a strong row (`RegionPipelines.strong_rows_kept`)."""
+        self.regions.strong_rows_kept(key, read, written)
 
     async def _renew_loop(self) -> None:
         """Renew the inventory-shard leases, as often as the region leases are."""

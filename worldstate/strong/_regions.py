@@ -131,6 +131,8 @@ class RegionCommitter(GroupCommitter[RegionKey]):
         self.states: dict[RegionKey, RegionState] = {}
         self._stale: set[RegionKey] = set()
         self.reloads = 0
+        self.kept_versions = 0
+        """Own eventual snapshots the strong state moved past without a reload."""
         self.splits = 0
         self.poisoned = 0
         self.boundary_reads = 0
@@ -199,6 +201,25 @@ class RegionCommitter(GroupCommitter[RegionKey]):
         """Reload before the next decision (e.g. a snapshot was stored meanwhile)."""
         if key in self.states:
             self._stale.add(key)
+
+    def strong_rows_kept(self, key: RegionKey, read: int, written: int) -> bool:
+        """This server rewrote ``key`` from version ``read`` to ``written`` keeping every
+        strong row exactly as it was at ``read`` (its eventual snapshot: conditional on
+        ``read``, so nothing committed in between). The strong state held at ``read`` is then
+        the state at ``written``: it moves to it instead of being reloaded on the next group's
+        refused commit (as do neighbour rows cached from ``key`` at ``read``). A state at
+        another version, or stale, is left as it is (the next commit sorts it out). True
+        when the held state moved."""
+        code = key.morton
+        for pair, near in self._near.items():
+            if pair[0] == code and near.version == read:
+                near.version = written
+        st = self.states.get(key)
+        if st is None or key in self._stale or st.version != read:
+            return False
+        st.version = written
+        self.kept_versions += 1
+        return True
 
     # -- commit ----------------------------------------------------------------------------
 

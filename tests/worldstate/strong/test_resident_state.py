@@ -374,3 +374,37 @@ async def test_inventory_shard_leases_renew_together_and_a_stolen_one_is_dropped
         after = {k.shard: lease.expires_at for k, lease in shards.leases.items()}
         assert stolen not in after
         assert after[kept] >= before[kept]
+
+
+async def test_own_eventual_snapshot_moves_the_strong_state_without_a_reload(
+    backend: Backend,
+) -> None:
+    """The owner's eventual snapshot rewrites the region (a new version) with every strong
+    row as it was: the strong state moves to that version instead of having its next commit
+    refused and reloaded. A snapshot written any other way still reloads."""
+    async with worlds(backend, 1) as (a,):
+        await a.acquire_region(K0)
+        assert isinstance(await a.submit(box("w1", 100.0)), Committed)
+        st = a.strong.regions.states[K0]
+        before = st.version
+        a.move_entities([7], [[500.0, 500.0, 10.0]], [[0.0, 0.0, 0.0]])
+        assert await a.eventual.snapshot_region(K0)
+        assert st.version == (await a.load_region(K0)).version == before + 1
+        assert a.strong.regions.kept_versions == 1
+        loads = a.strong.regions.reloads
+        assert isinstance(await a.submit(box("w2", 300.0)), Committed)
+        assert a.strong.regions.reloads == loads  # no refused commit, no reload
+        assert a.strong.regions.states[K0] is st and st.version == before + 2
+        ids = {o.id for o in (await a.load_region(K0)).objects}
+        assert {"w1", "w2", "creature:7"} <= ids  # the eventual object stayed too
+
+        # a state that is not the one the snapshot read is left alone (no false move)
+        assert not a.strong.regions.strong_rows_kept(K0, before, before + 5)
+        assert st.version == before + 2
+
+        # a snapshot stored through `store_region` (any objects) reloads before the next op
+        snap = await a.load_region(K0)
+        await a.store_region(snap, expected_version=snap.version)
+        assert isinstance(await a.submit(box("w3", 500.0)), Committed)
+        assert a.strong.regions.reloads == loads + 1
+        assert {"w1", "w2", "w3"} <= {o.id for o in (await a.load_region(K0)).objects}
