@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import gc
 import json
 import logging
 import math
@@ -37,6 +36,7 @@ from typing import IO, Any, Protocol
 import numpy as np
 
 import worldstate
+from bench.common import settle_gc
 from bench.load._history import LEASE_SAMPLE, STATUS_FRESH, STATUS_INTERVAL, read_status
 from bench.load._history import write_json as _write_json
 from bench.load._players import (
@@ -615,10 +615,7 @@ async def serve(args: argparse.Namespace) -> int:
             tasks.append(
                 asyncio.create_task(_every(args.checkpoint, rec.checkpoint), name="bench-ckpt")
             )  # owned: cancelled and awaited with the others below
-        # what `worldstate serve` does once it is in the mesh: what start-up built is moved
-        # out of the collector's sight (docs/operations.md "Latency")
-        gc.collect()
-        gc.freeze()
+        settle_gc()  # what `worldstate serve` does once it is in the mesh
         ready[0] = True
         status()
         go = args.run / "go.json"

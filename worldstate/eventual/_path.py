@@ -235,10 +235,10 @@ class EventualPath:
         self.fanout = fanout
         self.views = views
         self._stored_marks: dict[RegionKey, bytes] = {}
+        """region -> `_mark` of what this server last stored (or found) in its snapshot"""
         self.strong_rows_kept: Callable[[RegionKey, int, int], None] = lambda k, r, w: None
         """Told (region, version read, version written) after a snapshot write that kept
         every strong row as read; the composition root points it at the strong path."""
-        """region -> `_mark` of what this server last stored (or found) in its snapshot"""
         self.positions = EntityTable()
         """Latest position (and its HLC and writer) of every creature this server knows."""
         self.velocities = EntityTable()
