@@ -11,7 +11,12 @@ Wraps the strong path's internals (no product change) and records, into the serv
 - ``diag.serve``: the owner's share of it (request decoded → its outcome);
 - ``diag.loop_lag``: how late a 10 ms timer fires (the event loop's queue);
 - ``diag.tx.connect`` / ``diag.tx.body`` / ``diag.tx.commit``: every store transaction's
-  pool checkout + BEGIN, its body (statements), its COMMIT.
+  pool checkout + BEGIN, its body (statements), its COMMIT;
+- ``diag.retry.<sqlstate>.<transaction>.<why>`` (counts, value 1): each retried store
+  transaction, by what it was (`Store.run`'s description, digits as N) and why (a
+  concurrent ``update`` of one row, or PostgreSQL's SSI reason code for a read/write cycle);
+- ``diag.attempt.<exception>`` (counts): a region group's attempt that ended early
+  (``NearMoved``, ``StaleState``, …) and was decided again.
 """
 
 from __future__ import annotations
@@ -123,6 +128,45 @@ def install(lat: Callable[[str, float], None]) -> None:
     snapshot_region = _timed(snap0, "diag.snapshot", lat)
     load = _timed(load0, "diag.reload", lat)
 
+    # which transactions retry (40001 …) and why group attempts end early: counts (value 1)
+    import contextvars
+    import re
+
+    from worldstate.store import Store
+
+    what_var: contextvars.ContextVar[str] = contextvars.ContextVar("diag_what", default="?")
+    run0 = Store.run
+    reason0 = retry.retry_reason
+    tx0 = _regions.RegionCommitter._transaction
+
+    async def run(self: Any, body: Any, what: str, **kw: Any) -> Any:
+        token = what_var.set(re.sub(r"[0-9]+", "N", what)[:40])
+        try:
+            return await run0(self, body, what, **kw)
+        finally:
+            what_var.reset(token)
+
+    def retry_reason(err: BaseException) -> str | None:
+        reason = reason0(err)
+        if reason is not None:
+            text = str(getattr(err, "orig", err))
+            why = "update" if "concurrent update" in text else "rw"
+            m = re.search(r"Reason code: ([^.]*)", text)
+            if m:
+                why += ":" + m.group(1)[:50]
+            lat(f"diag.retry.{reason}.{what_var.get()}.{why}", 1.0)
+        return reason
+
+    async def region_tx(self: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return await tx0(self, *args, **kw)
+        except Exception as e:
+            lat(f"diag.attempt.{type(e).__name__}", 1.0)
+            raise
+
+    Store.run = run  # type: ignore[method-assign]
+    retry.retry_reason = retry_reason
+    _regions.RegionCommitter._transaction = region_tx  # type: ignore[method-assign]
     ev_path.EventualPath.snapshot_region = snapshot_region  # type: ignore[method-assign]
     _regions.RegionCommitter.load = load  # type: ignore[method-assign]
     _rpc.Rpc.call = call  # type: ignore[method-assign]

@@ -219,6 +219,13 @@ def sample_actions(rng: np.random.Generator, local: IntArray, mix: Mix, dt: floa
     return TickActions(pick(mix.build), pick(mix.mine), pick(mix.trade), pick(mix.chat))
 
 
+MAX_STRUCTURE_SIZE = 32.0
+"""`Config.max_structure_size` of the load's servers: the largest structure this game builds
+is `build_box`'s 6 m (a game declares its catalogue's bound). With the default (one region)
+any placement could reach a structure of every neighbour, so each commit would read — and
+conflict with — every neighbouring owner's region version."""
+
+
 def build_box(
     p: FloatArray, grid: float = 8.0, size: float = 6.0
 ) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
@@ -241,6 +248,7 @@ def boxes_overlap(
 
 
 __all__ = [
+    "MAX_STRUCTURE_SIZE",
     "MIXES",
     "Mix",
     "PlayerModel",

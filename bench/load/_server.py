@@ -40,6 +40,7 @@ from bench.common import settle_gc
 from bench.load._history import LEASE_SAMPLE, STATUS_FRESH, STATUS_INTERVAL, read_status
 from bench.load._history import write_json as _write_json
 from bench.load._players import (
+    MAX_STRUCTURE_SIZE,
     MIXES,
     Mix,
     PlayerModel,
@@ -534,6 +535,7 @@ async def serve(args: argparse.Namespace) -> int:
         bus_url=args.bus,
         namespace=args.namespace,
         server_id=args.id,
+        max_structure_size=MAX_STRUCTURE_SIZE,
     )
     async with worldstate.connect(config=config) as world:
         engine = WorldEngine(world, layout, args.run)

@@ -101,6 +101,8 @@ def make_engine(
         "pool_size": pool_size,
         "max_overflow": pool_size,
     }
+    if dialect_of(u) == "postgresql":
+        kwargs["connect_args"] = {"options": _pg_options(u)}
     engine = create_async_engine(u, **kwargs)
     _ping_when_idle(engine)
     _binary_arrays(engine)
@@ -111,6 +113,26 @@ def make_engine(
             conn.exec_driver_sql("SET TRANSACTION READ ONLY")
 
     return engine
+
+
+PG_SESSION = "-c enable_seqscan=off"
+"""PostgreSQL session settings of every connection (libpq ``options``). At SERIALIZABLE a
+sequential scan takes a predicate lock on the whole table, so a statement that scans a small
+table (``ws_regions``, ``ws_leases``, ``ws_resources`` hold a few rows per region, and the
+planner prefers scanning them to using the primary key) conflicts with every other server's
+write to any row of it, and one of the two transactions fails with 40001. With sequential
+scans priced out, every keyed statement takes its predicate locks on the rows and index
+pages it reads, so servers writing different regions no longer abort each other (the
+PostgreSQL manual, "Serializable Isolation Level", recommends encouraging index scans for
+this). Tables read whole (exports) still scan them. CockroachDB has no predicate locks and
+no such setting."""
+
+
+def _pg_options(u: URL) -> str:
+    """`PG_SESSION`, followed by any ``options`` the store URL gives (which then win)."""
+    given = u.query.get("options")
+    extra = given if isinstance(given, str) else " ".join(given or ())
+    return f"{PG_SESSION} {extra}".strip()
 
 
 def _binary_arrays(engine: AsyncEngine) -> None:
