@@ -820,3 +820,46 @@ def test_wire_error_is_a_value_error() -> None:
     with pytest.raises(MalformedBatch) as e:
         decode(b"WSEB")
     assert e.value.reason == "truncated"
+
+
+def test_snapshots_of_held_regions_are_spread_over_the_interval() -> None:
+    """The snapshot loop (the real method, on virtual time): with 4 regions held and a 2 s
+    interval, one region every 0.5 s, each of them once per interval; a region released
+    before its turn is skipped, and the next round spreads the regions left."""
+    from types import SimpleNamespace
+
+    from tests.sim.vloop import run_virtual
+    from worldstate.eventual._path import EventualPath
+
+    keys = [RegionKey(i, 0, 0) for i in range(4)]
+    held = set(keys)
+    taken: list[tuple[float, RegionKey]] = []
+
+    async def snapshot(key: RegionKey) -> None:
+        taken.append((round(asyncio.get_running_loop().time(), 6), key))
+        if len(taken) == 6:
+            held.discard(keys[3])  # released before its turn in this round
+
+    stub = SimpleNamespace(
+        ctx=SimpleNamespace(config=SimpleNamespace(snapshot_interval=2.0)),
+        authority=SimpleNamespace(
+            live=lambda: [k for k in keys if k in held], holds=held.__contains__
+        ),
+        _snapshot_quietly=snapshot,
+    )
+
+    async def main() -> None:
+        with suppress(TimeoutError):
+            async with asyncio.timeout(6.2):
+                await EventualPath._snapshot_loop(stub)  # type: ignore[arg-type]
+
+    run_virtual(main())
+    third = [round(4.0 + 2.0 / 3 * i, 6) for i in (1, 2, 3)]
+    assert (
+        taken
+        == [
+            *((0.5 * (i + 1), k) for i, k in enumerate(keys)),
+            *((2.0 + 0.5 * (i + 1), k) for i, k in enumerate(keys[:3])),  # keys[3]: skipped
+            *zip(third, keys[:3], strict=True),
+        ]
+    )

@@ -766,10 +766,18 @@ class EventualPath:
     # -- snapshots -------------------------------------------------------------------------
 
     async def _snapshot_loop(self) -> None:
+        """Each held region's snapshot about every ``snapshot_interval``, the regions spread
+        evenly over it (one every ``interval / n``), not all of them back to back: a
+        snapshot is a burst of CPU (objects built, encoded, checksummed) and of writes, and
+        n of them at once held every strong commit and tick of the server behind them."""
         interval = self.ctx.config.snapshot_interval
         while True:
-            await asyncio.sleep(interval)
-            for key in list(self.authority.live()):
+            keys = list(self.authority.live())
+            if not keys:
+                await asyncio.sleep(interval)
+                continue
+            for key in keys:
+                await asyncio.sleep(interval / len(keys))
                 if self.authority.holds(key):
                     await self._snapshot_quietly(key)
 

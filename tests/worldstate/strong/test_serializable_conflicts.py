@@ -120,3 +120,25 @@ async def test_keyed_statements_lock_rows_not_tables(pg: Backend) -> None:
         assert await table_locks(None) == set()
         # what the setting prevents: the planner scans these small tables, which locks them
         assert {"ws_regions", "ws_leases"} <= await table_locks("on")
+
+
+async def test_store_url_options_come_after_the_store_own(pg_url: str) -> None:
+    from urllib.parse import quote
+
+    from worldstate.store.engine import make_engine
+
+    sep = "&" if "?" in pg_url else "?"
+    engine = make_engine(f"{pg_url}{sep}options={quote('-c statement_timeout=12345')}")
+    try:
+        async with engine.connect() as conn:
+            seqscan = (await conn.execute(text("SHOW enable_seqscan"))).scalar()
+            timeout = (await conn.execute(text("SHOW statement_timeout"))).scalar()
+        assert (seqscan, timeout) == ("off", "12345ms")
+    finally:
+        await engine.dispose()
+    engine = make_engine(f"{pg_url}{sep}options={quote('-c enable_seqscan=on')}")
+    try:
+        async with engine.connect() as conn:  # the URL's setting wins
+            assert (await conn.execute(text("SHOW enable_seqscan"))).scalar() == "on"
+    finally:
+        await engine.dispose()
