@@ -67,7 +67,8 @@ class Config:
     tick_rate: float = 20.0
     """Eventual-batch ticks per second."""
     snapshot_interval: float = 5.0
-    """Seconds between snapshots of owned regions' eventual state to cache/store."""
+    """Seconds between snapshots of an owned region's eventual state to cache/store (each
+    held region once per interval, the regions spread evenly over it)."""
     group_commit_window: float = 0.002
     """Seconds the strong pipeline gathers ops before committing them as one batch."""
     region_queue_size: int = 10_000
