@@ -22,6 +22,8 @@ Wraps the strong path's internals (no product change) and records, into the serv
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -129,9 +131,6 @@ def install(lat: Callable[[str, float], None]) -> None:
     load = _timed(load0, "diag.reload", lat)
 
     # which transactions retry (40001 …) and why group attempts end early: counts (value 1)
-    import contextvars
-    import re
-
     from worldstate.store import Store
 
     what_var: contextvars.ContextVar[str] = contextvars.ContextVar("diag_what", default="?")
@@ -164,19 +163,23 @@ def install(lat: Callable[[str, float], None]) -> None:
             lat(f"diag.attempt.{type(e).__name__}", 1.0)
             raise
 
-    Store.run = run  # type: ignore[method-assign]
-    retry.retry_reason = retry_reason
-    _regions.RegionCommitter._transaction = region_tx  # type: ignore[method-assign]
-    ev_path.EventualPath.snapshot_region = snapshot_region  # type: ignore[method-assign]
-    _regions.RegionCommitter.load = load  # type: ignore[method-assign]
-    _rpc.Rpc.call = call  # type: ignore[method-assign]
-    _forward.Forwarder._on_request = on_request  # type: ignore[method-assign]
-    retry._transaction = transaction
-    _pipeline.Pipeline.submit = submit  # type: ignore[method-assign]
-    _pipeline.Pipeline.take = take  # type: ignore[method-assign]
-    _pipeline.GroupCommitter._commit = commit  # type: ignore[method-assign]
-    _forward.Forwarder.forward = forward  # type: ignore[method-assign]
-    _path.StrongPath._serve = serve  # type: ignore[method-assign]
+    patches: list[tuple[Any, str, Any]] = [
+        (Store, "run", run),
+        (retry, "retry_reason", retry_reason),
+        (retry, "_transaction", transaction),
+        (_regions.RegionCommitter, "_transaction", region_tx),
+        (_regions.RegionCommitter, "load", load),
+        (ev_path.EventualPath, "snapshot_region", snapshot_region),
+        (_rpc.Rpc, "call", call),
+        (_forward.Forwarder, "_on_request", on_request),
+        (_forward.Forwarder, "forward", forward),
+        (_pipeline.Pipeline, "submit", submit),
+        (_pipeline.Pipeline, "take", take),
+        (_pipeline.GroupCommitter, "_commit", commit),
+        (_path.StrongPath, "_serve", serve),
+    ]
+    for owner, name, fn in patches:
+        setattr(owner, name, fn)
 
 
 async def loop_lag(lat: Callable[[str, float], None], period: float = 0.01) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import text
@@ -21,6 +22,7 @@ from tests.worldstate.fix_world import open_world
 from worldstate.operations import PlaceStructure
 from worldstate.results import Committed
 from worldstate.store import strong_rows
+from worldstate.store.engine import make_engine
 
 pytestmark = pytest.mark.services
 
@@ -123,10 +125,6 @@ async def test_keyed_statements_lock_rows_not_tables(pg: Backend) -> None:
 
 
 async def test_store_url_options_come_after_the_store_own(pg_url: str) -> None:
-    from urllib.parse import quote
-
-    from worldstate.store.engine import make_engine
-
     sep = "&" if "?" in pg_url else "?"
     engine = make_engine(f"{pg_url}{sep}options={quote('-c statement_timeout=12345')}")
     try:
